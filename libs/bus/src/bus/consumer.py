@@ -1,0 +1,216 @@
+"""At-least-once consumer group with bounded concurrency.
+
+- Offsets are committed only after the handler returned, i.e. after the events it
+  produced were acknowledged; per partition, only the contiguous prefix of finished
+  records is committed, so a crash redelivers every unfinished record.
+- At most `max_in_flight` records are handled at once; when full, the assigned
+  partitions are paused so the consumer keeps its group membership without fetching.
+- A record that cannot be decoded, or whose handler keeps failing, goes to
+  `<topic>.dlq` with the error in its headers, and is then committed: it never loops.
+- On rebalance and on stop, in-flight records are finished (bounded by a grace period)
+  and committed before the partitions are handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Generic
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from bus.producer import Producer
+from bus.records import M, PoisonMessage, Record, decode, process_span
+from bus.topics import dlq_topic
+from svckit.logging import get_logger
+
+log = get_logger(__name__)
+
+Handler = Callable[[Record[M]], Awaitable[None]]
+
+
+class _PartitionProgress:
+    """Offsets in flight on one partition, to know how far it is safe to commit."""
+
+    def __init__(self) -> None:
+        self.in_flight: set[int] = set()
+        self.highest_done = -1
+
+    def commit_offset(self) -> int | None:
+        if self.in_flight:
+            return min(self.in_flight)  # everything before the oldest unfinished record
+        return self.highest_done + 1 if self.highest_done >= 0 else None
+
+
+class Consumer(Generic[M]):
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        message_type: type[M],
+        handler: Handler[M],
+        producer: Producer,
+        max_in_flight: int = 1,
+        handler_attempts: int = 3,
+        shutdown_grace_seconds: float = 30.0,
+        client_id: str = "pixelmesh",
+    ) -> None:
+        self.topic = topic
+        self.group_id = group_id
+        self._message_type = message_type
+        self._handler = handler
+        self._producer = producer
+        self._max_in_flight = max(1, max_in_flight)
+        self._handler_attempts = handler_attempts
+        self._grace = shutdown_grace_seconds
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            max_poll_interval_ms=600_000,
+            isolation_level="read_committed",
+        )
+        self._progress: dict[TopicPartition, _PartitionProgress] = {}
+        self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
+        self._slot_free = asyncio.Event()
+        self._running = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+        await self._consumer.start()
+        self._running = True
+        self._loop_task = asyncio.create_task(self._run(), name=f"consume {self.topic}")
+
+    async def stop(self) -> None:
+        """Stop fetching, finish what is in flight (bounded), commit, leave the group."""
+        self._running = False
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self._drain(set(self._progress))
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while self._running:
+            if self.in_flight >= self._max_in_flight:
+                assigned = self._consumer.assignment()
+                self._consumer.pause(*assigned)
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                self._consumer.resume(*self._consumer.assignment())
+                continue
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_in_flight - self.in_flight)
+            except KafkaError as exc:
+                log.warning("fetch failed", topic=self.topic, error=repr(exc))
+                await asyncio.sleep(1)
+                continue
+            for tp, raws in batch.items():
+                progress = self._progress.setdefault(tp, _PartitionProgress())
+                for raw in raws:
+                    progress.in_flight.add(raw.offset)
+                    task = asyncio.create_task(self._handle(raw))
+                    self._tasks[task] = tp
+                    task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._slot_free.set()
+
+    async def _handle(self, raw: ConsumerRecord) -> None:
+        tp = TopicPartition(raw.topic, raw.partition)
+        try:
+            with process_span(raw, self.group_id) as span:
+                try:
+                    record = decode(raw, self._message_type)
+                    await self._call_with_retries(record)
+                except PoisonMessage as exc:
+                    span.record_exception(exc)
+                    await self._dead_letter(raw, exc)
+        except Exception as exc:
+            # The dead-letter topic itself failed. The record stays in flight, so no commit
+            # passes it; it is redelivered after a restart or a rebalance.
+            log.error("record not handled", topic=raw.topic, offset=raw.offset, error=repr(exc))
+            return
+        # (A cancelled handler also stays in flight: handed back uncommitted.)
+        progress = self._progress.get(tp)
+        if progress is None:
+            return  # partition revoked meanwhile; its new owner redoes the record
+        progress.in_flight.discard(raw.offset)
+        progress.highest_done = max(progress.highest_done, raw.offset)
+        await self._commit(tp)
+
+    async def _call_with_retries(self, record: Record[M]) -> None:
+        delay = 0.5
+        for attempt in range(1, self._handler_attempts + 1):
+            try:
+                await self._handler(record)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == self._handler_attempts:
+                    raise PoisonMessage(f"handler failed {attempt} times: {exc!r}") from exc
+                log.warning("handler failed, retrying", topic=record.topic, key=record.key, attempt=attempt, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def _dead_letter(self, raw: ConsumerRecord, exc: Exception) -> None:
+        headers = list(raw.headers or []) + [
+            ("pixelmesh-error", str(exc).encode()[:1000]),
+            ("pixelmesh-original-topic", raw.topic.encode()),
+            ("pixelmesh-original-partition", str(raw.partition).encode()),
+            ("pixelmesh-original-offset", str(raw.offset).encode()),
+        ]
+        await self._producer.send_raw(dlq_topic(raw.topic), raw.key, raw.value, headers)
+        log.error("record sent to dead-letter topic", topic=raw.topic, offset=raw.offset, error=str(exc))
+
+    async def _commit(self, tp: TopicPartition) -> None:
+        progress = self._progress.get(tp)
+        offset = progress.commit_offset() if progress else None
+        if offset is None:
+            return
+        try:
+            await self._consumer.commit({tp: offset})
+        except (CommitFailedError, KafkaError) as exc:
+            # Lost the partition in a rebalance: the new owner redelivers from the last commit.
+            log.warning("commit failed", partition=tp.partition, offset=offset, error=repr(exc))
+
+    async def _drain(self, partitions: set[TopicPartition]) -> None:
+        """Let in-flight records of these partitions finish (up to the grace period), then commit."""
+        tasks = [t for t, tp in self._tasks.items() if tp in partitions]
+        if tasks:
+            log.info("finishing in-flight records", count=len(tasks))
+            done, pending = await asyncio.wait(tasks, timeout=self._grace)
+            for t in pending:
+                t.cancel()  # handed back: the next owner redoes them
+        for tp in partitions:
+            await self._commit(tp)
+            self._progress.pop(tp, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, consumer: Consumer) -> None:
+        self._c = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._c._drain(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self._c._progress.setdefault(tp, _PartitionProgress())

@@ -1,0 +1,53 @@
+"""gRPC client channels to other services, and a health probe for readiness checks."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Transparent retries of calls that never reached the peer's handler (UNAVAILABLE),
+# so a service restarting during a rolling update costs a little latency, not an error.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+
+
+async def is_serving(chan: grpc.aio.Channel, service: str = "", timeout: float = 1.0) -> bool:
+    """True when the peer's grpc.health.v1 says SERVING for `service`."""
+    try:
+        resp = await health_pb2_grpc.HealthStub(chan).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return resp.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,125 @@
+"""Process bootstrap for a gRPC service: health, reflection, metrics, graceful SIGTERM.
+
+Follows grpc's async_greeter_server_with_graceful_shutdown example: health starts
+NOT_SERVING and turns SERVING only while every readiness check passes (the service's
+own dependencies answer); SIGTERM flips it to NOT_SERVING, stops background work and
+gives in-flight RPCs `shutdown_grace_seconds` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from svckit.logging import configure_logging, get_logger
+from svckit.settings import ServiceSettings
+from svckit.telemetry import setup_telemetry, shutdown_telemetry
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+Hook = Callable[[], Awaitable[Any]]
+
+log = get_logger(__name__)
+
+
+class GrpcService:
+    """One service process. Register servicers, checks and hooks, then `await run()`."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        configure_logging(settings.service_name, settings.log_level)
+        setup_telemetry(settings.service_name)
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ]
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = []
+        self._checks: list[ReadinessCheck] = []
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+        self._stopping = asyncio.Event()
+        self.port: int | None = None
+
+    def add_servicer(self, add_fn: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
+        """Register a servicer (`add_FooServicer_to_server`, instance, 'pkg.v1.FooService')."""
+        add_fn(servicer, self.server)
+        self._service_names.append(full_name)
+
+    def readiness_check(self, check: ReadinessCheck) -> None:
+        self._checks.append(check)
+
+    def on_start(self, hook: Hook) -> None:
+        """Awaited after the server listens (e.g. start a Kafka consumer)."""
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        """Awaited on shutdown, before the server stops (e.g. stop consumers, close clients)."""
+        self._on_stop.append(hook)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _set_all(self, status: int) -> None:
+        for name in ["", *self._service_names]:
+            await self.health.set(name, status)
+
+    async def _readiness_loop(self) -> None:
+        serving = None
+        while not self._stopping.is_set():
+            try:
+                ok = all([await check() for check in self._checks])
+            except Exception as exc:  # a failing check means "not ready", never a crash
+                log.warning("readiness check failed", error=repr(exc))
+                ok = False
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                await self._set_all(status)
+                log.info("health changed", serving=ok)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=1.0 if ok else 0.25)
+            except TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        s = self.settings
+        reflection.enable_server_reflection(
+            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        if s.metrics_port:
+            start_http_server(s.metrics_port, addr=s.grpc_host)
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        log.info("grpc server listening", port=self.port, services=self._service_names, metrics_port=s.metrics_port)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        for hook in self._on_start:
+            await hook()
+        readiness = asyncio.create_task(self._readiness_loop())
+        await self._stopping.wait()
+
+        log.info("shutting down", grace_seconds=s.shutdown_grace_seconds)
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await readiness
+        for hook in self._on_stop:
+            try:
+                await hook()
+            except Exception as exc:
+                log.error("shutdown hook failed", error=repr(exc))
+        await self.server.stop(s.shutdown_grace_seconds)
+        shutdown_telemetry()
+        log.info("stopped")
