@@ -1,14 +1,21 @@
 """Kafka bus: topic names and creation, protobuf producer, at-least-once consumers."""
 
 from bus.consumer import Consumer, Record
+from bus.events import TERMINAL_STATES, advance, generation_event, is_terminal
 from bus.producer import Producer
 from bus.reader import TopicReader
+from bus.settings import KafkaServiceSettings
 from bus.topics import CONTROL_TOPIC, EVENTS_TOPIC, TopicSpec, dlq_topic, ensure_topics, requests_topic, worker_group
 
 __all__ = [
     "CONTROL_TOPIC",
+    "TERMINAL_STATES",
+    "advance",
+    "generation_event",
+    "is_terminal",
     "EVENTS_TOPIC",
     "Consumer",
+    "KafkaServiceSettings",
     "Producer",
     "Record",
     "TopicReader",

@@ -91,6 +91,21 @@ class GrpcService:
             except TimeoutError:
                 pass
 
+    async def _until_done(self, hook: Hook) -> None:
+        """Run a start-up hook, retrying while its dependency (Kafka, MinIO) is not up yet."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await hook()
+                return
+            except Exception as exc:
+                log.warning("start-up step failed, retrying", step=getattr(hook, "__qualname__", "?"), error=repr(exc))
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 5.0)
+
     async def run(self) -> None:
         s = self.settings
         reflection.enable_server_reflection(
@@ -108,7 +123,7 @@ class GrpcService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         for hook in self._on_start:
-            await hook()
+            await self._until_done(hook)
         readiness = asyncio.create_task(self._readiness_loop())
         await self._stopping.wait()
 

@@ -1,0 +1,54 @@
+# pixelmesh: `make up` starts the whole mesh, `make test` runs every test, `make down` stops.
+# Both install what is missing into .cache/ (uv, Python deps, Kafka jars, MinIO, buf).
+
+SHELL := /bin/bash
+CACHE := .cache
+UV := $(CACHE)/tools/bin/uv
+PY := .venv/bin/python
+BUF := $(CACHE)/node/node_modules/.bin/buf
+
+.PHONY: help install up down status test unit protos protos-check lint-protos clean
+
+help:
+	@echo "make up | down | status | test | unit | protos | protos-check | lint-protos | clean"
+
+$(UV):
+	python3 -m venv $(CACHE)/tools
+	$(CACHE)/tools/bin/pip install -q uv==0.13.9
+
+.venv/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --frozen --all-packages -q
+	@touch $@
+
+install: .venv/.synced
+	@bash deploy/local/kafka.sh install
+	@bash deploy/local/minio.sh install
+	@bash deploy/local/buf.sh install
+
+up: install
+	@$(PY) deploy/local/mesh.py up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) deploy/local/mesh.py down; fi
+
+status:
+	@$(PY) deploy/local/mesh.py status
+
+protos: .venv/.synced
+	$(PY) libs/apis/generate.py
+
+protos-check: .venv/.synced
+	$(PY) libs/apis/generate.py --check
+
+lint-protos: install
+	$(BUF) lint
+
+# Unit tests only (no Kafka/MinIO): fast feedback while editing.
+unit: .venv/.synced
+	$(PY) -m pytest -q libs services
+
+test: install
+	$(PY) -m pytest -q
+
+clean: down
+	rm -rf .run

@@ -1,0 +1,120 @@
+"""gRPC calls the edge makes to the rest of the mesh, with errors as GatewayErrors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from edge.settings import EdgeSettings
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
+from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
+from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
+from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from pixelmesh.status.v1 import status_service_pb2 as status_pb
+from pixelmesh.status.v1 import status_service_pb2_grpc
+from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.errors import ErrorCode, GatewayError, from_rpc_error
+from svckit.grpc_client import channel, is_serving
+
+CALL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    account_id: str
+    api_key_id: str
+    plan: str
+    retention_class: str
+
+
+class Mesh:
+    def __init__(self, settings: EdgeSettings) -> None:
+        self._channels = {
+            "routing": channel(settings.routing_addr),
+            "pricing": channel(settings.pricing_addr),
+            "status": channel(settings.status_addr),
+            "storage": channel(settings.storage_addr),
+        }
+        self.routing = routing_service_pb2_grpc.RoutingServiceStub(self._channels["routing"])
+        self.pricing = pricing_service_pb2_grpc.PricingServiceStub(self._channels["pricing"])
+        self.status = status_service_pb2_grpc.StatusServiceStub(self._channels["status"])
+        self.storage = storage_service_pb2_grpc.StorageServiceStub(self._channels["storage"])
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        names = list(self._channels)
+        results = await asyncio.gather(*(is_serving(self._channels[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def authenticate(self, api_key: str) -> Caller:
+        try:
+            r = await self.pricing.Authenticate(pricing_pb.AuthenticateRequest(api_key=api_key), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)
+
+    async def submit(self, caller: Caller, params: gen.GenerationParams) -> gen.Generation:
+        request = routing_pb.SubmitGenerationRequest(
+            params=params,
+            account_id=caller.account_id,
+            api_key_id=caller.api_key_id,
+            retention_class=caller.retention_class,
+        )
+        try:
+            op = await self.routing.SubmitGeneration(request, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        generation = gen.Generation()
+        op.metadata.Unpack(generation)
+        return generation
+
+    async def generation(self, caller: Caller, generation_id: str) -> gen.Generation:
+        """A generation of the caller's account; another account's is NOT_FOUND, like a missing one."""
+        try:
+            r = await self.status.GetGeneration(status_pb.GetGenerationRequest(generation_id=generation_id), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        if r.generation.account_id != caller.account_id:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
+        return r.generation
+
+    async def watch(self, generation_id: str, timeout: float) -> AsyncIterator[gen.Generation]:
+        """Every state of the generation until a terminal one; DEADLINE_EXCEEDED -> TIMEOUT."""
+        call = self.status.WatchGeneration(status_pb.WatchGenerationRequest(generation_id=generation_id), timeout=timeout)
+        try:
+            async for resp in call:
+                yield resp.generation
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def image_url(self, ref: gen.ImageRef) -> str:
+        try:
+            r = await self.storage.GetImageUrl(storage_pb.GetImageUrlRequest(object_key=ref.object_key), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return r.url
+
+    async def image_b64(self, ref: gen.ImageRef) -> str:
+        chunks = []
+        try:
+            async for part in self.storage.GetImage(storage_pb.GetImageRequest(object_key=ref.object_key), timeout=60):
+                chunks.append(part.chunk)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return base64.b64encode(b"".join(chunks)).decode()
+
+    async def list_models(self) -> list:
+        try:
+            r = await self.routing.ListModels(routing_pb.ListModelsRequest(), timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return list(r.models)

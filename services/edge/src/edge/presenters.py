@@ -1,0 +1,105 @@
+"""Generations rendered in each API's response shape (OpenAI, seed 000/004 aggregators)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bus import is_terminal
+from edge.mesh import Mesh
+from edge.schemas import FORMAT_NAMES
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError
+
+V2_STATUS = {
+    gen.GENERATION_STATE_QUEUED: "pending",
+    gen.GENERATION_STATE_RUNNING: "pending",
+    gen.GENERATION_STATE_SUCCEEDED: "completed",
+    gen.GENERATION_STATE_FAILED: "failed",
+    gen.GENERATION_STATE_CANCELLED: "failed",
+}
+
+
+def failure(generation: gen.Generation) -> GatewayError:
+    try:
+        code = ErrorCode(generation.error.code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    if generation.state == gen.GENERATION_STATE_CANCELLED:
+        code = ErrorCode.CANCELLED
+    return GatewayError(code, generation.error.message or "The generation failed.", generation_id=generation.id)
+
+
+def _usd(cost: gen.Cost) -> float:
+    return round(cost.usd_micros / 1_000_000, 6)
+
+
+def _iso(ts) -> str | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def openai_images(mesh: Mesh, generation: gen.Generation, response_format: str, started: float) -> dict:
+    """The ImagesResponse of a succeeded generation, with seed 004's `perf` block."""
+    if response_format == "b64_json":
+        blobs = await asyncio.gather(*(mesh.image_b64(ref) for ref in generation.images))
+        data = [{"b64_json": b, "revised_prompt": ref.revised_prompt or None} for b, ref in zip(blobs, generation.images, strict=True)]
+    else:
+        urls = await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images))
+        data = [{"url": u, "revised_prompt": ref.revised_prompt or None} for u, ref in zip(urls, generation.images, strict=True)]
+    size = f"{generation.width}x{generation.height}"
+    return {
+        "created": generation.create_time.seconds or int(time.time()),
+        "data": data,
+        "output_format": FORMAT_NAMES.get(generation.output_format, "png"),
+        "quality": generation.quality,
+        "size": size,
+        "perf": {
+            "request_id": generation.id,
+            "model_used": generation.model,
+            "size": size,
+            "quality": generation.quality,
+            "cost_usd": _usd(generation.cost),
+            "latency_ms": int((time.monotonic() - started) * 1000),
+        },
+    }
+
+
+async def v2_generation(mesh: Mesh, generation: gen.Generation) -> dict:
+    """Seed 000's generation object: id, status, model_slug, result_url, tokens_spent, ..."""
+    status = V2_STATUS.get(generation.state, "pending")
+    body: dict[str, object] = {
+        "id": generation.id,
+        "status": status,
+        "model_slug": generation.model,
+        "prompt": generation.params.prompt,
+        "seed": generation.seed,
+        "created_at": _iso(generation.create_time),
+    }
+    if not is_terminal(generation):
+        body["eta_seconds"] = generation.eta_seconds
+        body["progress"] = round(generation.progress_percent, 1)
+    if status == "completed":
+        urls = await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images))
+        body["result_url"] = urls[0] if urls else None
+        body["result_urls"] = list(urls)
+        body["tokens_spent"] = generation.cost.tokens
+        body["cost_usd"] = _usd(generation.cost)
+        body["completed_at"] = _iso(generation.end_time)
+        body["result_metadata"] = {
+            "width": generation.width,
+            "height": generation.height,
+            "format": FORMAT_NAMES.get(generation.output_format, "png"),
+            "images": [
+                {"url": u, "width": r.width, "height": r.height, "bytes": r.size_bytes, "sha256": r.sha256}
+                for u, r in zip(urls, generation.images, strict=True)
+            ],
+        }
+    else:
+        body["result_url"] = None
+        body["tokens_spent"] = 0
+    if status == "failed":
+        err = failure(generation)
+        body["error"] = {"code": err.code.value, "message": err.message}
+    return body

@@ -1,0 +1,91 @@
+"""Request bodies of the REST routes, and their translation to GenerationParams."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import invalid
+
+OUTPUT_FORMATS = {"png": gen.OUTPUT_FORMAT_PNG, "webp": gen.OUTPUT_FORMAT_WEBP, "jpeg": gen.OUTPUT_FORMAT_JPEG}
+FORMAT_NAMES = {v: k for k, v in OUTPUT_FORMATS.items()}
+ImageFormat = Literal["png", "webp", "jpeg"]
+
+
+class GenerationBody(BaseModel):
+    """Fields shared by the OpenAI route and the aggregators' /api/v2/generate."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str
+    model: str | None = None
+    n: int | None = Field(default=None)
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    output_format: ImageFormat | None = None
+    output_compression: int | None = None
+    user: str | None = None
+    # Aggregator extensions (seed 000).
+    negative_prompt: str | None = None
+    seed: int | None = None
+    format: ImageFormat | None = None
+    image_url: str | None = None
+
+    def to_params(self, default_format: str) -> gen.GenerationParams:
+        if self.format and self.output_format and self.format != self.output_format:
+            raise invalid("'format' and 'output_format' disagree; send one of them.", "format")
+        fmt = self.output_format or self.format or default_format
+        params = gen.GenerationParams(
+            model=self.model or "",
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt or "",
+            n=self.n if self.n is not None else 1,
+            size=self.size or "",
+            quality=self.quality or "",
+            style=self.style or "",
+            output_format=OUTPUT_FORMATS[fmt],
+            background=self.background or "",
+            moderation=self.moderation or "",
+            image_url=self.image_url or "",
+            user=self.user or "",
+        )
+        if self.output_compression is not None:
+            params.output_compression = self.output_compression
+        if self.seed is not None:
+            params.seed = self.seed
+        return params
+
+
+class OpenAIImageBody(GenerationBody):
+    """POST /v1/images/generations."""
+
+    response_format: Literal["url", "b64_json"] | None = None
+    stream: bool | None = None
+    partial_images: int | None = None
+
+
+class GenerateBody(GenerationBody):
+    """POST /api/v2/generate."""
+
+
+def parse_body(model: type[BaseModel], raw: object) -> BaseModel:
+    """Validate a decoded JSON body; the first problem becomes a 400 naming the field."""
+    if not isinstance(raw, dict):
+        raise invalid("The request body must be a JSON object.")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        if first["type"] == "missing":
+            msg = f"Missing required parameter: '{param}'."
+        elif first["type"] == "extra_forbidden":
+            msg = f"Unrecognized request argument supplied: {param}"
+        else:
+            msg = f"Invalid value for '{param}': {first['msg']}."
+        raise invalid(msg, param) from None

@@ -1,0 +1,61 @@
+"""Runs uvicorn (REST) and the gRPC health server in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from edge.app import create_app
+from edge.mesh import Mesh
+from edge.settings import EdgeSettings
+from svckit.server import GrpcService
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # GrpcService owns SIGTERM and stops us
+        yield
+
+
+async def serve(settings: EdgeSettings) -> None:
+    service = GrpcService(settings)
+    mesh = Mesh(settings)
+    app = create_app(settings, mesh)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    http = _Uvicorn(
+        uvicorn.Config(
+            app,
+            host=settings.edge_http_host,
+            port=settings.edge_http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        )
+    )
+    task: asyncio.Task | None = None
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(http.serve())
+        while not http.started:
+            if task.done():
+                task.result()  # raises the bind error
+            await asyncio.sleep(0.05)
+
+    async def stop() -> None:
+        http.should_exit = True
+        if task:
+            await task
+        await mesh.close()
+
+    async def ready() -> bool:
+        return all((await mesh.readiness()).values())
+
+    service.on_start(start)
+    service.on_stop(stop)
+    service.readiness_check(ready)
+    await service.run()

@@ -1,0 +1,38 @@
+from bus import Producer, ensure_topics
+from bus.topics import control_spec, dlq_spec, events_spec, requests_spec
+from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
+from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from routing.catalog import Catalog
+from routing.servicer import RoutingServicer
+from routing.settings import RoutingSettings
+from svckit.grpc_client import channel, is_serving
+from svckit.server import GrpcService
+
+
+async def serve(settings: RoutingSettings) -> None:
+    service = GrpcService(settings)
+    catalog = Catalog.load(settings.providers, settings.routing_catalog)
+    pricing_channel = channel(settings.pricing_addr)
+    producer = Producer(settings.kafka_bootstrap_servers, client_id="routing")
+    servicer = RoutingServicer(catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer)
+    service.add_servicer(
+        routing_service_pb2_grpc.add_RoutingServiceServicer_to_server, servicer, "pixelmesh.routing.v1.RoutingService"
+    )
+
+    async def create_topics() -> None:
+        n = settings.kafka_partitions
+        specs = [events_spec(n), control_spec()]
+        for provider in sorted(settings.providers):
+            specs += [requests_spec(provider, n), dlq_spec(requests_spec(provider).name)]
+        await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
+
+    async def stop() -> None:
+        await producer.stop()
+        await pricing_channel.close()
+
+    service.on_start(create_topics)
+    service.on_start(producer.start)
+    service.on_stop(stop)
+    service.readiness_check(producer.is_connected)
+    service.readiness_check(lambda: is_serving(pricing_channel))
+    await service.run()

@@ -1,0 +1,102 @@
+"""RoutingService: admission and dispatch of generations, and the catalog."""
+
+from __future__ import annotations
+
+import grpc
+from google.longrunning import operations_pb2
+from opentelemetry import trace
+
+from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topic
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.events.v1 import events_pb2
+from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
+from pixelmesh.routing.v1 import routing_service_pb2 as pb
+from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from routing.admission import admit, validate
+from routing.catalog import Catalog
+from svckit.errors import ErrorCode, GatewayError, abort_with, from_rpc_error
+from svckit.logging import get_logger
+
+log = get_logger(__name__)
+PRODUCER = "routing"
+
+
+def operation_for(generation: gen.Generation) -> operations_pb2.Operation:
+    op = operations_pb2.Operation(name=f"generations/{generation.id}", done=False)
+    op.metadata.Pack(generation)
+    return op
+
+
+class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
+    def __init__(self, catalog: Catalog, pricing: pricing_service_pb2_grpc.PricingServiceStub, producer: Producer) -> None:
+        self._catalog = catalog
+        self._pricing = pricing
+        self._producer = producer
+
+    async def SubmitGeneration(self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
+        try:
+            generation = await self._admit(request)
+            await self._dispatch(generation)
+        except GatewayError as err:
+            await abort_with(context, err)
+        return operation_for(generation)
+
+    async def _admit(self, request: pb.SubmitGenerationRequest) -> gen.Generation:
+        params = request.params
+        entry = self._catalog.get(params.model or "pixelmesh-sketch")
+        size, quality, n = validate(entry, params)
+        try:
+            quote = await self._pricing.QuotePrice(
+                pricing_service_pb2.QuotePriceRequest(model=entry.id, size=size, quality=quality, n=n), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        provider = self._catalog.routes(entry)[0]
+        generation = admit(
+            entry,
+            provider,
+            params,
+            account_id=request.account_id,
+            api_key_id=request.api_key_id,
+            retention_class=request.retention_class or "days-7",
+            cost=quote.total,
+            size=size,
+            quality=quality,
+            n=n,
+        )
+        span = trace.get_current_span()
+        span.set_attribute("pixelmesh.generation.id", generation.id)
+        span.set_attribute("pixelmesh.model", entry.id)
+        span.set_attribute("pixelmesh.provider", provider)
+        return generation
+
+    async def _dispatch(self, generation: gen.Generation) -> None:
+        """QUEUED state first (so status knows it), then the job for the provider pool."""
+        try:
+            await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER))
+        except Exception as exc:
+            log.error("could not record generation", generation_id=generation.id, error=repr(exc))
+            raise GatewayError(ErrorCode.PROVIDER_UNAVAILABLE, "The job queue is unavailable; try again.") from exc
+        try:
+            await self._producer.send(requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation))
+        except Exception as exc:
+            log.error("could not dispatch generation", generation_id=generation.id, error=repr(exc))
+            failed = advance(generation, gen.GENERATION_STATE_FAILED)
+            failed.error.CopyFrom(gen.GenerationError(code=ErrorCode.PROVIDER_UNAVAILABLE.value, message="dispatch failed"))
+            try:
+                await self._producer.send(EVENTS_TOPIC, failed.id, generation_event(failed, PRODUCER))
+            except Exception:
+                pass  # the queue is down; the QUEUED state stays and is reported as such
+            raise GatewayError(ErrorCode.PROVIDER_UNAVAILABLE, "The job queue is unavailable; try again.") from exc
+        log.info("generation queued", generation_id=generation.id, model=generation.model, provider=generation.provider)
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[e.to_proto() for e in self._catalog.available()])
+
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
+        try:
+            return pb.GetModelResponse(model=self._catalog.get(request.model).to_proto())
+        except GatewayError as err:
+            await abort_with(context, err)
+            raise  # unreachable: abort raises
+

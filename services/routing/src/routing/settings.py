@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from bus import KafkaServiceSettings
+from routing.catalog import DEFAULT_CATALOG
+
+
+class RoutingSettings(KafkaServiceSettings):
+    service_name: str = "routing"
+    grpc_port: int = 50051
+    pricing_addr: str
+    # Comma-separated provider pools that have workers (e.g. "local,openai,bfl").
+    routing_providers: str = "local"
+    routing_catalog: Path = DEFAULT_CATALOG
+
+    @property
+    def providers(self) -> set[str]:
+        return {p.strip() for p in self.routing_providers.split(",") if p.strip()}

@@ -1,0 +1,88 @@
+"""The read model: the latest state of every generation, rebuilt from the events topic.
+
+A state is applied only if its version is newer than the one held, and a terminal state
+is never replaced, so replays and redelivered events are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bus import is_terminal
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError
+from svckit.ids import generation_id_time_ms
+
+# A generation id younger than this that we have not seen yet is probably still on its
+# way through the events topic: lookups wait for it instead of answering NOT_FOUND.
+IN_FLIGHT_WINDOW_MS = 30_000
+UNKNOWN_WAIT_SECONDS = 3.0
+
+
+class GenerationStore:
+    def __init__(self) -> None:
+        self._generations: dict[str, gen.Generation] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._generations)
+
+    def apply(self, generation: gen.Generation) -> bool:
+        """Keep the state if it is newer; wake the watchers. True when applied."""
+        current = self._generations.get(generation.id)
+        if current is not None and (is_terminal(current) or generation.version <= current.version):
+            return False
+        self._generations[generation.id] = generation
+        event = self._changed.pop(generation.id, None)
+        if event is not None:
+            event.set()
+        return True
+
+    def peek(self, generation_id: str) -> gen.Generation | None:
+        return self._generations.get(generation_id)
+
+    async def get(self, generation_id: str) -> gen.Generation:
+        found = self._generations.get(generation_id)
+        if found is not None:
+            return found
+        born = generation_id_time_ms(generation_id)
+        if born is not None and time.time() * 1000 - born < IN_FLIGHT_WINDOW_MS:
+            deadline = time.monotonic() + UNKNOWN_WAIT_SECONDS
+            while (left := deadline - time.monotonic()) > 0:
+                await self.changed(generation_id, left)
+                if (found := self._generations.get(generation_id)) is not None:
+                    return found
+        raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
+
+    async def newer_than(self, generation_id: str, version: int, timeout: float) -> gen.Generation | None:
+        """The generation once its version exceeds `version`, or its current state at the timeout.
+
+        Checking and then waiting happen without an await in between, so no change slips by.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self._generations.get(generation_id)
+            if current is not None and current.version > version:
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return current
+            await self.changed(generation_id, left)
+
+    async def changed(self, generation_id: str, timeout: float | None) -> None:
+        """Wait until the generation changes (or the timeout passes)."""
+        event = self._changed.setdefault(generation_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def list(self, account_id: str = "", page_size: int = 50, after_id: str = "") -> list[gen.Generation]:
+        """Newest first (ids sort by creation time)."""
+        ids = sorted(
+            (i for i, g in self._generations.items() if not account_id or g.account_id == account_id), reverse=True
+        )
+        if after_id:
+            ids = [i for i in ids if i < after_id]
+        return [self._generations[i] for i in ids[:page_size]]

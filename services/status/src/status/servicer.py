@@ -1,0 +1,118 @@
+"""StatusService and google.longrunning.Operations over the read model."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import empty_pb2
+from opentelemetry import trace
+
+from bus import is_terminal
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.status.v1 import status_service_pb2 as pb
+from pixelmesh.status.v1 import status_service_pb2_grpc
+from status.core import GenerationStore
+from svckit.errors import ErrorCode, GatewayError, abort_with
+
+OPERATION_PREFIX = "generations/"
+MAX_WAIT_SECONDS = 600.0
+
+
+def _annotate(generation_id: str) -> None:
+    trace.get_current_span().set_attribute("pixelmesh.generation.id", generation_id)
+
+
+def to_operation(generation: gen.Generation) -> operations_pb2.Operation:
+    """AIP-151: progress in metadata; the result in `response`, or the failure in `error`."""
+    op = operations_pb2.Operation(name=OPERATION_PREFIX + generation.id, done=is_terminal(generation))
+    op.metadata.Pack(generation)
+    if generation.state == gen.GENERATION_STATE_SUCCEEDED:
+        op.response.Pack(generation)
+    elif op.done:
+        code = ErrorCode.CANCELLED if generation.state == gen.GENERATION_STATE_CANCELLED else ErrorCode.INTERNAL
+        try:
+            code = ErrorCode(generation.error.code)
+        except ValueError:
+            pass
+        op.error.CopyFrom(GatewayError(code, generation.error.message or code.value).to_status())
+    return op
+
+
+def _generation_id(operation_name: str) -> str:
+    if not operation_name.startswith(OPERATION_PREFIX):
+        raise GatewayError(ErrorCode.INVALID_REQUEST, f"Operation names look like '{OPERATION_PREFIX}<id>'.", param="name")
+    return operation_name[len(OPERATION_PREFIX) :]
+
+
+class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
+    def __init__(self, store: GenerationStore) -> None:
+        self._store = store
+
+    async def GetGeneration(self, request: pb.GetGenerationRequest, context: grpc.aio.ServicerContext) -> pb.GetGenerationResponse:
+        _annotate(request.generation_id)
+        try:
+            return pb.GetGenerationResponse(generation=await self._store.get(request.generation_id))
+        except GatewayError as err:
+            await abort_with(context, err)
+            raise
+
+    async def WatchGeneration(self, request: pb.WatchGenerationRequest, context: grpc.aio.ServicerContext):
+        _annotate(request.generation_id)
+        try:
+            current = await self._store.get(request.generation_id)
+        except GatewayError as err:
+            await abort_with(context, err)
+            raise
+        yield pb.WatchGenerationResponse(generation=current)
+        while not is_terminal(current):
+            latest = await self._store.newer_than(current.id, current.version, timeout=MAX_WAIT_SECONDS)
+            if latest is not None and latest.version > current.version:
+                current = latest
+                yield pb.WatchGenerationResponse(generation=current)
+
+
+class OperationsServicer(operations_pb2_grpc.OperationsServicer):
+    def __init__(self, store: GenerationStore) -> None:
+        self._store = store
+
+    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
+        try:
+            generation_id = _generation_id(request.name)
+            _annotate(generation_id)
+            return to_operation(await self._store.get(generation_id))
+        except GatewayError as err:
+            await abort_with(context, err)
+            raise
+
+    async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
+        """Returns when the operation is done or the timeout (default and cap 10 min) passes."""
+        timeout = MAX_WAIT_SECONDS
+        if request.HasField("timeout"):
+            timeout = min(request.timeout.ToTimedelta().total_seconds(), MAX_WAIT_SECONDS)
+        deadline = time.monotonic() + timeout
+        try:
+            generation_id = _generation_id(request.name)
+            _annotate(generation_id)
+            current = await self._store.get(generation_id)
+            while not is_terminal(current) and (left := deadline - time.monotonic()) > 0:
+                current = await self._store.newer_than(generation_id, current.version, left) or current
+            return to_operation(current)
+        except GatewayError as err:
+            await abort_with(context, err)
+            raise
+
+    async def ListOperations(self, request: operations_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext) -> operations_pb2.ListOperationsResponse:
+        page_size = min(request.page_size or 50, 500)
+        page = self._store.list(page_size=page_size + 1, after_id=request.page_token)
+        resp = operations_pb2.ListOperationsResponse(operations=[to_operation(g) for g in page[:page_size]])
+        if len(page) > page_size:
+            resp.next_page_token = page[page_size - 1].id
+        return resp
+
+    async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Cancellation is not available yet.")
+
+    async def DeleteOperation(self, request: operations_pb2.DeleteOperationRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Generations are kept for their retention period.")

@@ -1,0 +1,132 @@
+"""Runs one generation job: RUNNING, the provider call, storage, then a terminal event.
+
+Idempotent by (generation id, attempt): a redelivered job first asks status whether the
+generation already ended (then it is skipped); if status has not seen the end yet, the
+job runs again and, because versions, object keys and (for deterministic providers) the
+bytes are the same, the redo lands as the same result, never a second different one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from opentelemetry import trace
+
+from bus import EVENTS_TOPIC, Producer, Record, advance, generation_event, is_terminal
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.events.v1 import events_pb2
+from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
+from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.errors import ErrorCode
+from svckit.logging import get_logger
+from worker.providers import GeneratedImage, Provider, ProviderError
+
+log = get_logger(__name__)
+CHUNK = 256 * 1024
+STORE_ATTEMPTS = 3
+
+
+class JobRunner:
+    def __init__(
+        self,
+        provider: Provider,
+        storage: storage_service_pb2_grpc.StorageServiceStub,
+        status: status_service_pb2_grpc.StatusServiceStub,
+        producer: Producer,
+    ) -> None:
+        self._provider = provider
+        self._storage = storage
+        self._status = status
+        self._producer = producer
+        self._name = f"worker-{provider.name}"
+
+    async def handle(self, record: Record[events_pb2.GenerationJob]) -> None:
+        job = record.message.generation
+        span = trace.get_current_span()
+        span.set_attribute("pixelmesh.generation.id", job.id)
+        span.set_attribute("pixelmesh.model", job.model)
+        span.set_attribute("pixelmesh.provider", self._provider.name)
+        span.set_attribute("pixelmesh.attempt", job.attempt)
+        if await self._already_ended(job.id):
+            log.info("skipping a job that already ended", generation_id=job.id)
+            return
+        state = advance(job, gen.GENERATION_STATE_RUNNING)
+        await self._emit(state)
+
+        async def progress(percent: float) -> None:
+            nonlocal state
+            state = advance(state)
+            state.progress_percent = percent
+            await self._emit(state)
+
+        try:
+            images = await self._provider.generate(state, progress)
+            refs = [await self._store(job, i, img) for i, img in enumerate(images)]
+        except ProviderError as exc:
+            await self._fail(state, exc.code, exc.message, exc.retryable)
+            return
+        except _StorageFailed as exc:
+            await self._fail(state, ErrorCode.INTERNAL, f"storing the image failed: {exc}", True)
+            return
+        done = advance(state, gen.GENERATION_STATE_SUCCEEDED)
+        done.progress_percent = 100.0
+        del done.images[:]
+        done.images.extend(refs)
+        await self._emit(done)
+        log.info("generation succeeded", generation_id=job.id, images=len(refs))
+
+    async def _already_ended(self, generation_id: str) -> bool:
+        try:
+            resp = await self._status.GetGeneration(
+                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return False  # unknown or status unreachable: do the job
+        return is_terminal(resp.generation)
+
+    async def _fail(self, state: gen.Generation, code: ErrorCode, message: str, retryable: bool) -> None:
+        failed = advance(state, gen.GENERATION_STATE_FAILED)
+        failed.error.CopyFrom(
+            gen.GenerationError(code=code.value, message=message, retryable=retryable, provider=self._provider.name)
+        )
+        await self._emit(failed)
+        log.warning("generation failed", generation_id=state.id, code=code.value, error=message)
+
+    async def _emit(self, generation: gen.Generation) -> None:
+        await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, self._name))
+
+    async def _store(self, job: gen.Generation, index: int, image: GeneratedImage) -> gen.ImageRef:
+        header = storage_pb.PutImageHeader(
+            generation_id=job.id,
+            index=index,
+            retention_class=job.retention_class,
+            output_format=image.output_format,
+            width=image.width,
+            height=image.height,
+        )
+
+        async def parts() -> AsyncIterator[storage_pb.PutImageRequest]:
+            yield storage_pb.PutImageRequest(header=header)
+            for start in range(0, len(image.data), CHUNK):
+                yield storage_pb.PutImageRequest(chunk=image.data[start : start + CHUNK])
+
+        delay = 0.5
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                resp = await self._storage.PutImage(parts(), timeout=60)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if attempt == STORE_ATTEMPTS or exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise _StorageFailed(exc.details() or exc.code().name) from exc
+                await asyncio.sleep(delay)
+                delay *= 2
+        ref = resp.image
+        ref.revised_prompt = image.revised_prompt
+        return ref
+
+
+class _StorageFailed(Exception):
+    pass

@@ -1,0 +1,57 @@
+from bus import Consumer, Producer, ensure_topics, requests_topic, worker_group
+from bus.topics import dlq_spec, events_spec, requests_spec
+from pixelmesh.events.v1 import events_pb2
+from pixelmesh.status.v1 import status_service_pb2_grpc
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.grpc_client import channel, is_serving
+from svckit.server import GrpcService
+from worker.core import JobRunner
+from worker.providers import make_provider
+from worker.settings import WorkerSettings
+
+
+async def serve(settings: WorkerSettings) -> None:
+    service = GrpcService(settings)
+    provider = make_provider(settings.worker_provider)
+    storage_channel = channel(settings.storage_addr)
+    status_channel = channel(settings.status_addr)
+    producer = Producer(settings.kafka_bootstrap_servers, client_id=f"worker-{provider.name}")
+    runner = JobRunner(
+        provider,
+        storage_service_pb2_grpc.StorageServiceStub(storage_channel),
+        status_service_pb2_grpc.StatusServiceStub(status_channel),
+        producer,
+    )
+    consumer = Consumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=requests_topic(provider.name),
+        group_id=worker_group(provider.name),
+        message_type=events_pb2.GenerationJob,
+        handler=runner.handle,
+        producer=producer,
+        max_in_flight=settings.worker_max_in_flight,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        client_id=f"worker-{provider.name}",
+    )
+
+    async def create_topics() -> None:
+        n = settings.kafka_partitions
+        topic = requests_spec(provider.name, n)
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, [events_spec(n), topic, dlq_spec(topic.name)], settings.kafka_replication_factor
+        )
+
+    async def stop() -> None:
+        await consumer.stop()  # finishes or hands back in-flight jobs
+        await producer.stop()
+        await provider.close()
+        await storage_channel.close()
+        await status_channel.close()
+
+    service.on_start(create_topics)
+    service.on_start(producer.start)
+    service.on_start(consumer.start)
+    service.on_stop(stop)
+    service.readiness_check(producer.is_connected)
+    service.readiness_check(lambda: is_serving(storage_channel))
+    await service.run()
