@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
-
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -92,10 +90,10 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
         span.set_attribute("pixelmesh.account.id", who.account_id)
         return who
 
-    Auth = Annotated[Caller, Depends(caller)]
+    auth = Depends(caller)
 
     @app.post("/v1/images/generations")
-    async def images_generations(request: Request, who: Auth) -> JSONResponse:
+    async def images_generations(request: Request, who: Caller = auth) -> JSONResponse:
         started = time.monotonic()
         body = parse_body(OpenAIImageBody, await _json_body(request))
         assert isinstance(body, OpenAIImageBody)
@@ -111,7 +109,7 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
         return JSONResponse(await openai_images(mesh, final, body.response_format or "url", started))
 
     @app.post("/api/v2/generate")
-    async def v2_submit(request: Request, who: Auth) -> JSONResponse:
+    async def v2_submit(request: Request, who: Caller = auth) -> JSONResponse:
         body = parse_body(GenerateBody, await _json_body(request))
         assert isinstance(body, GenerateBody)
         generation = await mesh.submit(who, body.to_params(default_format="webp"))
@@ -119,11 +117,11 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
         return JSONResponse(await v2_generation(mesh, generation))
 
     @app.get("/api/v2/generate/{generation_id}")
-    async def v2_get(generation_id: str, who: Auth) -> JSONResponse:
+    async def v2_get(generation_id: str, who: Caller = auth) -> JSONResponse:
         return JSONResponse(await v2_generation(mesh, await mesh.generation(who, generation_id)))
 
     @app.get("/v1/models")
-    async def models(who: Auth) -> JSONResponse:
+    async def models(who: Caller = auth) -> JSONResponse:
         data = [
             {
                 "id": m.id,

@@ -21,14 +21,14 @@ class GenerationBody(BaseModel):
 
     prompt: str
     model: str | None = None
-    n: int | None = Field(default=None)
+    n: int | None = Field(default=None, ge=1)
     size: str | None = None
     quality: str | None = None
     style: str | None = None
     background: str | None = None
     moderation: str | None = None
     output_format: ImageFormat | None = None
-    output_compression: int | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
     user: str | None = None
     # Aggregator extensions (seed 000).
     negative_prompt: str | None = None
@@ -66,7 +66,7 @@ class OpenAIImageBody(GenerationBody):
 
     response_format: Literal["url", "b64_json"] | None = None
     stream: bool | None = None
-    partial_images: int | None = None
+    partial_images: int | None = Field(default=None, ge=0, le=3)
 
 
 class GenerateBody(GenerationBody):

@@ -1,0 +1,5 @@
+"""`python -m storage`: run the storage service until SIGTERM."""
+
+from storage.server import main
+
+main()

@@ -1,0 +1,60 @@
+"""The aggregators' submit-then-poll API (seed 000)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import httpx
+from PIL import Image
+
+
+async def poll(http: httpx.AsyncClient, generation_id: str, timeout: float = 60) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        r = await http.get(f"/api/v2/generate/{generation_id}")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["status"] != "pending" or asyncio.get_running_loop().time() > deadline:
+            return body
+        await asyncio.sleep(0.2)
+
+
+async def test_submit_returns_pending_then_completes(http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/api/v2/generate",
+        json={"model": "pixelmesh-sketch", "prompt": "a lighthouse at dusk", "size": "768x1344", "seed": 42},
+    )
+    assert r.status_code == 200, r.text
+    submitted = r.json()
+    assert submitted["status"] == "pending"
+    assert submitted["model_slug"] == "pixelmesh-sketch"
+    assert isinstance(submitted["eta_seconds"], int)
+    assert submitted["seed"] == 42
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", submitted["created_at"])
+
+    done = await poll(http, submitted["id"])
+    assert done["status"] == "completed", done
+    assert done["id"] == submitted["id"]
+    assert done["tokens_spent"] == 1
+    assert done["result_metadata"]["width"] == 768 and done["result_metadata"]["height"] == 1344
+    assert done["seed"] == 42
+    async with httpx.AsyncClient() as anonymous:  # a presigned URL needs no (and takes no) API key
+        image = await anonymous.get(done["result_url"])
+    assert image.status_code == 200
+    decoded = Image.open(io.BytesIO(image.content))
+    assert (decoded.format, decoded.size) == ("WEBP", (768, 1344)), "the aggregator API defaults to webp"
+
+
+async def test_seed_is_reported_when_not_given(http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "x", "size": "256x256"})
+    body = await poll(http, r.json()["id"])
+    assert body["status"] == "completed"
+    assert isinstance(body["seed"], int)
+
+
+async def test_unknown_generation_is_404(http: httpx.AsyncClient) -> None:
+    r = await http.get("/api/v2/generate/gen_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
