@@ -136,3 +136,23 @@ def test_extreme_sizes_and_aspect():
 def test_seed_may_be_large_or_negative():
     assert _decode(render_image(PROMPT, 2**63 + 5, 64, 64)).size == (64, 64)
     assert _decode(render_image(PROMPT, -3, 64, 64)).size == (64, 64)
+
+
+def test_larger_size_is_the_same_picture():
+    small = _pixels(render_image(PROMPT, 4, 128, 128))
+    big = render_image(PROMPT, 4, 256, 256, quality="hd")
+    big_down = np.asarray(_decode(big).convert("RGB").resize((128, 128), Image.BOX), dtype=np.int16)
+    other = _pixels(render_image(PROMPT, 5, 128, 128))
+    assert np.abs(small - big_down).mean() < 3
+    assert np.abs(small - other).mean() > 5
+
+
+def test_thread_safe_concurrent_renders():
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(p, s, fmt) for p in ("a lighthouse at dusk", "a forest at night", "desert") for s in (1, 2)
+            for fmt in ("png", "webp")]
+    expected = [render_image(p, s, 160, 120, output_format=fmt).data for p, s, fmt in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda job: render_image(job[0], job[1], 160, 120, output_format=job[2]).data, jobs))
+    assert got == expected

@@ -5,9 +5,10 @@ layered mountain, hill, forest or dune silhouettes made from smooth 1-D fractal 
 valley mist, or over a glittering sea with islands, a headland, a lighthouse or a sailboat.
 Prompt words ("dusk", "night", "sea", "forest", "lighthouse", "red", ...) steer mood, scene
 and palette; otherwise they come from a hash of the prompt.  Deterministic: all randomness
-comes from ``numpy.random.default_rng`` seeded with SHA-256 of (prompt, seed, index), the
-draws do not depend on size or quality, no state is shared (thread-safe), and the encoders
-get explicit options and no metadata, so equal arguments give byte-identical output.
+comes from ``numpy.random.default_rng`` seeded with SHA-256 of (prompt, seed, index) (the
+draws do not depend on resolution or quality, so a bigger size is the same picture), no state
+is shared (thread-safe), and the encoders get explicit options and no metadata, so equal
+arguments give byte-identical output.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def _sky(img, rng, mood, pal, hy, sx, sy, sr, u, octaves):
     h, w = img.shape[:2]
     f = max(1.0, max(w, h) / 512)
     lw, lh = max(2, round(w / f)), max(2, round(h / f))
-    ys, xs = (np.arange(lh, dtype=np.float32)[:, None] + 0.5) * (h / lh), (np.arange(lw, dtype=np.float32) + 0.5) * (w / lw)
+    ys = (np.arange(lh, dtype=np.float32)[:, None] + 0.5) * (h / lh)
+    xs = (np.arange(lw, dtype=np.float32) + 0.5) * (w / lw)
     sky = top + (hor - top) * (np.clip(ys / hy, 0, 1) ** 1.7)[..., None]
     glow = np.hypot(xs - sx, ys - sy) / u
     glow = _GLOW[mood] * (0.6 * np.exp(-glow / 0.12) + 0.4 * np.exp(-(glow / 0.55) ** 2))
@@ -185,7 +187,8 @@ def _sky(img, rng, mood, pal, hy, sx, sy, sr, u, octaves):
             iy, ix = np.minimum(py.astype(int) + dy // s, h - 1), np.minimum(px.astype(int) + dy % s, w - 1)
             lum = (b * (1.0 - dens[iy, ix]))[:, None] * np.array((1.0, 1.0, 0.9), np.float32)
             img[iy, ix] = np.maximum(img[iy, ix], lum)
-    y0, y1, x0, x1 = max(0, int(sy - sr) - 2), min(h, int(sy + sr) + 3), max(0, int(sx - sr) - 2), min(w, int(sx + sr) + 3)
+    y0, y1 = max(0, int(sy - sr) - 2), min(h, int(sy + sr) + 3)  # sun / moon disc, only in its box
+    x0, x1 = max(0, int(sx - sr) - 2), min(w, int(sx + sr) + 3)
     by, bx = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5, np.arange(x0, x1, dtype=np.float32) + 0.5
     disc = np.clip((sr - np.hypot(bx - sx, by - sy)) * 0.7, 0.0, 1.0) * (1.0 - dens[y0:y1, x0:x1])
     if mood == "night":  # crescent moon
