@@ -58,6 +58,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
         raise
     yield m
     m.down()
+    leftovers = [p.stem for p in (m.run_dir / "pids").glob("*.pid")]
+    assert not leftovers, f"processes left behind after down: {leftovers}"
 
 
 @pytest.fixture(scope="session")

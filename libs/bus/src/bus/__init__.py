@@ -4,6 +4,7 @@ from bus.consumer import Consumer, Record
 from bus.events import TERMINAL_STATES, advance, generation_event, is_terminal
 from bus.producer import Producer
 from bus.reader import TopicReader
+from bus.records import PoisonMessage
 from bus.settings import KafkaServiceSettings
 from bus.topics import CONTROL_TOPIC, EVENTS_TOPIC, TopicSpec, dlq_topic, ensure_topics, requests_topic, worker_group
 
@@ -16,6 +17,7 @@ __all__ = [
     "EVENTS_TOPIC",
     "Consumer",
     "KafkaServiceSettings",
+    "PoisonMessage",
     "Producer",
     "Record",
     "TopicReader",

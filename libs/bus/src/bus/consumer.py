@@ -161,7 +161,7 @@ class Consumer(Generic[M]):
             try:
                 await self._handler(record)
                 return
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, PoisonMessage):
                 raise
             except Exception as exc:
                 if attempt == self._handler_attempts:

@@ -9,12 +9,14 @@ bytes are the same, the redo lands as the same result, never a second different 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
 
-from bus import EVENTS_TOPIC, Producer, Record, advance, generation_event, is_terminal
+from bus import EVENTS_TOPIC, PoisonMessage, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
@@ -25,6 +27,14 @@ from svckit.logging import get_logger
 from worker.providers import GeneratedImage, Provider, ProviderError
 
 log = get_logger(__name__)
+GENERATIONS = Counter("pixelmesh_worker_generations_total", "Generations finished by this worker", ["provider", "outcome", "code"])
+GENERATION_SECONDS = Histogram(
+    "pixelmesh_worker_generation_duration_seconds",
+    "Time from picking a job to its terminal event",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+IN_FLIGHT = Gauge("pixelmesh_worker_jobs_in_flight", "Jobs being handled now", ["provider"])
 CHUNK = 256 * 1024
 STORE_ATTEMPTS = 3
 
@@ -45,6 +55,8 @@ class JobRunner:
 
     async def handle(self, record: Record[events_pb2.GenerationJob]) -> None:
         job = record.message.generation
+        if not job.id or job.state != gen.GENERATION_STATE_QUEUED or not job.width or not job.height:
+            raise PoisonMessage("a job must carry a QUEUED generation with an id and a size")
         span = trace.get_current_span()
         span.set_attribute("pixelmesh.generation.id", job.id)
         span.set_attribute("pixelmesh.model", job.model)
@@ -53,6 +65,18 @@ class JobRunner:
         if await self._already_ended(job.id):
             log.info("skipping a job that already ended", generation_id=job.id)
             return
+        started = time.monotonic()
+        in_flight = IN_FLIGHT.labels(self._provider.name)
+        in_flight.inc()
+        try:
+            outcome, code = await self._run(job)
+        finally:
+            in_flight.dec()
+        GENERATIONS.labels(self._provider.name, outcome, code).inc()
+        GENERATION_SECONDS.labels(self._provider.name).observe(time.monotonic() - started)
+
+    async def _run(self, job: gen.Generation) -> tuple[str, str]:
+        """RUNNING, progress, then SUCCEEDED or FAILED; returns (outcome, error code)."""
         state = advance(job, gen.GENERATION_STATE_RUNNING)
         await self._emit(state)
 
@@ -67,16 +91,17 @@ class JobRunner:
             refs = [await self._store(job, i, img) for i, img in enumerate(images)]
         except ProviderError as exc:
             await self._fail(state, exc.code, exc.message, exc.retryable)
-            return
+            return "failed", exc.code.value
         except _StorageFailed as exc:
             await self._fail(state, ErrorCode.INTERNAL, f"storing the image failed: {exc}", True)
-            return
+            return "failed", ErrorCode.INTERNAL.value
         done = advance(state, gen.GENERATION_STATE_SUCCEEDED)
         done.progress_percent = 100.0
         del done.images[:]
         done.images.extend(refs)
         await self._emit(done)
         log.info("generation succeeded", generation_id=job.id, images=len(refs))
+        return "succeeded", ""
 
     async def _already_ended(self, generation_id: str) -> bool:
         try:
