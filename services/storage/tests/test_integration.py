@@ -268,4 +268,4 @@ async def test_store_down_is_unavailable(free_port: Callable[[], int]) -> None:
     assert await down.ping() is False
     with pytest.raises(GatewayError) as info:
         await down.put_image(header("g"), b"x")
-    assert info.value.code is ErrorCode.PROVIDER_UNAVAILABLE
+    assert info.value.code is ErrorCode.UNAVAILABLE

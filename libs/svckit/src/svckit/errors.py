@@ -26,6 +26,8 @@ class ErrorCode(str, enum.Enum):
     RATE_LIMITED = "rate_limit_exceeded"
     NOT_FOUND = "not_found"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
+    # One of the gateway's own dependencies (Kafka, object store, a peer service) is down.
+    UNAVAILABLE = "service_unavailable"
     PROVIDER_ERROR = "provider_error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
@@ -41,6 +43,7 @@ GRPC_CODES: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorCode.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.PROVIDER_ERROR: grpc.StatusCode.INTERNAL,
     ErrorCode.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
@@ -55,7 +58,7 @@ _FALLBACK: dict[grpc.StatusCode, ErrorCode] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorCode.RATE_LIMITED,
     grpc.StatusCode.DEADLINE_EXCEEDED: ErrorCode.TIMEOUT,
     grpc.StatusCode.CANCELLED: ErrorCode.CANCELLED,
-    grpc.StatusCode.UNAVAILABLE: ErrorCode.PROVIDER_UNAVAILABLE,
+    grpc.StatusCode.UNAVAILABLE: ErrorCode.UNAVAILABLE,
 }
 
 

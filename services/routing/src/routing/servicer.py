@@ -76,18 +76,18 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER))
         except Exception as exc:
             log.error("could not record generation", generation_id=generation.id, error=repr(exc))
-            raise GatewayError(ErrorCode.PROVIDER_UNAVAILABLE, "The job queue is unavailable; try again.") from exc
+            raise GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable; try again.") from exc
         try:
             await self._producer.send(requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation))
         except Exception as exc:
             log.error("could not dispatch generation", generation_id=generation.id, error=repr(exc))
             failed = advance(generation, gen.GENERATION_STATE_FAILED)
-            failed.error.CopyFrom(gen.GenerationError(code=ErrorCode.PROVIDER_UNAVAILABLE.value, message="dispatch failed"))
+            failed.error.CopyFrom(gen.GenerationError(code=ErrorCode.UNAVAILABLE.value, message="dispatch failed"))
             try:
                 await self._producer.send(EVENTS_TOPIC, failed.id, generation_event(failed, PRODUCER))
             except Exception:
                 pass  # the queue is down; the QUEUED state stays and is reported as such
-            raise GatewayError(ErrorCode.PROVIDER_UNAVAILABLE, "The job queue is unavailable; try again.") from exc
+            raise GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable; try again.") from exc
         log.info("generation queued", generation_id=generation.id, model=generation.model, provider=generation.provider)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:

@@ -137,7 +137,7 @@ def _s3_errors(key: str | None = None) -> Iterator[None]:
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         # No ErrorCode names an unavailable internal dependency; UNAVAILABLE is the right gRPC code.
         raise GatewayError(
-            ErrorCode.PROVIDER_UNAVAILABLE, "object store unavailable", dependency="object-store"
+            ErrorCode.UNAVAILABLE, "object store unavailable", dependency="object-store"
         ) from exc
 
 
