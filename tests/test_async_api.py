@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 
 import httpx
 from PIL import Image
 
-
-async def poll(http: httpx.AsyncClient, generation_id: str, timeout: float = 60) -> dict:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        r = await http.get(f"/api/v2/generate/{generation_id}")
-        assert r.status_code == 200, r.text
-        body = r.json()
-        if body["status"] != "pending" or asyncio.get_running_loop().time() > deadline:
-            return body
-        await asyncio.sleep(0.2)
+from tests.support.polling import wait_finished
 
 
 async def test_submit_returns_pending_then_completes(http: httpx.AsyncClient) -> None:
@@ -34,7 +24,7 @@ async def test_submit_returns_pending_then_completes(http: httpx.AsyncClient) ->
     assert submitted["seed"] == 42
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", submitted["created_at"])
 
-    done = await poll(http, submitted["id"])
+    done = await wait_finished(http, submitted["id"])
     assert done["status"] == "completed", done
     assert done["id"] == submitted["id"]
     assert done["tokens_spent"] == 1
@@ -49,7 +39,7 @@ async def test_submit_returns_pending_then_completes(http: httpx.AsyncClient) ->
 
 async def test_seed_is_reported_when_not_given(http: httpx.AsyncClient) -> None:
     r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "x", "size": "256x256"})
-    body = await poll(http, r.json()["id"])
+    body = await wait_finished(http, r.json()["id"])
     assert body["status"] == "completed"
     assert isinstance(body["seed"], int)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from tests.support.polling import wait_finished
 
 REQUESTS = "pixelmesh.generation.requests.local"
 
@@ -26,13 +25,7 @@ async def test_poison_jobs_are_dead_lettered_and_work_continues(mesh, http: http
         await producer.stop()
 
     r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "after poison", "size": "256x256"})
-    gid = r.json()["id"]
-    for _ in range(300):
-        body = (await http.get(f"/api/v2/generate/{gid}")).json()
-        if body["status"] != "pending":
-            break
-        await asyncio.sleep(0.1)
-    assert body["status"] == "completed"
+    assert (await wait_finished(http, r.json()["id"]))["status"] == "completed"
 
     consumer = AIOKafkaConsumer(REQUESTS + ".dlq", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()

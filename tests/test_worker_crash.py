@@ -12,6 +12,7 @@ from minio import Minio
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from tests.support.polling import wait_finished
 
 JOBS = 16
 
@@ -58,14 +59,7 @@ async def test_killed_worker_jobs_complete_exactly_once(mesh, http: httpx.AsyncC
     mesh.start("worker")
     mesh.wait_serving(mesh.ports["WORKER_GRPC_PORT"], "worker")
 
-    final = {}
-    for gid in submitted:
-        for _ in range(1200):
-            body = (await http.get(f"/api/v2/generate/{gid}")).json()
-            if body["status"] != "pending":
-                break
-            await asyncio.sleep(0.1)
-        final[gid] = body
+    final = {gid: await wait_finished(http, gid) for gid in submitted}
     assert {b["status"] for b in final.values()} == {"completed"}, final
 
     # Exactly once: one stored set of n images per generation, and every terminal event of
@@ -104,11 +98,7 @@ async def test_sigterm_finishes_or_hands_back_in_flight_jobs(mesh, http: httpx.A
     mesh.start("worker")
     mesh.wait_serving(mesh.ports["WORKER_GRPC_PORT"], "worker")
     for gid in submitted:
-        for _ in range(1200):
-            body = (await http.get(f"/api/v2/generate/{gid}")).json()
-            if body["status"] != "pending":
-                break
-            await asyncio.sleep(0.1)
+        body = await wait_finished(http, gid)
         assert body["status"] == "completed", body
     log = mesh.log_file("worker").read_text()
     assert '"event": "stopped"' in log, "the worker shut down gracefully, not killed after the timeout"

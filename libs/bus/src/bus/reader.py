@@ -46,9 +46,13 @@ class TopicReader(Generic[M]):
         self._targets: dict[TopicPartition, int] = {}
         self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._connected = False
 
     async def start(self) -> None:
-        await self._consumer.start()
+        """Assign every partition from the beginning; safe to call again after a failure."""
+        if not self._connected:
+            await self._consumer.start()
+            self._connected = True
         partitions = None
         for _ in range(50):  # the topic may be created by another service a moment later
             partitions = self._consumer.partitions_for_topic(self.topic)
