@@ -1,0 +1,69 @@
+"""Internal clients: gRPC stubs, long-running operations, health and reflection on every service."""
+
+from __future__ import annotations
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
+
+SERVICES = {
+    "routing": "pixelmesh.routing.v1.RoutingService",
+    "pricing": "pixelmesh.pricing.v1.PricingService",
+    "storage": "pixelmesh.storage.v1.StorageService",
+    "status": "pixelmesh.status.v1.StatusService",
+    "worker": None,
+    "edge": None,
+}
+
+
+async def test_every_service_is_serving_and_reflects(mesh) -> None:
+    for name, full_name in SERVICES.items():
+        async with grpc.aio.insecure_channel(mesh.addr(name)) as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING, name
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            listed = {s.name async for r in responses for s in r.list_services_response.service}
+            assert "grpc.health.v1.Health" in listed, name
+            if full_name:
+                assert full_name in listed, (name, listed)
+
+
+async def test_submit_by_stub_and_wait_on_the_operation(mesh) -> None:
+    async with grpc.aio.insecure_channel(mesh.addr("routing")) as routing, grpc.aio.insecure_channel(
+        mesh.addr("status")
+    ) as status:
+        op = await routing_service_pb2_grpc.RoutingServiceStub(routing).SubmitGeneration(
+            routing_service_pb2.SubmitGenerationRequest(
+                params=gen.GenerationParams(model="pixelmesh-sketch", prompt="by stub", size="256x256", n=2),
+                account_id="acct_internal",
+                api_key_id="key_internal",
+                retention_class="days-7",
+            )
+        )
+        assert op.name.startswith("generations/gen_") and not op.done
+        operations = operations_pb2_grpc.OperationsStub(status)
+        done = await operations.WaitOperation(
+            operations_pb2.WaitOperationRequest(name=op.name, timeout=Duration(seconds=60))
+        )
+        assert done.done and done.HasField("response")
+        result = gen.Generation()
+        done.response.Unpack(result)
+        assert result.state == gen.GENERATION_STATE_SUCCEEDED
+        assert [i.object_key.split("/")[0] for i in result.images] == ["days-7", "days-7"]
+        again = await operations.GetOperation(operations_pb2.GetOperationRequest(name=op.name))
+        assert again.done
+
+        try:
+            await routing_service_pb2_grpc.RoutingServiceStub(routing).SubmitGeneration(
+                routing_service_pb2.SubmitGenerationRequest(params=gen.GenerationParams(model="pixelmesh-sketch", prompt=""))
+            )
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            raise AssertionError("an empty prompt must be refused")
