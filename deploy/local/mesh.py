@@ -10,6 +10,7 @@ on free ports in a temporary folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -146,11 +147,11 @@ class LocalMesh:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.pid(instance) is not None:
             time.sleep(0.05)
-            with _suppress_child():
+            with contextlib.suppress(ChildProcessError):  # not our child: nothing to reap
                 os.waitpid(pid, os.WNOHANG)
         if self.pid(instance) is not None:
             os.kill(pid, signal.SIGKILL)
-            with _suppress_child():
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.pid_file(instance).unlink(missing_ok=True)
 
@@ -190,16 +191,6 @@ class LocalMesh:
             self.stop(stray.stem)  # extra instances (tests start more workers)
         if infra:
             self.infra("stop")
-
-
-class _suppress_child:
-    """waitpid on a process that is not our child raises; that is fine."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is ChildProcessError
 
 
 def default_mesh() -> LocalMesh:

@@ -96,7 +96,6 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     async def images_generations(request: Request, who: Caller = auth) -> JSONResponse:
         started = time.monotonic()
         body = parse_body(OpenAIImageBody, await _json_body(request))
-        assert isinstance(body, OpenAIImageBody)
         if body.stream:
             raise invalid("Streaming is not supported by this model.", "stream")
         if body.partial_images is not None:
@@ -111,7 +110,6 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     @app.post("/api/v2/generate")
     async def v2_submit(request: Request, who: Caller = auth) -> JSONResponse:
         body = parse_body(GenerateBody, await _json_body(request))
-        assert isinstance(body, GenerateBody)
         generation = await mesh.submit(who, body.to_params(default_format="webp"))
         _annotate(generation)
         return JSONResponse(await v2_generation(mesh, generation))

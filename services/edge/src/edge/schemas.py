@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -73,7 +73,10 @@ class GenerateBody(GenerationBody):
     """POST /api/v2/generate."""
 
 
-def parse_body(model: type[BaseModel], raw: object) -> BaseModel:
+B = TypeVar("B", bound=BaseModel)
+
+
+def parse_body(model: type[B], raw: object) -> B:
     """Validate a decoded JSON body; the first problem becomes a 400 naming the field."""
     if not isinstance(raw, dict):
         raise invalid("The request body must be a JSON object.")
