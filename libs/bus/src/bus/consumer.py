@@ -83,6 +83,7 @@ class Consumer(Generic[M]):
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
         self._slot_free = asyncio.Event()
         self._running = False
+        self._connected = False
         self._loop_task: asyncio.Task[None] | None = None
 
     @property
@@ -90,8 +91,11 @@ class Consumer(Generic[M]):
         return len(self._tasks)
 
     async def start(self) -> None:
-        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
-        await self._consumer.start()
+        """Join the group and start consuming; safe to call again after a failed start."""
+        if not self._connected:
+            self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+            await self._consumer.start()
+            self._connected = True
         self._running = True
         self._loop_task = asyncio.create_task(self._run(), name=f"consume {self.topic}")
 
