@@ -7,8 +7,8 @@ import time
 
 from bus import is_terminal
 from edge.mesh import Mesh
-from edge.schemas import FORMAT_NAMES
 from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import formats
 from svckit.errors import ErrorCode, GatewayError
 
 V2_STATUS = {
@@ -52,7 +52,7 @@ async def openai_images(mesh: Mesh, generation: gen.Generation, response_format:
     return {
         "created": generation.create_time.seconds or int(time.time()),
         "data": data,
-        "output_format": FORMAT_NAMES.get(generation.output_format, "png"),
+        "output_format": formats.of(generation.output_format).name,
         "quality": generation.quality,
         "size": size,
         "perf": {
@@ -90,7 +90,7 @@ async def v2_generation(mesh: Mesh, generation: gen.Generation) -> dict:
         body["result_metadata"] = {
             "width": generation.width,
             "height": generation.height,
-            "format": FORMAT_NAMES.get(generation.output_format, "png"),
+            "format": formats.of(generation.output_format).name,
             "images": [
                 {"url": u, "width": r.width, "height": r.height, "bytes": r.size_bytes, "sha256": r.sha256}
                 for u, r in zip(urls, generation.images, strict=True)

@@ -7,10 +7,9 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import formats
 from svckit.errors import invalid
 
-OUTPUT_FORMATS = {"png": gen.OUTPUT_FORMAT_PNG, "webp": gen.OUTPUT_FORMAT_WEBP, "jpeg": gen.OUTPUT_FORMAT_JPEG}
-FORMAT_NAMES = {v: k for k, v in OUTPUT_FORMATS.items()}
 ImageFormat = Literal["png", "webp", "jpeg"]
 
 
@@ -48,7 +47,7 @@ class GenerationBody(BaseModel):
             size=self.size or "",
             quality=self.quality or "",
             style=self.style or "",
-            output_format=OUTPUT_FORMATS[fmt],
+            output_format=formats.BY_NAME[fmt].enum,
             background=self.background or "",
             moderation=self.moderation or "",
             image_url=self.image_url or "",

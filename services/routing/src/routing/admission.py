@@ -12,10 +12,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from routing.catalog import ModelEntry
+from svckit import formats
 from svckit.errors import invalid
 from svckit.ids import new_generation_id
 
-FORMAT_NAMES = {gen.OUTPUT_FORMAT_PNG: "png", gen.OUTPUT_FORMAT_WEBP: "webp", gen.OUTPUT_FORMAT_JPEG: "jpeg"}
 MAX_SEED = 2**32 - 1
 
 
@@ -62,7 +62,7 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
                 f"Background {params.background!r} is not supported. Supported: {', '.join(entry.backgrounds)}.",
                 "background",
             )
-    fmt = FORMAT_NAMES.get(params.output_format, "png")
+    fmt = formats.of(params.output_format).name
     if params.output_format and fmt not in entry.output_formats:
         raise invalid(f"Output format {fmt!r} is not supported by {entry.id}.", "output_format")
     if params.background == "transparent" and fmt == "jpeg":
@@ -111,7 +111,7 @@ def admit(
         seed=params.seed if params.HasField("seed") else secrets.randbelow(MAX_SEED + 1),
         width=width,
         height=height,
-        output_format=params.output_format or gen.OUTPUT_FORMAT_PNG,
+        output_format=formats.of(params.output_format).enum,
         quality=quality,
         cost=cost,
         retention_class=retention_class,

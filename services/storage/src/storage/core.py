@@ -29,24 +29,16 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from opentelemetry.trace import Span, Status, StatusCode
 from pixelmesh.common.v1 import generation_pb2
 from pixelmesh.storage.v1 import storage_service_pb2
+from svckit import formats
 from svckit.errors import ErrorCode, GatewayError, invalid
 from svckit.logging import get_logger
 from svckit.telemetry import tracer
 
 from storage.settings import MAX_URL_EXPIRY_SECONDS, StorageSettings
 
-OutputFormat = generation_pb2.OutputFormat
-
 # Retention class -> days before the lifecycle rule deletes the object (None: kept forever).
 RETENTION_CLASSES: dict[str, int | None] = {"days-7": 7, "days-30": 30, "days-90": 90, "forever": None}
 
-# Output format -> (file extension, MIME type).
-FORMATS: dict[int, tuple[str, str]] = {
-    OutputFormat.OUTPUT_FORMAT_PNG: ("png", "image/png"),
-    OutputFormat.OUTPUT_FORMAT_WEBP: ("webp", "image/webp"),
-    OutputFormat.OUTPUT_FORMAT_JPEG: ("jpg", "image/jpeg"),
-}
-_EXT_FORMAT = {ext: fmt for fmt, (ext, _) in FORMATS.items()}
 
 MAX_INDEX = 9999
 LIFECYCLE_RULE_PREFIX = "pixelmesh-retention-"
@@ -71,11 +63,11 @@ class ObjectKey:
 
     @property
     def ext(self) -> str:
-        return FORMATS[self.output_format][0]
+        return formats.BY_ENUM[self.output_format].extension
 
     @property
     def mime_type(self) -> str:
-        return FORMATS[self.output_format][1]
+        return formats.BY_ENUM[self.output_format].mime_type
 
     def __str__(self) -> str:
         return f"{self.retention_class}/{self.generation_id}/{self.index}.{self.ext}"
@@ -92,7 +84,7 @@ def build_key(retention_class: str, generation_id: str, index: int, output_forma
         raise invalid("generation_id must be 1-64 characters of [A-Za-z0-9_-]", "generation_id")
     if not 0 <= index <= MAX_INDEX:
         raise invalid(f"index must be between 0 and {MAX_INDEX}", "index")
-    if output_format not in FORMATS:
+    if output_format not in formats.BY_ENUM:  # UNSPECIFIED is refused: the extension is part of the key
         raise invalid("output_format must be PNG, WEBP or JPEG", "output_format")
     return ObjectKey(retention_class, generation_id, index, output_format)
 
@@ -100,9 +92,9 @@ def build_key(retention_class: str, generation_id: str, index: int, output_forma
 def parse_key(key: str) -> ObjectKey:
     """The inverse of `str(ObjectKey)`; rejects anything this service would not have written."""
     m = _KEY_RE.fullmatch(key)
-    if not m or m["ext"] not in _EXT_FORMAT:
+    if not m or m["ext"] not in formats.BY_EXTENSION:
         raise invalid("object_key must look like <retention-class>/<generation-id>/<index>.<png|webp|jpg>", "object_key")
-    return build_key(m["retention"], m["gen"], int(m["index"]), _EXT_FORMAT[m["ext"]])
+    return build_key(m["retention"], m["gen"], int(m["index"]), formats.BY_EXTENSION[m["ext"]].enum)
 
 
 def lifecycle_rules() -> list[Rule]:

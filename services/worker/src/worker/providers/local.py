@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import formats
 from svckit.errors import ErrorCode
 from worker.providers.base import GeneratedImage, ProgressCallback, Provider, ProviderError
 from worker.render import render_image
-
-_FORMATS = {gen.OUTPUT_FORMAT_PNG: "png", gen.OUTPUT_FORMAT_WEBP: "webp", gen.OUTPUT_FORMAT_JPEG: "jpeg"}
 
 
 class LocalProvider(Provider):
@@ -17,7 +16,7 @@ class LocalProvider(Provider):
 
     async def generate(self, generation: gen.Generation, progress: ProgressCallback) -> list[GeneratedImage]:
         params = generation.params
-        fmt = generation.output_format or gen.OUTPUT_FORMAT_PNG
+        fmt = formats.of(generation.output_format)
         n = params.n or 1
         images = []
         for index in range(n):
@@ -30,7 +29,7 @@ class LocalProvider(Provider):
                     generation.seed,
                     generation.width,
                     generation.height,
-                    output_format=_FORMATS[fmt],
+                    output_format=fmt.name,
                     quality=generation.quality or "standard",
                     output_compression=params.output_compression if params.HasField("output_compression") else None,
                     background=params.background or "auto",
@@ -38,6 +37,6 @@ class LocalProvider(Provider):
                 )
             except ValueError as exc:
                 raise ProviderError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
-            images.append(GeneratedImage(rendered.data, rendered.width, rendered.height, fmt))
+            images.append(GeneratedImage(rendered.data, rendered.width, rendered.height, fmt.enum))
             await progress(100.0 * (index + 1) / n)
         return images
