@@ -98,3 +98,7 @@ def test_aspect_ratio_sizes_map_to_pixels() -> None:
     entry = Catalog.load({"midjourney"}).get("midjourney-v6")
     w, h = entry.pixels("2:3")
     assert abs(w / h - 2 / 3) < 0.01
+
+
+def test_a_request_without_model_gets_the_default(catalog: Catalog) -> None:
+    assert catalog.get("").id == "pixelmesh-sketch"

@@ -84,8 +84,9 @@ class ModelEntry(BaseModel):
 class Catalog:
     """Models whose providers are enabled on this gateway, by id and alias."""
 
-    def __init__(self, entries: list[ModelEntry], enabled_providers: set[str]) -> None:
+    def __init__(self, entries: list[ModelEntry], enabled_providers: set[str], default_model: str) -> None:
         self._all = {e.id: e for e in entries}
+        self.default_model = default_model
         self.enabled_providers = enabled_providers
         self._by_name: dict[str, ModelEntry] = {}
         for e in entries:
@@ -93,13 +94,15 @@ class Catalog:
                 if name in self._by_name:
                     raise ValueError(f"model name {name!r} defined twice")
                 self._by_name[name] = e
+        if default_model not in self._all:
+            raise ValueError(f"default_model {default_model!r} is not in the catalog")
 
     @classmethod
     def load(cls, enabled_providers: set[str], path: Path = DEFAULT_CATALOG) -> Catalog:
         raw = yaml.safe_load(path.read_text())
         defaults = raw.get("defaults", {})
         entries = [ModelEntry.model_validate({**defaults, **m}) for m in raw["models"]]
-        return cls(entries, enabled_providers)
+        return cls(entries, enabled_providers, raw["default_model"])
 
     def available(self) -> list[ModelEntry]:
         return [e for e in self._all.values() if self.routes(e)]
@@ -109,7 +112,8 @@ class Catalog:
         return [p for p in entry.providers if p in self.enabled_providers]
 
     def get(self, name: str) -> ModelEntry:
-        entry = self._by_name.get(name)
+        """The model by id or alias; an empty name means the catalog's default model."""
+        entry = self._by_name.get(name or self.default_model)
         if entry is None or not self.routes(entry):
             raise GatewayError(
                 ErrorCode.MODEL_NOT_FOUND,

@@ -43,7 +43,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
 
     async def _admit(self, request: pb.SubmitGenerationRequest) -> gen.Generation:
         params = request.params
-        entry = self._catalog.get(params.model or "pixelmesh-sketch")
+        entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
         try:
             quote = await self._pricing.QuotePrice(
