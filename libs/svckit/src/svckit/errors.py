@@ -8,7 +8,10 @@ the same codes to HTTP statuses and OpenAI error objects in one table of its own
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
+from typing import NoReturn
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -89,9 +92,19 @@ def invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(ErrorCode.INVALID_REQUEST, message, param=param)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, err: GatewayError) -> None:
+@contextlib.contextmanager
+def rpc_errors() -> Iterator[None]:
+    """Around a call to a peer: its AioRpcError becomes the GatewayError it carried."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: GatewayError) -> NoReturn:
     """End the RPC with the error's rich status (never returns)."""
     await context.abort_with_status(rpc_status.to_status(err.to_status()))
+    raise AssertionError("abort_with_status returned")  # it raises; this keeps NoReturn honest
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError) -> GatewayError:
@@ -120,5 +133,6 @@ __all__ = [
     "GRPC_CODES",
     "abort_with",
     "from_rpc_error",
+    "rpc_errors",
     "invalid",
 ]

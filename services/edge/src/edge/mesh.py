@@ -7,8 +7,6 @@ import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
-
 from edge.settings import EdgeSettings
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
@@ -19,7 +17,7 @@ from pixelmesh.status.v1 import status_service_pb2 as status_pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from svckit.errors import ErrorCode, GatewayError, from_rpc_error
+from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
 
 CALL_TIMEOUT = 10.0
@@ -56,10 +54,8 @@ class Mesh:
         return dict(zip(names, results, strict=True))
 
     async def authenticate(self, api_key: str) -> Caller:
-        try:
+        with rpc_errors():
             r = await self.pricing.Authenticate(pricing_pb.AuthenticateRequest(api_key=api_key), timeout=CALL_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)
 
     async def submit(self, caller: Caller, params: gen.GenerationParams) -> gen.Generation:
@@ -69,20 +65,16 @@ class Mesh:
             api_key_id=caller.api_key_id,
             retention_class=caller.retention_class,
         )
-        try:
+        with rpc_errors():
             op = await self.routing.SubmitGeneration(request, timeout=CALL_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         generation = gen.Generation()
         op.metadata.Unpack(generation)
         return generation
 
     async def generation(self, caller: Caller, generation_id: str) -> gen.Generation:
         """A generation of the caller's account; another account's is NOT_FOUND, like a missing one."""
-        try:
+        with rpc_errors():
             r = await self.status.GetGeneration(status_pb.GetGenerationRequest(generation_id=generation_id), timeout=CALL_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         if r.generation.account_id != caller.account_id:
             raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
         return r.generation
@@ -90,31 +82,23 @@ class Mesh:
     async def watch(self, generation_id: str, timeout: float) -> AsyncIterator[gen.Generation]:
         """Every state of the generation until a terminal one; DEADLINE_EXCEEDED -> TIMEOUT."""
         call = self.status.WatchGeneration(status_pb.WatchGenerationRequest(generation_id=generation_id), timeout=timeout)
-        try:
+        with rpc_errors():
             async for resp in call:
                 yield resp.generation
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
 
     async def image_url(self, ref: gen.ImageRef) -> str:
-        try:
+        with rpc_errors():
             r = await self.storage.GetImageUrl(storage_pb.GetImageUrlRequest(object_key=ref.object_key), timeout=CALL_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         return r.url
 
     async def image_b64(self, ref: gen.ImageRef) -> str:
         chunks = []
-        try:
+        with rpc_errors():
             async for part in self.storage.GetImage(storage_pb.GetImageRequest(object_key=ref.object_key), timeout=60):
                 chunks.append(part.chunk)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         return base64.b64encode(b"".join(chunks)).decode()
 
     async def list_models(self) -> list:
-        try:
+        with rpc_errors():
             r = await self.routing.ListModels(routing_pb.ListModelsRequest(), timeout=CALL_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         return list(r.models)

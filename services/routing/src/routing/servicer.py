@@ -14,7 +14,7 @@ from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.admission import admit, validate
 from routing.catalog import Catalog
-from svckit.errors import ErrorCode, GatewayError, abort_with, from_rpc_error
+from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
 from svckit.logging import get_logger
 
 log = get_logger(__name__)
@@ -45,12 +45,10 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         params = request.params
         entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
-        try:
+        with rpc_errors():
             quote = await self._pricing.QuotePrice(
                 pricing_service_pb2.QuotePriceRequest(model=entry.id, size=size, quality=quality, n=n), timeout=5
             )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
         provider = self._catalog.routes(entry)[0]
         generation = admit(
             entry,
@@ -98,5 +96,4 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             return pb.GetModelResponse(model=self._catalog.get(request.model).to_proto())
         except GatewayError as err:
             await abort_with(context, err)
-            raise  # unreachable: abort raises
 

@@ -56,7 +56,6 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
             return pb.GetGenerationResponse(generation=await self._store.get(request.generation_id))
         except GatewayError as err:
             await abort_with(context, err)
-            raise
 
     async def WatchGeneration(self, request: pb.WatchGenerationRequest, context: grpc.aio.ServicerContext):
         _annotate(request.generation_id)
@@ -64,7 +63,6 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
             current = await self._store.get(request.generation_id)
         except GatewayError as err:
             await abort_with(context, err)
-            raise
         yield pb.WatchGenerationResponse(generation=current)
         while not is_terminal(current):
             latest = await self._store.newer_than(current.id, current.version, timeout=MAX_WAIT_SECONDS)
@@ -84,7 +82,6 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             return to_operation(await self._store.get(generation_id))
         except GatewayError as err:
             await abort_with(context, err)
-            raise
 
     async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
         """Returns when the operation is done or the timeout (default and cap 10 min) passes."""
@@ -101,7 +98,6 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             return to_operation(current)
         except GatewayError as err:
             await abort_with(context, err)
-            raise
 
     async def ListOperations(self, request: operations_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext) -> operations_pb2.ListOperationsResponse:
         page_size = min(request.page_size or 50, 500)

@@ -49,7 +49,6 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             image = await self._store.put_image(header, data)
         except GatewayError as err:
             await abort_with(context, err)
-            raise  # unreachable: abort_with raises
         return pb.PutImageResponse(image=image)
 
     async def GetImage(
@@ -81,7 +80,6 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
             url, valid = self._store.presigned_url(request.object_key, expires)
         except GatewayError as err:
             await abort_with(context, err)
-            raise
         expires_in = duration_pb2.Duration()
         expires_in.FromTimedelta(valid)
         return pb.GetImageUrlResponse(url=url, expires_in=expires_in)
