@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.otlp_sink import OtlpSink
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pixelmesh_local_mesh", ROOT / "deploy/local/mesh.py")
@@ -38,7 +39,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
     ports = mesh_module.read_env_table()
     for key in list(ports):
         if key.endswith("_PORT"):
-            ports[key] = str(mesh_module.free_port())
+            ports[key] = str(free_port())
     ports["ROUTING_PROVIDERS"] = "local"
     m = LocalMesh(
         run_dir=tmp_path_factory.mktemp("mesh"),

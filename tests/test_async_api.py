@@ -48,3 +48,15 @@ async def test_unknown_generation_is_404(http: httpx.AsyncClient) -> None:
     r = await http.get("/api/v2/generate/gen_01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not_found"
+
+
+async def test_status_rebuilds_from_the_events_topic_after_a_restart(mesh, http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "remember me", "size": "256x256"})
+    before = await wait_finished(http, r.json()["id"])
+    assert before["status"] == "completed"
+    mesh.stop("status")
+    mesh.start("status")
+    mesh.wait_serving(mesh.ports["STATUS_GRPC_PORT"], "status")
+    after = (await http.get(f"/api/v2/generate/{before['id']}")).json()
+    assert after["status"] == "completed"
+    assert after["result_metadata"]["images"][0]["sha256"] == before["result_metadata"]["images"][0]["sha256"]

@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,12 +38,6 @@ def read_env_table(path: Path = HERE / "mesh.env") -> dict[str, str]:
             key, _, value = line.partition("=")
             table[key.strip()] = os.environ.get(key.strip(), value.strip())
     return table
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -94,9 +94,11 @@ class TopicReader(Generic[M]):
                 log.warning("fetch failed", topic=self.topic, error=repr(exc))
                 await asyncio.sleep(1)
                 continue
-            for tp, raws in batch.items():
+            for raws in batch.values():
                 for raw in raws:
-                    with process_span(raw, None):
+                    # Replaying history gets no spans: they would land in traces long closed.
+                    traced = process_span(raw, None) if self.caught_up.is_set() else contextlib.nullcontext()
+                    with traced:
                         try:
                             result = self._handler(decode(raw, self._message_type))
                             if result is not None:
