@@ -1,4 +1,4 @@
-from bus import Producer, ensure_topics
+from bus import Producer, ensure_topics, requests_topic
 from bus.topics import control_spec, dlq_spec, events_spec, requests_spec
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
@@ -23,7 +23,7 @@ async def serve(settings: RoutingSettings) -> None:
         n = settings.kafka_partitions
         specs = [events_spec(n), control_spec()]
         for provider in sorted(settings.providers):
-            specs += [requests_spec(provider, n), dlq_spec(requests_spec(provider).name)]
+            specs += [requests_spec(provider, n), dlq_spec(requests_topic(provider))]
         await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
 
     async def stop() -> None:
