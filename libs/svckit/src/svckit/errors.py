@@ -32,6 +32,9 @@ class ErrorCode(str, enum.Enum):
     # One of the gateway's own dependencies (Kafka, object store, a peer service) is down.
     UNAVAILABLE = "service_unavailable"
     PROVIDER_ERROR = "provider_error"
+    # The gateway's own upstream credentials were refused: an operator problem, never
+    # reported to the client as if its key were wrong.
+    PROVIDER_AUTH = "provider_auth_error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERNAL = "internal_error"
@@ -48,6 +51,7 @@ GRPC_CODES: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.PROVIDER_ERROR: grpc.StatusCode.INTERNAL,
+    ErrorCode.PROVIDER_AUTH: grpc.StatusCode.INTERNAL,
     ErrorCode.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,

@@ -18,6 +18,7 @@ HTTP_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.RATE_LIMITED: (429, "rate_limit_error"),
     ErrorCode.INTERNAL: (500, "server_error"),
     ErrorCode.PROVIDER_ERROR: (502, "server_error"),
+    ErrorCode.PROVIDER_AUTH: (502, "server_error"),
     ErrorCode.PROVIDER_UNAVAILABLE: (503, "server_error"),
     ErrorCode.UNAVAILABLE: (503, "server_error"),
     ErrorCode.TIMEOUT: (504, "server_error"),

@@ -64,6 +64,81 @@ GENERATION_STATE_FAILED: GenerationState.ValueType  # 4
 GENERATION_STATE_CANCELLED: GenerationState.ValueType  # 5
 Global___GenerationState: _TypeAlias = GenerationState  # noqa: Y015
 
+class _GenerationKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GenerationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GenerationKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENERATION_KIND_UNSPECIFIED: _GenerationKind.ValueType  # 0
+    """Treated as GENERATION_KIND_GENERATE."""
+    GENERATION_KIND_GENERATE: _GenerationKind.ValueType  # 1
+    """Text to image."""
+    GENERATION_KIND_EDIT: _GenerationKind.ValueType  # 2
+    """Image (+ optional mask) and prompt to image (OpenAI edits, Flux Kontext, Ideogram edit)."""
+    GENERATION_KIND_VARIATION: _GenerationKind.ValueType  # 3
+    """Variations of one input image (OpenAI variations)."""
+    GENERATION_KIND_ACTION: _GenerationKind.ValueType  # 4
+    """A Midjourney button (upscale, variation, reroll, ...) on an earlier generation."""
+    GENERATION_KIND_BLEND: _GenerationKind.ValueType  # 5
+    """Several input images blended into one (Midjourney blend)."""
+    GENERATION_KIND_DESCRIBE: _GenerationKind.ValueType  # 6
+    """Image to prompts (Midjourney describe); the result is text, not images."""
+
+class GenerationKind(_GenerationKind, metaclass=_GenerationKindEnumTypeWrapper):
+    """What a generation does with its inputs."""
+
+GENERATION_KIND_UNSPECIFIED: GenerationKind.ValueType  # 0
+"""Treated as GENERATION_KIND_GENERATE."""
+GENERATION_KIND_GENERATE: GenerationKind.ValueType  # 1
+"""Text to image."""
+GENERATION_KIND_EDIT: GenerationKind.ValueType  # 2
+"""Image (+ optional mask) and prompt to image (OpenAI edits, Flux Kontext, Ideogram edit)."""
+GENERATION_KIND_VARIATION: GenerationKind.ValueType  # 3
+"""Variations of one input image (OpenAI variations)."""
+GENERATION_KIND_ACTION: GenerationKind.ValueType  # 4
+"""A Midjourney button (upscale, variation, reroll, ...) on an earlier generation."""
+GENERATION_KIND_BLEND: GenerationKind.ValueType  # 5
+"""Several input images blended into one (Midjourney blend)."""
+GENERATION_KIND_DESCRIBE: GenerationKind.ValueType  # 6
+"""Image to prompts (Midjourney describe); the result is text, not images."""
+Global___GenerationKind: _TypeAlias = GenerationKind  # noqa: Y015
+
+@_typing.final
+class InputImage(_message.Message):
+    """An image the client sent with the request, stored before the job is queued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_KEY_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    object_key: _builtins.str
+    """Object key in the store (inputs live under <retention-class>/<generation-id>/inputs/),
+    or empty when the client gave a URL.
+    """
+    url: _builtins.str
+    """A URL the client gave (image_url, Midjourney base64 arrives stored instead)."""
+    mime_type: _builtins.str
+    role: _builtins.str
+    """"image" or "mask"."""
+    def __init__(
+        self,
+        *,
+        object_key: _builtins.str = ...,
+        url: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mime_type", b"mime_type", "object_key", b"object_key", "role", b"role", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputImage: _TypeAlias = InputImage  # noqa: Y015
+
 @_typing.final
 class GenerationParams(_message.Message):
     """What the client asked for, after the edge translated its REST shape.
@@ -86,6 +161,13 @@ class GenerationParams(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     IMAGE_URL_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    INPUT_IMAGES_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    PARENT_GENERATION_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     prompt: _builtins.str
     negative_prompt: _builtins.str
@@ -101,6 +183,20 @@ class GenerationParams(_message.Message):
     seed: _builtins.int
     image_url: _builtins.str
     user: _builtins.str
+    kind: Global___GenerationKind.ValueType
+    stream: _builtins.bool
+    """Server-sent events with partial images (OpenAI stream=true); 0..3 partials."""
+    partial_images: _builtins.int
+    callback_url: _builtins.str
+    """Webhook target announced on every terminal state (signed, retried)."""
+    parent_generation_id: _builtins.str
+    """For GENERATION_KIND_ACTION: the earlier generation and the button's custom id
+    (or the change API's U1..U4 / V1..V4 / reroll).
+    """
+    action: _builtins.str
+    """Fields 22-39 are reserved for the REST edge (issue 3); 40-49 for workers (issue 4)."""
+    @_builtins.property
+    def input_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]: ...
     def __init__(
         self,
         *,
@@ -118,10 +214,17 @@ class GenerationParams(_message.Message):
         seed: _builtins.int | None = ...,
         image_url: _builtins.str = ...,
         user: _builtins.str = ...,
+        kind: Global___GenerationKind.ValueType = ...,
+        input_images: _abc.Iterable[Global___InputImage] | None = ...,
+        stream: _builtins.bool = ...,
+        partial_images: _builtins.int = ...,
+        callback_url: _builtins.str = ...,
+        parent_generation_id: _builtins.str = ...,
+        action: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "output_compression", b"output_compression", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "background", b"background", "image_url", b"image_url", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "prompt", b"prompt", "quality", b"quality", "seed", b"seed", "size", b"size", "style", b"style", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "image_url", b"image_url", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__output_compression: _TypeAlias = _typing.Literal["output_compression"]  # noqa: Y015
     _WhichOneofArgType__output_compression: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression"]  # noqa: Y015
@@ -179,6 +282,147 @@ class ImageRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageRef: _TypeAlias = ImageRef  # noqa: Y015
+
+@_typing.final
+class Button(_message.Message):
+    """A button offered on a finished Midjourney-style generation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOM_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    custom_id: _builtins.str
+    label: _builtins.str
+    emoji: _builtins.str
+    def __init__(
+        self,
+        *,
+        custom_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        emoji: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_id", b"custom_id", "emoji", b"emoji", "label", b"label"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Button: _TypeAlias = Button  # noqa: Y015
+
+@_typing.final
+class Usage(_message.Message):
+    """Token usage reported by token-priced upstreams (gpt-image-*)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    INPUT_TEXT_TOKENS_FIELD_NUMBER: _builtins.int
+    INPUT_IMAGE_TOKENS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    output_tokens: _builtins.int
+    total_tokens: _builtins.int
+    input_text_tokens: _builtins.int
+    input_image_tokens: _builtins.int
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        input_text_tokens: _builtins.int = ...,
+        input_image_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_image_tokens", b"input_image_tokens", "input_text_tokens", b"input_text_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Usage: _TypeAlias = Usage  # noqa: Y015
+
+@_typing.final
+class Attempt(_message.Message):
+    """One try of a generation on one route (provider). Fallbacks add attempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    UPSTREAM_ID_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    provider: _builtins.str
+    upstream_id: _builtins.str
+    """Upstream job id (BFL id, Replicate prediction id, Midjourney task id, ...)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def error(self) -> Global___GenerationError:
+        """Empty while running or when the attempt succeeded."""
+
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        provider: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        error: Global___GenerationError | None = ...,
+        upstream_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "number", b"number", "provider", b"provider", "start_time", b"start_time", "upstream_id", b"upstream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attempt: _TypeAlias = Attempt  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """One POST of a webhook to the generation's callback_url."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    status_code: _builtins.int
+    """HTTP status of the receiver's answer, 0 when it could not be reached."""
+    error: _builtins.str
+    state: Global___GenerationState.ValueType
+    """Terminal state the delivery announced."""
+    delivered: _builtins.bool
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        status_code: _builtins.int = ...,
+        error: _builtins.str = ...,
+        state: Global___GenerationState.ValueType = ...,
+        delivered: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "error", b"error", "number", b"number", "state", b"state", "status_code", b"status_code", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
 
 @_typing.final
 class Cost(_message.Message):
@@ -266,6 +510,13 @@ class Generation(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    WEBHOOK_DELIVERIES_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    DESCRIPTIONS_FIELD_NUMBER: _builtins.int
+    PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -285,6 +536,8 @@ class Generation(_message.Message):
     quality: _builtins.str
     retention_class: _builtins.str
     eta_seconds: _builtins.int
+    idempotency_key: _builtins.str
+    """The client's Idempotency-Key, if it sent one."""
     @_builtins.property
     def params(self) -> Global___GenerationParams: ...
     @_builtins.property
@@ -301,6 +554,27 @@ class Generation(_message.Message):
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Every try on every route, in order; `attempt` is the number of the current one."""
+
+    @_builtins.property
+    def usage(self) -> Global___Usage: ...
+    @_builtins.property
+    def webhook_deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]: ...
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Button]:
+        """Midjourney-style buttons on the result, and describe's prompts."""
+
+    @_builtins.property
+    def descriptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def partial_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageRef]:
+        """Partial images streamed before the final ones (stream=true), stored like images.
+        Fields 32-49 are reserved for the REST edge and webhooks (issue 3), 50-59 for the
+        ledger (issue 5), 60-79 for workers and routing fallbacks (issue 4).
+        """
+
     def __init__(
         self,
         *,
@@ -328,10 +602,17 @@ class Generation(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        usage: Global___Usage | None = ...,
+        idempotency_key: _builtins.str = ...,
+        webhook_deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
+        buttons: _abc.Iterable[Global___Button] | None = ...,
+        descriptions: _abc.Iterable[_builtins.str] | None = ...,
+        partial_images: _abc.Iterable[Global___ImageRef] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "version", b"version", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "idempotency_key", b"idempotency_key", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
