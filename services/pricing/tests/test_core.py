@@ -41,10 +41,18 @@ def test_unknown_model(prices: PriceTable) -> None:
 
 
 def test_dev_key_authenticates_and_others_do_not() -> None:
-    keys = KeyStore.with_dev_key("pm-dev-secret")
+    keys = KeyStore.with_dev_keys("pm-dev-secret")
     p = keys.authenticate("pm-dev-secret")
     assert p.account_id == "acct_dev"
     assert "pm-dev-secret" not in p.api_key_id
     with pytest.raises(GatewayError) as exc:
         keys.authenticate("pm-dev-secreT")
     assert exc.value.code is ErrorCode.UNAUTHENTICATED
+
+
+def test_dev_keys_of_several_accounts() -> None:
+    keys = KeyStore.with_dev_keys("pm-a, pm-b@acct_other")
+    assert keys.authenticate("pm-a").account_id == "acct_dev"
+    other = keys.authenticate("pm-b")
+    assert other.account_id == "acct_other"
+    assert other.api_key_id != keys.authenticate("pm-a").api_key_id

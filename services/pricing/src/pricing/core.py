@@ -103,10 +103,14 @@ class KeyStore:
         self._keys[_digest(api_key)] = principal
 
     @classmethod
-    def with_dev_key(cls, api_key: str) -> KeyStore:
+    def with_dev_keys(cls, spec: str) -> KeyStore:
+        """Development keys from PRICING_DEV_API_KEY: comma-separated `key` or `key@account`
+        (a bare key belongs to acct_dev), each on the pro plan."""
         store = cls()
-        key_id = "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
-        store.add(api_key, Principal("acct_dev", key_id, "pro", "days-90"))
+        for entry in filter(None, (e.strip() for e in spec.split(","))):
+            api_key, _, account = entry.partition("@")
+            key_id = "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+            store.add(api_key, Principal(account or "acct_dev", key_id, "pro", "days-90"))
         return store
 
     def authenticate(self, api_key: str) -> Principal:

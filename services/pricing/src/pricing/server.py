@@ -8,7 +8,7 @@ from svckit.server import GrpcService
 async def serve(settings: PricingSettings) -> None:
     service = GrpcService(settings)
     servicer = PricingServicer(
-        KeyStore.with_dev_key(settings.pricing_dev_api_key.get_secret_value()),
+        KeyStore.with_dev_keys(settings.pricing_dev_api_key.get_secret_value()),
         PriceTable.load(settings.pricing_price_table),
     )
     service.add_servicer(

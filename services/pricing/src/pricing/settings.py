@@ -9,6 +9,6 @@ from svckit.settings import ServiceSettings
 class PricingSettings(ServiceSettings):
     service_name: str = "pricing"
     grpc_port: int = 50052
-    # The development API key `make up` creates (accounts come with the ledger).
+    # Development keys: `key` or `key@account`, comma-separated (`make up` creates one).
     pricing_dev_api_key: SecretStr
     pricing_price_table: Path = DEFAULT_PRICE_TABLE

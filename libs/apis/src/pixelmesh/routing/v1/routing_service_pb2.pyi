@@ -27,10 +27,13 @@ class SubmitGenerationRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     API_KEY_ID_FIELD_NUMBER: _builtins.int
     RETENTION_CLASS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """Caller identity, as resolved by pricing.Authenticate."""
     api_key_id: _builtins.str
     retention_class: _builtins.str
+    idempotency_key: _builtins.str
+    """The client's Idempotency-Key: a retried submit returns the first generation."""
     @_builtins.property
     def params(self) -> _generation_pb2.GenerationParams: ...
     def __init__(
@@ -40,10 +43,11 @@ class SubmitGenerationRequest(_message.Message):
         account_id: _builtins.str = ...,
         api_key_id: _builtins.str = ...,
         retention_class: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "params", b"params", "retention_class", b"retention_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "idempotency_key", b"idempotency_key", "params", b"params", "retention_class", b"retention_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
