@@ -41,6 +41,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
         if key.endswith("_PORT"):
             ports[key] = str(free_port())
     ports["ROUTING_PROVIDERS"] = "local"
+    other_key = "pm-other-" + secrets.token_urlsafe(16)
     m = LocalMesh(
         run_dir=tmp_path_factory.mktemp("mesh"),
         ports=ports,
@@ -52,6 +53,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
             "SHUTDOWN_GRACE_SECONDS": "5",
         },
     )
+    # A second account, so tests can check that one account never sees another's work.
+    m.extra_env["PRICING_DEV_API_KEY"] = f"{m.api_key},{other_key}@acct_other"
+    m.other_api_key = other_key
     try:
         m.up()
     except Exception:
@@ -71,6 +75,12 @@ def edge_url(mesh: LocalMesh) -> str:
 @pytest.fixture(scope="session")
 def api_key(mesh: LocalMesh) -> str:
     return mesh.api_key
+
+
+@pytest.fixture(scope="session")
+def other_api_key(mesh: LocalMesh) -> str:
+    """A key of another account (acct_other)."""
+    return mesh.other_api_key
 
 
 @pytest.fixture
