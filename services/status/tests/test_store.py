@@ -53,3 +53,13 @@ def test_operation_shapes() -> None:
     op = to_operation(failed)
     assert op.done and op.error.code == 3 and not op.HasField("response")
     assert not to_operation(state("gen_z", 1)).done
+
+
+def test_a_cancel_behind_the_worker_ends_it_and_wakes_watchers() -> None:
+    store = GenerationStore()
+    gid = new_generation_id()
+    assert store.apply(state(gid, 6))
+    assert store.apply(state(gid, 2, gen.GENERATION_STATE_CANCELLED))
+    kept = store.peek(gid)
+    assert kept.state == gen.GENERATION_STATE_CANCELLED and kept.version == 7
+    assert not store.apply(state(gid, 9, gen.GENERATION_STATE_SUCCEEDED))

@@ -40,3 +40,31 @@ def advance(generation: gen.Generation, state: int | None = None) -> gen.Generat
 
 def is_terminal(generation: gen.Generation) -> bool:
     return generation.state in TERMINAL_STATES
+
+
+def supersede(current: gen.Generation | None, incoming: gen.Generation) -> gen.Generation | None:
+    """The state a consumer keeps when `incoming` arrives after `current`, or None to ignore it.
+
+    Every consumer of the events topic (status, pricing, webhooks, routing) applies this one
+    rule to the same per-generation order (one key, one partition), so they all agree:
+    - a newer version of a non-terminal state replaces it;
+    - the first terminal state wins, whatever its version: a cancel, written by a service
+      that cannot know the worker's latest version, still ends the generation; its version
+      is lifted above the current one so watchers see a change;
+    - after that, only newer versions of the same terminal state apply (annotations such
+      as webhook deliveries); any other state is ignored, terminal states never go back.
+    """
+    if current is None:
+        return incoming
+    if is_terminal(current):
+        if incoming.state == current.state and incoming.version > current.version:
+            return incoming
+        return None
+    if is_terminal(incoming):
+        if incoming.version <= current.version:
+            lifted = gen.Generation()
+            lifted.CopyFrom(incoming)
+            lifted.version = current.version + 1
+            return lifted
+        return incoming
+    return incoming if incoming.version > current.version else None

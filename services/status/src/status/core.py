@@ -1,7 +1,7 @@
 """The read model: the latest state of every generation, rebuilt from the events topic.
 
-A state is applied only if its version is newer than the one held, and a terminal state
-is never replaced, so replays and redelivered events are harmless.
+States are kept by `bus.supersede` (newer versions win, the first terminal state wins,
+terminal states never go back), so replays and redelivered events are harmless.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bus import is_terminal
+from bus import supersede
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import generation_id_time_ms
@@ -30,10 +30,10 @@ class GenerationStore:
 
     def apply(self, generation: gen.Generation) -> bool:
         """Keep the state if it is newer; wake the watchers. True when applied."""
-        current = self._generations.get(generation.id)
-        if current is not None and (is_terminal(current) or generation.version <= current.version):
+        kept = supersede(self._generations.get(generation.id), generation)
+        if kept is None:
             return False
-        self._generations[generation.id] = generation
+        self._generations[generation.id] = kept
         event = self._changed.pop(generation.id, None)
         if event is not None:
             event.set()
