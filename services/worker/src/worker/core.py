@@ -24,7 +24,7 @@ from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
-from worker.providers import GeneratedImage, Provider, ProviderError
+from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 
 log = get_logger(__name__)
 GENERATIONS = Counter("pixelmesh_worker_generations_total", "Generations finished by this worker", ["provider", "outcome", "code"])
@@ -37,6 +37,10 @@ GENERATION_SECONDS = Histogram(
 IN_FLIGHT = Gauge("pixelmesh_worker_jobs_in_flight", "Jobs being handled now", ["provider"])
 CHUNK = 256 * 1024
 STORE_ATTEMPTS = 3
+# Partial images (stream=true) are stored at indices from here, apart from the final ones.
+PARTIAL_INDEX_BASE = 1000
+# How many cancelled generation ids a worker remembers (to skip their queued jobs).
+CANCELLED_MEMORY = 10_000
 
 
 class JobRunner:
@@ -52,6 +56,8 @@ class JobRunner:
         self._status = status
         self._producer = producer
         self._name = f"worker-{provider.name}"
+        self._running: dict[str, asyncio.Task[ProviderResult]] = {}
+        self._cancelled: dict[str, None] = {}  # insertion-ordered set
 
     async def handle(self, record: Record[events_pb2.GenerationJob]) -> None:
         job = record.message.generation
@@ -62,7 +68,7 @@ class JobRunner:
         span.set_attribute("pixelmesh.model", job.model)
         span.set_attribute("pixelmesh.provider", self._provider.name)
         span.set_attribute("pixelmesh.attempt", job.attempt)
-        if await self._already_ended(job.id):
+        if job.id in self._cancelled or await self._already_ended(job.id):
             log.info("skipping a job that already ended", generation_id=job.id)
             return
         started = time.monotonic()
@@ -75,33 +81,78 @@ class JobRunner:
         GENERATIONS.labels(self._provider.name, outcome, code).inc()
         GENERATION_SECONDS.labels(self._provider.name).observe(time.monotonic() - started)
 
-    async def _run(self, job: gen.Generation) -> tuple[str, str]:
-        """RUNNING, progress, then SUCCEEDED or FAILED; returns (outcome, error code)."""
-        state = advance(job, gen.GENERATION_STATE_RUNNING)
-        await self._emit(state)
+    def cancel(self, generation_id: str) -> bool:
+        """Stop the job of a generation cancelled by its owner (control topic). True when it ran here."""
+        self._cancelled[generation_id] = None
+        if len(self._cancelled) > CANCELLED_MEMORY:
+            del self._cancelled[next(iter(self._cancelled))]  # forget the oldest
+        task = self._running.get(generation_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
 
-        async def progress(percent: float) -> None:
+    async def _run(self, job: gen.Generation) -> tuple[str, str]:
+        """RUNNING, progress, then SUCCEEDED, FAILED, or back to QUEUED for the next route."""
+        state = advance(job, gen.GENERATION_STATE_RUNNING)
+        _current_attempt(state, self._provider.name)
+        await self._emit(state)
+        partials: list[gen.ImageRef] = []
+
+        async def report(percent: float, partial: GeneratedImage | None) -> None:
             nonlocal state
             state = advance(state)
             state.progress_percent = percent
+            if partial is not None:
+                ref = await self._store(job, PARTIAL_INDEX_BASE + len(partials), partial)
+                ref.index = len(partials)
+                partials.append(ref)
+                state.partial_images.append(ref)
             await self._emit(state)
 
+        def upstream(upstream_id: str) -> None:  # recorded on the attempt with the next event
+            _current_attempt(state, self._provider.name).upstream_id = upstream_id
+
+        progress = Progress(report, upstream)
+        task = asyncio.create_task(self._provider.generate(state, progress))
+        self._running[job.id] = task
         try:
-            images = await self._provider.generate(state, progress)
-            refs = [await self._store(job, i, img) for i, img in enumerate(images)]
+            result = await task
+            refs = [await self._store(job, i, img) for i, img in enumerate(result.images)]
+        except asyncio.CancelledError:
+            if job.id not in self._cancelled:
+                raise  # shutting down: the job goes back to the topic, another worker does it
+            await self._cancel_upstream(progress.upstream_id)
+            log.info("generation cancelled while running", generation_id=job.id)
+            return "cancelled", ErrorCode.CANCELLED.value
         except ProviderError as exc:
             await self._fail(state, exc.code, exc.message, exc.retryable)
             return "failed", exc.code.value
         except _StorageFailed as exc:
             await self._fail(state, ErrorCode.INTERNAL, f"storing the image failed: {exc}", True)
             return "failed", ErrorCode.INTERNAL.value
+        finally:
+            self._running.pop(job.id, None)
         done = advance(state, gen.GENERATION_STATE_SUCCEEDED)
         done.progress_percent = 100.0
         del done.images[:]
         done.images.extend(refs)
+        if result.usage is not None:
+            done.usage.CopyFrom(result.usage)
+        done.buttons.extend(result.buttons)
+        done.descriptions.extend(result.descriptions)
+        _current_attempt(done, self._provider.name).end_time.CopyFrom(done.end_time)
         await self._emit(done)
         log.info("generation succeeded", generation_id=job.id, images=len(refs))
         return "succeeded", ""
+
+    async def _cancel_upstream(self, upstream_id: str) -> None:
+        if not upstream_id:
+            return
+        try:
+            await asyncio.wait_for(self._provider.cancel(upstream_id), timeout=10)
+        except Exception as exc:  # best effort: the generation is cancelled either way
+            log.warning("upstream cancel failed", provider=self._provider.name, error=repr(exc))
 
     async def _already_ended(self, generation_id: str) -> bool:
         try:
@@ -113,12 +164,19 @@ class JobRunner:
         return is_terminal(resp.generation)
 
     async def _fail(self, state: gen.Generation, code: ErrorCode, message: str, retryable: bool) -> None:
-        failed = advance(state, gen.GENERATION_STATE_FAILED)
-        failed.error.CopyFrom(
-            gen.GenerationError(code=code.value, message=message, retryable=retryable, provider=self._provider.name)
-        )
+        """FAILED; or, when the failure is retryable and routes are left, back to QUEUED with
+        the failed attempt recorded, for routing to send to the next route."""
+        error = gen.GenerationError(code=code.value, message=message, retryable=retryable, provider=self._provider.name)
+        tried = {a.provider for a in state.attempts} | {self._provider.name}
+        reroute = retryable and any(route not in tried for route in state.routes)
+        failed = advance(state, gen.GENERATION_STATE_QUEUED if reroute else gen.GENERATION_STATE_FAILED)
+        attempt = _current_attempt(failed, self._provider.name)
+        attempt.error.CopyFrom(error)
+        attempt.end_time.CopyFrom(failed.update_time)
+        if not reroute:
+            failed.error.CopyFrom(error)
         await self._emit(failed)
-        log.warning("generation failed", generation_id=state.id, code=code.value, error=message)
+        log.warning("attempt failed", generation_id=state.id, code=code.value, error=message, rerouted=reroute)
 
     async def _emit(self, generation: gen.Generation) -> None:
         await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, self._name))
@@ -155,3 +213,14 @@ class JobRunner:
 
 class _StorageFailed(Exception):
     pass
+
+
+def _current_attempt(generation: gen.Generation, provider: str) -> gen.Attempt:
+    """The attempt record of this try (created when routing did not plan one)."""
+    number = generation.attempt or 1
+    for attempt in generation.attempts:
+        if attempt.number == number:
+            return attempt
+    attempt = generation.attempts.add(number=number, provider=provider)
+    attempt.start_time.CopyFrom(generation.update_time)
+    return attempt

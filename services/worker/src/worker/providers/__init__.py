@@ -1,16 +1,25 @@
-"""Provider adapters: one per upstream API, behind one interface (`Provider`)."""
+"""Provider adapters: one per upstream API, behind one interface (`Provider`).
 
-from worker.providers.base import GeneratedImage, Provider, ProviderError
-from worker.providers.local import LocalProvider
+`WORKER_PROVIDER` picks the adapter; each is imported only when chosen, and builds itself
+from the environment (`Provider.from_env`).
+"""
 
-PROVIDERS: dict[str, type[Provider]] = {"local": LocalProvider}
+import importlib
+
+from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
+
+# name -> "module:class"
+PROVIDERS: dict[str, str] = {
+    "local": "worker.providers.local:LocalProvider",
+}
 
 
 def make_provider(name: str) -> Provider:
     try:
-        return PROVIDERS[name]()
+        module, _, cls = PROVIDERS[name].partition(":")
     except KeyError:
         raise SystemExit(f"WORKER_PROVIDER: unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+    return getattr(importlib.import_module(module), cls).from_env()
 
 
-__all__ = ["GeneratedImage", "PROVIDERS", "Provider", "ProviderError", "make_provider"]
+__all__ = ["GeneratedImage", "PROVIDERS", "Progress", "Provider", "ProviderError", "ProviderResult", "make_provider"]

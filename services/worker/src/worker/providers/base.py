@@ -1,16 +1,19 @@
-"""The interface every provider adapter implements."""
+"""The interface every provider adapter implements.
+
+An adapter turns one generation into a `ProviderResult`: it reports progress (and partial
+images, when the client streams) through `Progress`, names its upstream job through
+`Progress.upstream` so a cancel can reach it, and raises `ProviderError` classified for
+the gateway: `retryable` means another route (provider) may still succeed.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-
-# Called with a percentage (0..100) as the upstream job advances.
-ProgressCallback = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,16 @@ class GeneratedImage:
     height: int
     output_format: int  # gen.OutputFormat
     revised_prompt: str = ""
+
+
+@dataclass
+class ProviderResult:
+    images: list[GeneratedImage]
+    # Token usage of token-priced upstreams (gpt-image-*).
+    usage: gen.Usage | None = None
+    # Midjourney-style buttons on the result, and describe's prompts.
+    buttons: list[gen.Button] = field(default_factory=list)
+    descriptions: list[str] = field(default_factory=list)
 
 
 class ProviderError(Exception):
@@ -32,12 +45,42 @@ class ProviderError(Exception):
         self.retryable = retryable
 
 
+class Progress:
+    """What an adapter reports while it works: `await progress(percent, partial=None)`,
+    and `progress.upstream(job_id)` once the upstream accepted the job."""
+
+    def __init__(
+        self,
+        report: Callable[[float, GeneratedImage | None], Awaitable[None]],
+        on_upstream: Callable[[str], None] = lambda _id: None,
+    ) -> None:
+        self._report = report
+        self._on_upstream = on_upstream
+        self.upstream_id = ""
+
+    async def __call__(self, percent: float, partial: GeneratedImage | None = None) -> None:
+        await self._report(max(0.0, min(100.0, percent)), partial)
+
+    def upstream(self, job_id: str) -> None:
+        self.upstream_id = job_id
+        self._on_upstream(job_id)
+
+
 class Provider(ABC):
     name: str
 
+    @classmethod
+    def from_env(cls) -> Provider:
+        """Build the adapter from its settings (environment); exits naming a missing key."""
+        return cls()
+
     @abstractmethod
-    async def generate(self, generation: gen.Generation, progress: ProgressCallback) -> list[GeneratedImage]:
-        """Produce all `params.n` images of the generation, in order."""
+    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+        """Produce the generation's images (all `params.n` of them, in order)."""
+
+    async def cancel(self, upstream_id: str) -> None:
+        """Ask the upstream to stop job `upstream_id` (where the API has a cancel endpoint).
+        Called after the task running `generate` was cancelled; best effort."""
 
     async def close(self) -> None:
         """Release connections (HTTP clients) on shutdown."""

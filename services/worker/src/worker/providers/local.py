@@ -7,14 +7,14 @@ import asyncio
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
-from worker.providers.base import GeneratedImage, ProgressCallback, Provider, ProviderError
+from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.render import render_image
 
 
 class LocalProvider(Provider):
     name = "local"
 
-    async def generate(self, generation: gen.Generation, progress: ProgressCallback) -> list[GeneratedImage]:
+    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
         params = generation.params
         fmt = formats.of(generation.output_format)
         n = params.n or 1
@@ -39,4 +39,4 @@ class LocalProvider(Provider):
                 raise ProviderError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
             images.append(GeneratedImage(rendered.data, rendered.width, rendered.height, fmt.enum))
             await progress(100.0 * (index + 1) / n)
-        return images
+        return ProviderResult(images)

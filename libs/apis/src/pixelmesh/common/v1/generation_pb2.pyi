@@ -517,6 +517,7 @@ class Generation(_message.Message):
     BUTTONS_FIELD_NUMBER: _builtins.int
     DESCRIPTIONS_FIELD_NUMBER: _builtins.int
     PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -575,6 +576,13 @@ class Generation(_message.Message):
         ledger (issue 5), 60-79 for workers and routing fallbacks (issue 4).
         """
 
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The providers routing planned for this generation, in the order it tries them. A
+        worker whose attempt fails retryably hands the generation back (state QUEUED, the
+        failed attempt recorded) and routing sends it down this list.
+        """
+
     def __init__(
         self,
         *,
@@ -609,10 +617,11 @@ class Generation(_message.Message):
         buttons: _abc.Iterable[Global___Button] | None = ...,
         descriptions: _abc.Iterable[_builtins.str] | None = ...,
         partial_images: _abc.Iterable[Global___ImageRef] | None = ...,
+        routes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "idempotency_key", b"idempotency_key", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "idempotency_key", b"idempotency_key", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "routes", b"routes", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,66 @@
+"""Upstream image bytes -> the format and compression the client asked for (Pillow)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+
+from PIL import Image, UnidentifiedImageError
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import formats
+from svckit.errors import ErrorCode
+from worker.providers.base import GeneratedImage, ProviderError
+
+# Refuse decompression bombs: far above any upstream's largest size (4096 x 4096 ~ 16.8 MP).
+MAX_PIXELS = 40_000_000
+DEFAULT_COMPRESSION = 90  # quality of lossy encodings when the client gave none
+
+
+def decode_b64(data: str, provider: str) -> bytes:
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned an image that is not valid base64") from exc
+
+
+def _convert(data: bytes, target: int, compression: int | None, provider: str, revised_prompt: str) -> GeneratedImage:
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            if probe.width * probe.height > MAX_PIXELS:
+                raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels")
+            source_format = (probe.format or "").lower()
+            probe.load()
+            image = probe.copy()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned bytes that are not an image") from exc
+    fmt = formats.of(target or gen.OUTPUT_FORMAT_PNG)
+    same = source_format == fmt.name or (source_format == "jpg" and fmt.name == "jpeg")
+    if same and compression is None:
+        return GeneratedImage(data, image.width, image.height, fmt.enum, revised_prompt)
+    out = io.BytesIO()
+    if fmt.name == "jpeg":
+        if image.mode not in ("RGB", "L"):
+            background = Image.new("RGB", image.size, (255, 255, 255))
+            rgba = image.convert("RGBA")
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            image = background
+        image.save(out, "JPEG", quality=compression if compression is not None else DEFAULT_COMPRESSION, optimize=True)
+    elif fmt.name == "webp":
+        image.save(out, "WEBP", quality=compression if compression is not None else DEFAULT_COMPRESSION)
+    else:
+        # PNG is lossless: compression 0-100 maps onto zlib levels 0-9.
+        level = 6 if compression is None else round(compression * 9 / 100)
+        image.save(out, "PNG", compress_level=level)
+    return GeneratedImage(out.getvalue(), image.width, image.height, fmt.enum, revised_prompt)
+
+
+async def to_requested(data: bytes, generation: gen.Generation, provider: str, revised_prompt: str = "") -> GeneratedImage:
+    """Decode upstream bytes and re-encode them as the generation asks (off the event loop)."""
+    params = generation.params
+    compression = params.output_compression if params.HasField("output_compression") else None
+    return await asyncio.to_thread(_convert, data, generation.output_format, compression, provider, revised_prompt)

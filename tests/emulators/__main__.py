@@ -1,0 +1,3 @@
+from tests.emulators.harness import main
+
+main()
