@@ -59,6 +59,9 @@ class Consumer(Generic[M]):
         handler_attempts: int = 3,
         shutdown_grace_seconds: float = 30.0,
         client_id: str = "pixelmesh",
+        # Where a group with no committed offset starts: "earliest" for work queues (no job
+        # is lost), "latest" for reactions to live events that must not replay history.
+        auto_offset_reset: str = "earliest",
     ) -> None:
         self.topic = topic
         self.group_id = group_id
@@ -73,7 +76,7 @@ class Consumer(Generic[M]):
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=auto_offset_reset,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
             max_poll_interval_ms=600_000,

@@ -1,8 +1,11 @@
-from bus import Producer, ensure_topics, requests_topic
+from bus import EVENTS_TOPIC, Consumer, Producer, ensure_topics, requests_topic
 from bus.topics import control_spec, dlq_spec, events_spec, requests_spec
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from pixelmesh.events.v1 import events_pb2
 from routing.catalog import Catalog
+from routing.fallback import FALLBACK_GROUP, FallbackHandler
+from routing.routes import CircuitBreaker, RoutePlanner
 from routing.servicer import RoutingServicer
 from routing.settings import RoutingSettings
 from svckit.grpc_client import channel, is_serving
@@ -14,7 +17,22 @@ async def serve(settings: RoutingSettings) -> None:
     catalog = Catalog.load(settings.providers, settings.routing_catalog)
     pricing_channel = channel(settings.pricing_addr)
     producer = Producer(settings.kafka_bootstrap_servers, client_id="routing")
-    servicer = RoutingServicer(catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer)
+    planner = RoutePlanner(
+        CircuitBreaker(settings.routing_circuit_failure_threshold, settings.routing_circuit_open_seconds)
+    )
+    servicer = RoutingServicer(catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer, planner)
+    fallback = Consumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=EVENTS_TOPIC,
+        group_id=FALLBACK_GROUP,
+        message_type=events_pb2.GenerationEvent,
+        handler=FallbackHandler(planner, producer).handle,
+        producer=producer,
+        max_in_flight=16,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        client_id="routing-fallback",
+        auto_offset_reset="latest",  # a new group must not re-dispatch old hand-backs
+    )
     service.add_servicer(
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server, servicer, "pixelmesh.routing.v1.RoutingService"
     )
@@ -27,11 +45,13 @@ async def serve(settings: RoutingSettings) -> None:
         await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
 
     async def stop() -> None:
+        await fallback.stop()
         await producer.stop()
         await pricing_channel.close()
 
     service.on_start(create_topics)
     service.on_start(producer.start)
+    service.on_start(fallback.start)
     service.on_stop(stop)
     service.readiness_check(producer.is_connected)
     service.readiness_check(lambda: is_serving(pricing_channel))

@@ -14,6 +14,7 @@ from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.admission import admit, validate
 from routing.catalog import Catalog
+from routing.routes import RoutePlanner, routes_for
 from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
 from svckit.logging import get_logger
 
@@ -28,8 +29,15 @@ def operation_for(generation: gen.Generation) -> operations_pb2.Operation:
 
 
 class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, catalog: Catalog, pricing: pricing_service_pb2_grpc.PricingServiceStub, producer: Producer) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        pricing: pricing_service_pb2_grpc.PricingServiceStub,
+        producer: Producer,
+        planner: RoutePlanner,
+    ) -> None:
         self._catalog = catalog
+        self._planner = planner
         self._pricing = pricing
         self._producer = producer
 
@@ -49,7 +57,8 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             quote = await self._pricing.QuotePrice(
                 pricing_service_pb2.QuotePriceRequest(model=entry.id, size=size, quality=quality, n=n), timeout=5
             )
-        provider = self._catalog.routes(entry)[0]
+        routes = self._planner.plan(routes_for(self._catalog.routes(entry)))
+        provider = routes[0]
         generation = admit(
             entry,
             provider,
@@ -62,6 +71,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             quality=quality,
             n=n,
         )
+        generation.routes.extend(routes)
+        first = generation.attempts.add(number=1, provider=provider)
+        first.start_time.CopyFrom(generation.create_time)
         span = trace.get_current_span()
         span.set_attribute("pixelmesh.generation.id", generation.id)
         span.set_attribute("pixelmesh.model", entry.id)

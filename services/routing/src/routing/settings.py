@@ -11,6 +11,10 @@ class RoutingSettings(KafkaServiceSettings):
     # Comma-separated provider pools that have workers (e.g. "local,openai,bfl").
     routing_providers: str = "local"
     routing_catalog: Path = DEFAULT_CATALOG
+    # A provider's circuit opens after this many consecutive retryable failures...
+    routing_circuit_failure_threshold: int = 5
+    # ...and lets a probe through again after this long.
+    routing_circuit_open_seconds: float = 30.0
 
     @property
     def providers(self) -> set[str]:

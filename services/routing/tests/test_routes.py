@@ -1,0 +1,118 @@
+import random
+
+import pytest
+
+from bus import advance
+from pixelmesh.common.v1 import generation_pb2 as gen
+from routing.fallback import decide, handed_back, observe
+from routing.routes import Circuit, CircuitBreaker, Route, RoutePlanner, routes_for
+from svckit.errors import ErrorCode, GatewayError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_circuit_opens_on_consecutive_failures_then_half_opens_for_one_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=3, open_seconds=10, clock=clock)
+    for _ in range(2):
+        breaker.record_failure("bfl")
+    assert breaker.allows("bfl")
+    breaker.record_success("bfl")  # a success resets the count
+    for _ in range(3):
+        breaker.record_failure("bfl")
+    assert breaker.state("bfl") is Circuit.OPEN and not breaker.allows("bfl")
+    assert breaker.retry_after("bfl") == pytest.approx(10)
+    clock.now = 10.5
+    assert breaker.state("bfl") is Circuit.HALF_OPEN and breaker.allows("bfl")
+    breaker.attempt_started("bfl")
+    assert not breaker.allows("bfl"), "only one probe at a time"
+    breaker.record_failure("bfl")  # the probe failed: open again
+    assert breaker.state("bfl") is Circuit.OPEN
+    clock.now = 21
+    breaker.attempt_started("bfl")
+    breaker.record_success("bfl")
+    assert breaker.state("bfl") is Circuit.CLOSED and breaker.allows("bfl")
+
+
+def test_a_lost_probe_stops_blocking_after_the_open_period() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, open_seconds=5, clock=clock)
+    breaker.record_failure("fal")
+    clock.now = 6
+    breaker.attempt_started("fal")
+    assert not breaker.allows("fal")
+    clock.now = 12
+    assert breaker.allows("fal")
+
+
+def test_plan_prefers_weights_and_skips_open_circuits() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, open_seconds=60)
+    planner = RoutePlanner(breaker, random.Random(7))
+    routes = routes_for(["bfl", "replicate", "fal"])
+    assert [planner.plan(routes)[0] for _ in range(20)] == ["bfl"] * 20
+    assert planner.plan(routes) == ["bfl", "replicate", "fal"]
+    breaker.record_failure("bfl")
+    assert planner.plan(routes)[0] == "replicate"
+    split = [planner.plan([Route("bfl", 0), Route("replicate", 3), Route("fal", 1)])[0] for _ in range(400)]
+    assert 250 < split.count("replicate") < 350 and "bfl" not in split
+
+
+def test_every_circuit_open_is_provider_unavailable_with_a_wait() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, open_seconds=60)
+    breaker.record_failure("bfl")
+    with pytest.raises(GatewayError) as exc:
+        RoutePlanner(breaker).plan(routes_for(["bfl"]))
+    assert exc.value.code is ErrorCode.PROVIDER_UNAVAILABLE
+    assert 55 <= int(exc.value.metadata["retry_after_seconds"]) <= 60
+
+
+def handback(provider: str = "bfl", retryable: bool = True) -> gen.Generation:
+    g = gen.Generation(id="gen_1", state=gen.GENERATION_STATE_QUEUED, version=4, attempt=1, provider=provider)
+    g.routes.extend(["bfl", "replicate", "fal"])
+    g.attempts.add(number=1, provider=provider, error=gen.GenerationError(code="provider_unavailable", retryable=retryable))
+    return g
+
+
+def test_a_handed_back_generation_goes_to_the_next_route() -> None:
+    planner = RoutePlanner(CircuitBreaker())
+    d = decide(handback(), planner)
+    assert d.provider == "replicate"
+    assert d.state.state == gen.GENERATION_STATE_QUEUED and d.state.attempt == 2 and d.state.provider == "replicate"
+    assert [a.provider for a in d.state.attempts] == ["bfl", "replicate"]
+    assert d.state.version == 5 and handed_back(d.state) is None
+
+
+def test_no_route_left_fails_with_the_last_error() -> None:
+    planner = RoutePlanner(CircuitBreaker())
+    g = handback()
+    g.attempts.add(number=2, provider="replicate")
+    g.attempts.add(number=3, provider="fal", error=gen.GenerationError(code="timeout", retryable=True))
+    g.attempt = 3
+    d = decide(g, planner)
+    assert d.provider is None and d.state.state == gen.GENERATION_STATE_FAILED and d.state.error.code == "timeout"
+
+
+def test_other_events_are_left_alone() -> None:
+    planner = RoutePlanner(CircuitBreaker())
+    queued = gen.Generation(id="gen_2", state=gen.GENERATION_STATE_QUEUED, attempt=1)
+    queued.attempts.add(number=1, provider="bfl")
+    assert decide(queued, planner) is None
+    assert decide(advance(queued, gen.GENERATION_STATE_RUNNING), planner) is None
+
+
+def test_outcomes_feed_the_breaker() -> None:
+    breaker = CircuitBreaker(failure_threshold=2)
+    planner = RoutePlanner(breaker)
+    observe(handback("bfl"), planner)
+    observe(handback("bfl"), planner)
+    assert breaker.state("bfl") is Circuit.OPEN
+    observe(handback("replicate", retryable=False), planner)  # a refusal is not an outage
+    assert breaker.state("replicate") is Circuit.CLOSED
+    observe(gen.Generation(state=gen.GENERATION_STATE_SUCCEEDED, provider="bfl"), planner)
+    assert breaker.state("bfl") is Circuit.CLOSED
