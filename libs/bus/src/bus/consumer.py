@@ -21,6 +21,7 @@ from typing import Generic
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Gauge
 
 from bus.producer import Producer
 from bus.records import M, PoisonMessage, Record, decode, process_span
@@ -43,6 +44,11 @@ class _PartitionProgress:
         if self.in_flight:
             return min(self.in_flight)  # everything before the oldest unfinished record
         return self.highest_done + 1 if self.highest_done >= 0 else None
+
+
+CONSUMER_LAG = Gauge(
+    "pixelmesh_kafka_consumer_lag", "Records of the partition this group has not finished yet", ["topic", "group", "partition"]
+)
 
 
 class Consumer(Generic[M]):
@@ -127,6 +133,7 @@ class Consumer(Generic[M]):
                 log.warning("fetch failed", topic=self.topic, error=repr(exc))
                 await asyncio.sleep(1)
                 continue
+            self._report_lag()
             for tp, raws in batch.items():
                 progress = self._progress.setdefault(tp, _PartitionProgress())
                 for raw in raws:
@@ -197,6 +204,21 @@ class Consumer(Generic[M]):
         except (CommitFailedError, KafkaError) as exc:
             # Lost the partition in a rebalance: the new owner redelivers from the last commit.
             log.warning("commit failed", partition=tp.partition, offset=offset, error=repr(exc))
+            return
+        self._report_lag(tp)
+
+    def _report_lag(self, only: TopicPartition | None = None) -> None:
+        """Records not yet finished per partition: the broker's end offset minus what this
+        group has done (KEDA scales workers on the same number, read from Kafka)."""
+        for tp in [only] if only else self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            progress = self._progress.get(tp)
+            done = progress.commit_offset() if progress else None
+            if done is None:
+                continue
+            CONSUMER_LAG.labels(tp.topic, self.group_id, str(tp.partition)).set(max(0, end - done))
 
     async def _drain(self, partitions: set[TopicPartition]) -> None:
         """Let in-flight records of these partitions finish (up to the grace period), then commit."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client import Histogram
 
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
@@ -28,6 +29,13 @@ log = get_logger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
 MAX_MESSAGE_CHARS = 300
+
+UPSTREAM_SECONDS = Histogram(
+    "pixelmesh_upstream_request_duration_seconds",
+    "One HTTP call to an upstream provider API",
+    ["provider", "method", "status"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 
 # Gives an adapter the first look at a failed response: a ProviderError, or None for the
 # generic mapping.
@@ -103,19 +111,23 @@ class Upstream:
         deadline = time.monotonic() + self._retry.budget_seconds
         attempt = 0
         while True:
+            started = time.monotonic()
             try:
                 response = await self.client.request(method, url, **kwargs)
             except httpx.TimeoutException as exc:
+                UPSTREAM_SECONDS.labels(self.provider, method, "timeout").observe(time.monotonic() - started)
                 failure = ProviderError(ErrorCode.TIMEOUT, f"{self.provider} did not answer in time", retryable=True)
                 wait = self._retry.backoff(attempt)
                 cause: BaseException = exc
             except httpx.TransportError as exc:
+                UPSTREAM_SECONDS.labels(self.provider, method, "unreachable").observe(time.monotonic() - started)
                 failure = ProviderError(
                     ErrorCode.PROVIDER_UNAVAILABLE, f"{self.provider} is unreachable ({type(exc).__name__})", retryable=True
                 )
                 wait = self._retry.backoff(attempt)
                 cause = exc
             else:
+                UPSTREAM_SECONDS.labels(self.provider, method, str(response.status_code)).observe(time.monotonic() - started)
                 if response.is_success:
                     return response
                 failure = self.error_of(response)
