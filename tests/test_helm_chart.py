@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import re
 import shutil
@@ -39,82 +40,8 @@ SERVICES = ("edge", "routing", "pricing", "storage", "status")
 DESIGN_CALLS = {("edge", "routing"), ("edge", "pricing"), ("edge", "status"), ("edge", "storage"), ("routing", "pricing")}
 SECRET_ENV = re.compile(r"(_API_KEY|_API_TOKEN|^FAL_KEY|_SECRET_KEY|_ACCESS_KEY|DATABASE_URL|PASSWORD)$")
 
-# What the chart may know about a CRD it renders: KEDA's ScaledObject (keda.sh/v1alpha1)
-# with a kafka trigger, the fields of KEDA's reference documentation.
-SCALED_OBJECT_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}},
-        },
-        "spec": {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "additionalProperties": False,
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "name": {"type": "string"},
-                        "envSourceContainerName": {"type": "string"},
-                    },
-                },
-                "pollingInterval": {"type": "integer", "minimum": 1},
-                "cooldownPeriod": {"type": "integer", "minimum": 0},
-                "idleReplicaCount": {"type": "integer", "minimum": 0},
-                "minReplicaCount": {"type": "integer", "minimum": 0},
-                "maxReplicaCount": {"type": "integer", "minimum": 1},
-                "fallback": {"type": "object"},
-                "advanced": {"type": "object"},
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"const": "kafka"},
-                            "name": {"type": "string"},
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "useCachedMetrics": {"type": "boolean"},
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
-                                },
-                            },
-                            "metadata": {
-                                "type": "object",
-                                "required": ["bootstrapServers", "consumerGroup", "topic", "lagThreshold"],
-                                # KEDA reads trigger metadata as strings.
-                                "additionalProperties": {"type": "string"},
-                                "properties": {
-                                    "lagThreshold": {"type": "string", "pattern": r"^[1-9][0-9]*$"},
-                                    "activationLagThreshold": {"type": "string", "pattern": r"^[0-9]+$"},
-                                    "offsetResetPolicy": {"enum": ["earliest", "latest"]},
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
+# KEDA's ScaledObject is a CRD that Kubernetes' schemas lack: a schema of the fields KEDA documents.
+SCALED_OBJECT_SCHEMA = json.loads((ROOT / "helm/schemas/keda-scaledobject.schema.json").read_text())
 
 
 # ---- rendering ------------------------------------------------------------------------
@@ -288,6 +215,19 @@ def test_stateless_services_have_an_hpa(request, objects_fixture, expected) -> N
         assert container(target)["resources"]["requests"]["cpu"]  # utilization needs a request
     if "pricing" not in expected:  # its built-in SQLite lives in one pod
         assert deployments["pm-pixelmesh-pricing"]["spec"]["replicas"] == 1
+
+
+def test_overrides_replace_keys_and_merge_blocks_one_level(all_objects) -> None:
+    """components.edge.autoscaling {maxReplicas: 20} keeps the other autoscaling settings;
+    providers.google.resources replaces the worker's resources whole."""
+    edge_hpa = by_name(all_objects, "HorizontalPodAutoscaler")["pm-pixelmesh-edge"]["spec"]
+    assert (edge_hpa["minReplicas"], edge_hpa["maxReplicas"]) == (2, 20)
+    google = container(by_name(all_objects, "Deployment")["pm-pixelmesh-worker-google"])["resources"]
+    assert google == {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+    openai = by_name(all_objects, "Deployment")["pm-pixelmesh-worker-openai"]
+    assert container(openai)["resources"]["limits"] == {"memory": "768Mi"}  # the worker's, not defaults'
+    assert openai["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
+    assert env_of(openai)["SHUTDOWN_GRACE_SECONDS"]["value"] == "60"
 
 
 # ---- pods -------------------------------------------------------------------------------
