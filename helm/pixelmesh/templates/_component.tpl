@@ -106,7 +106,12 @@ spec:
           {{ $probe }}Probe:
             grpc:
               port: {{ $c.ports.grpc }}
+              {{- with .service }}
+              service: {{ . | quote }}
+              {{- end }}
+            {{- with omit . "service" }}
             {{- toYaml . | nindent 12 }}
+            {{- end }}
           {{- end }}
           {{- end }}
           resources:
