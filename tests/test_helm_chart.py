@@ -27,6 +27,9 @@ import yaml
 
 from svckit.settings import env_name
 
+# The first test builds Helm from source when .cache has none (minutes on a busy 2-core box).
+pytestmark = pytest.mark.timeout(1800)
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "pixelmesh"
 CI_VALUES = CHART / "ci" / "all-providers-values.yaml"
@@ -47,7 +50,7 @@ SCALED_OBJECT_SCHEMA = json.loads((ROOT / "helm/schemas/keda-scaledobject.schema
 # ---- rendering ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def helm() -> list[str]:
-    subprocess.run(["bash", str(ROOT / "deploy/local/helm.sh"), "install"], check=True, timeout=900)
+    subprocess.run(["bash", str(ROOT / "deploy/local/helm.sh"), "install"], check=True, timeout=1700)
     return [str(ROOT / ".cache/bin/helm")]
 
 

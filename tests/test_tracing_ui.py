@@ -23,6 +23,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.support.ports import free_port
 
+# The first start fetches Zipkin's jar (about 135 MB) from Maven Central.
+pytestmark = pytest.mark.timeout(1200)
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "deploy/local/tracing.sh"
 
@@ -39,7 +42,7 @@ class Tracing:
         self.ui = f"http://127.0.0.1:{self.ui_port}"
         self.otlp = f"http://127.0.0.1:{self.otlp_port}"
 
-    def run(self, action: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(self, action: str, timeout: float = 1100) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=timeout)
 
 
