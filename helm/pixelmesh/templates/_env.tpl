@@ -51,7 +51,7 @@ secretKeyRef, never as plain values.
     fieldRef:
       fieldPath: metadata.namespace
 - name: OTEL_RESOURCE_ATTRIBUTES
-  value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),service.version=%s%s" $root.Chart.AppVersion (ternary (printf ",pixelmesh.provider=%s" $c.provider) "" (ne $c.provider "")) | quote }}
+  value: {{ printf "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),service.version=%s%s" (include "pixelmesh.imageTag" (dict "root" $root "c" $c)) (ternary (printf ",pixelmesh.provider=%s" $c.provider) "" (ne $c.provider "")) | quote }}
 {{- with $V.otel.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}

@@ -71,12 +71,18 @@ pixelmesh.dev/provider: {{ .c.provider }}
 {{- end }}
 {{- end -}}
 
+{{/* The image tag of a component (dict root, c): its own, the chart-wide one, or appVersion. */}}
+{{- define "pixelmesh.imageTag" -}}
+{{- $override := .c.image | default dict -}}
+{{- toString ($override.tag | default .root.Values.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+
 {{- define "pixelmesh.image" -}}
 {{- $img := .root.Values.image -}}
 {{- $override := .c.image | default dict -}}
 {{- $repo := $override.repository | default (printf "%s%s" $img.repositoryPrefix .c.service) -}}
 {{- if $img.registry -}}{{- $repo = printf "%s/%s" $img.registry $repo -}}{{- end -}}
-{{- printf "%s:%s" $repo (toString ($override.tag | default $img.tag | default .root.Chart.AppVersion)) -}}
+{{- printf "%s:%s" $repo (include "pixelmesh.imageTag" .) -}}
 {{- end -}}
 
 {{/*
