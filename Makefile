@@ -24,15 +24,22 @@ install: .venv/.synced
 	@bash deploy/local/kafka.sh install
 	@bash deploy/local/minio.sh install
 	@bash deploy/local/buf.sh install
+	@bash deploy/local/helm.sh install
+	@bash deploy/local/tracing.sh install
 
+# TRACING_UI=1 make up: also start the local tracing UI (Zipkin fed over OTLP/HTTP)
+# and point every service's OTLP exporter at it.
 up: install
-	@$(PY) deploy/local/mesh.py up
+	@if [ -n "$(TRACING_UI)" ]; then bash deploy/local/tracing.sh start; fi
+	@$(if $(TRACING_UI),OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$${TRACING_OTLP_PORT:-4318} )$(PY) deploy/local/mesh.py up
 
 down:
 	@if [ -x $(PY) ]; then $(PY) deploy/local/mesh.py down; fi
+	@bash deploy/local/tracing.sh stop >/dev/null
 
 status:
 	@$(PY) deploy/local/mesh.py status
+	@bash deploy/local/tracing.sh status || true
 
 protos: .venv/.synced
 	$(PY) libs/apis/generate.py
