@@ -91,6 +91,10 @@ class KeyStore:
         self._plans = plans
         self._clock = clock
 
+    @property
+    def default_plan(self) -> str:
+        return self._plans.default
+
     async def authenticate(self, secret: str) -> Principal:
         if not secret:
             raise GatewayError(ErrorCode.UNAUTHENTICATED, WRONG_KEY)

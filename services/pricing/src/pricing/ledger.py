@@ -107,6 +107,13 @@ class Ledger:
             if after is None:  # spent by another request since we read it
                 raise self._insufficient(quote, balance)
             idem = generation.idempotency_key or None
+            snapshot = None
+            if idem:  # kept as routing dispatches it, so a retry gets the very same generation back
+                queued = gen.Generation()
+                queued.CopyFrom(generation)
+                queued.cost.CopyFrom(quote.total)
+                queued.tariff.CopyFrom(quote.tariff)
+                snapshot = queued.SerializeToString()
             await conn.execute(
                 insert(reservations).values(
                     generation_id=generation.id, account_id=generation.account_id, api_key_id=key.id,
@@ -114,7 +121,7 @@ class Ledger:
                     quality=generation.params.quality or generation.quality, n=n,
                     reserved_tokens=quote.total_tokens, reserved_usd_micros=quote.total.usd_micros,
                     tariff=quote.tariff.SerializeToString(), status="reserved", idempotency_key=idem,
-                    snapshot=generation.SerializeToString() if idem else None, created_ms=now, settled_ms=None,
+                    snapshot=snapshot, created_ms=now, settled_ms=None,
                     images=0, charged_tokens=0, charged_usd_micros=0,
                 )
             )

@@ -24,6 +24,7 @@ from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
+from svckit.tariffs import final_cost
 from worker.providers import GeneratedImage, Provider, ProviderError
 
 log = get_logger(__name__)
@@ -99,6 +100,8 @@ class JobRunner:
         done.progress_percent = 100.0
         del done.images[:]
         done.images.extend(refs)
+        if done.HasField("tariff"):  # the cost of what came back, as pricing charges it
+            done.cost.CopyFrom(final_cost(done.tariff, len(refs), done.usage))
         await self._emit(done)
         log.info("generation succeeded", generation_id=job.id, images=len(refs))
         return "succeeded", ""
