@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 
 SERVICES = {
@@ -35,14 +36,18 @@ async def test_every_service_is_serving_and_reflects(mesh) -> None:
 
 
 async def test_submit_by_stub_and_wait_on_the_operation(mesh) -> None:
+    async with grpc.aio.insecure_channel(mesh.addr("pricing")) as pricing:  # a real key: the submit is charged to it
+        who = await pricing_service_pb2_grpc.PricingServiceStub(pricing).Authenticate(
+            pricing_service_pb2.AuthenticateRequest(api_key=mesh.api_key)
+        )
     async with grpc.aio.insecure_channel(mesh.addr("routing")) as routing, grpc.aio.insecure_channel(
         mesh.addr("status")
     ) as status:
         op = await routing_service_pb2_grpc.RoutingServiceStub(routing).SubmitGeneration(
             routing_service_pb2.SubmitGenerationRequest(
                 params=gen.GenerationParams(model="pixelmesh-sketch", prompt="by stub", size="256x256", n=2),
-                account_id="acct_internal",
-                api_key_id="key_internal",
+                account_id=who.account_id,
+                api_key_id=who.api_key_id,
                 retention_class="days-7",
             )
         )

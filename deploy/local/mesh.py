@@ -47,6 +47,8 @@ class LocalMesh:
     api_key: str
     extra_env: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    # Operator token of pricing's admin RPCs (the `pixelmesh` CLI sends it).
+    admin_token: str = field(default_factory=lambda: "pm-admin-" + secrets.token_urlsafe(24))
 
     # ---- infrastructure -------------------------------------------------------------
     @property
@@ -87,6 +89,8 @@ class LocalMesh:
             "STORAGE_ADDR": self.addr("storage"),
             "ROUTING_PROVIDERS": p["ROUTING_PROVIDERS"],
             "PRICING_DEV_API_KEY": self.api_key,
+            "PRICING_ADMIN_TOKEN": self.admin_token,
+            "PRICING_DATABASE_URL": f"sqlite+aiosqlite:///{self.run_dir / 'pricing.db'}",
             "STORAGE_ENDPOINT": f"127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_PUBLIC_ENDPOINT": f"http://127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_ACCESS_KEY": p["MINIO_ROOT_USER"],
@@ -193,7 +197,11 @@ def default_mesh() -> LocalMesh:
     if not key_file.exists():
         key_file.write_text("pm-dev-" + secrets.token_urlsafe(24))
         key_file.chmod(0o600)
-    return LocalMesh(run_dir, read_env_table(), key_file.read_text().strip())
+    admin_file = run_dir / "admin_token"
+    if not admin_file.exists():
+        admin_file.write_text("pm-admin-" + secrets.token_urlsafe(24))
+        admin_file.chmod(0o600)
+    return LocalMesh(run_dir, read_env_table(), key_file.read_text().strip(), admin_token=admin_file.read_text().strip())
 
 
 def main() -> int:
@@ -212,6 +220,7 @@ def main() -> int:
         print(f"pixelmesh is up in {time.monotonic() - started:.1f} s")
         print(f"  edge:    {url}   (OpenAI base_url: {url}/v1)")
         print(f"  api key: {mesh.api_key}   (also in .run/dev_api_key)")
+        print(f"  admin:   PRICING_ADDR={mesh.addr('pricing')} PRICING_ADMIN_TOKEN=$(cat .run/admin_token) .venv/bin/pixelmesh keys list")
         print(f"  logs:    {mesh.run_dir / 'logs'}")
     elif action == "down":
         mesh.down()

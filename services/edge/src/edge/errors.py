@@ -30,4 +30,13 @@ def openai_error(err: GatewayError, headers: dict[str, str] | None = None, **ext
     status, kind = HTTP_ERRORS[err.code]
     body: dict[str, object] = {"message": err.message, "type": kind, "param": err.param, "code": err.code.value}
     body.update(extra)
+    if err.code is ErrorCode.RATE_LIMITED:  # pricing's limit metadata -> Retry-After, x-ratelimit-*
+        headers = {**_rate_limit_headers(err.metadata), **(headers or {})}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _rate_limit_headers(metadata: dict[str, str]) -> dict[str, str]:
+    out = {"x-" + k.replace("_", "-"): v for k, v in metadata.items() if k.startswith("ratelimit_")}
+    if "retry_after_seconds" in metadata:
+        out["Retry-After"] = metadata["retry_after_seconds"]
+    return out

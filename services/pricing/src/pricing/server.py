@@ -1,17 +1,57 @@
+from sqlalchemy import text
+
+from bus import EVENTS_TOPIC, Producer, ensure_topics
+from bus.topics import dlq_spec, events_spec
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
-from pricing.core import KeyStore, PriceTable
+from pricing.db import create_engine, migrate
+from pricing.keys import KeyStore
+from pricing.ledger import Ledger
+from pricing.plans import Plans
+from pricing.prices import PriceTable
 from pricing.servicer import PricingServicer
 from pricing.settings import PricingSettings
+from pricing.settle import Expirer, settlement_consumer
 from svckit.server import GrpcService
 
 
 async def serve(settings: PricingSettings) -> None:
     service = GrpcService(settings)
-    servicer = PricingServicer(
-        KeyStore.with_dev_keys(settings.pricing_dev_api_key.get_secret_value()),
-        PriceTable.load(settings.pricing_price_table),
-    )
+    engine = create_engine(settings.pricing_database_url)
+    plans, prices = Plans.load(settings.pricing_plans), PriceTable.load(settings.pricing_price_table)
+    keys, ledger = KeyStore(engine, plans), Ledger(engine, prices, plans)
+    servicer = PricingServicer(keys, ledger, prices, settings.pricing_admin_token.get_secret_value())
     service.add_servicer(
         pricing_service_pb2_grpc.add_PricingServiceServicer_to_server, servicer, "pixelmesh.pricing.v1.PricingService"
     )
+    producer = Producer(settings.kafka_bootstrap_servers, client_id="pricing")  # dead letters of the settler
+    settler = settlement_consumer(ledger, producer, settings.kafka_bootstrap_servers, settings.pricing_ledger_group)
+    expirer = Expirer(ledger, settings.pricing_reservation_ttl_seconds)
+
+    async def prepare_database() -> None:
+        await migrate(engine)
+        await keys.seed_dev_keys(settings.pricing_dev_api_key.get_secret_value(), settings.pricing_dev_balance_tokens)
+
+    async def create_topics() -> None:
+        specs = [events_spec(settings.kafka_partitions), dlq_spec(EVENTS_TOPIC)]
+        await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
+
+    async def database_answers() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    async def stop() -> None:
+        await expirer.stop()
+        await settler.stop()
+        await producer.stop()
+        await engine.dispose()
+
+    service.on_start(prepare_database)
+    service.on_start(create_topics)
+    service.on_start(producer.start)
+    service.on_start(settler.start)
+    service.on_start(expirer.start)
+    service.on_stop(stop)
+    service.readiness_check(database_answers)
+    service.readiness_check(producer.is_connected)
     await service.run()

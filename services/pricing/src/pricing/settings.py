@@ -2,13 +2,26 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from pricing.core import DEFAULT_PRICE_TABLE
-from svckit.settings import ServiceSettings
+from bus import KafkaServiceSettings
+from pricing.plans import DEFAULT_PLANS
+from pricing.prices import DEFAULT_PRICE_TABLE
+from pricing.settle import DEFAULT_GROUP
 
 
-class PricingSettings(ServiceSettings):
+class PricingSettings(KafkaServiceSettings):
     service_name: str = "pricing"
     grpc_port: int = 50052
+    # SQLAlchemy URL: a SQLite file by default; postgresql+asyncpg://... for several replicas.
+    pricing_database_url: str = "sqlite+aiosqlite:///.run/pricing.db"
     # Development keys: `key` or `key@account`, comma-separated (`make up` creates one).
     pricing_dev_api_key: SecretStr
+    # Balance a development account starts with (tokens).
+    pricing_dev_balance_tokens: int = 1_000_000_000
+    # Operator token of the admin RPCs (keys, credits, ledger); empty disables them.
+    pricing_admin_token: SecretStr = SecretStr("")
     pricing_price_table: Path = DEFAULT_PRICE_TABLE
+    pricing_plans: Path = DEFAULT_PLANS
+    # Consumer group settling this database's reservations (one group per database).
+    pricing_ledger_group: str = DEFAULT_GROUP
+    # A reservation still open after this long is released (its generation never ended).
+    pricing_reservation_ttl_seconds: float = 6 * 3600

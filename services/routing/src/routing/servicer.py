@@ -43,20 +43,20 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
 
     async def SubmitGeneration(self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
         try:
-            generation = await self._admit(request)
+            generation, reservation = await self._admit(request)
+            if reservation.HasField("existing"):  # a retry with the same Idempotency-Key
+                return operation_for(reservation.existing)
             await self._dispatch(generation)
         except GatewayError as err:
             await abort_with(context, err)
         return operation_for(generation)
 
-    async def _admit(self, request: pb.SubmitGenerationRequest) -> gen.Generation:
+    async def _admit(
+        self, request: pb.SubmitGenerationRequest
+    ) -> tuple[gen.Generation, pricing_service_pb2.ReserveGenerationResponse]:
         params = request.params
         entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
-        with rpc_errors():
-            quote = await self._pricing.QuotePrice(
-                pricing_service_pb2.QuotePriceRequest(model=entry.id, size=size, quality=quality, n=n), timeout=5
-            )
         routes = self._planner.plan(routes_for(self._catalog.routes(entry)))
         provider = routes[0]
         generation = admit(
@@ -66,7 +66,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             account_id=request.account_id,
             api_key_id=request.api_key_id,
             retention_class=request.retention_class or "days-7",
-            cost=quote.total,
+            cost=gen.Cost(),
             size=size,
             quality=quality,
             n=n,
@@ -74,11 +74,19 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         generation.routes.extend(routes)
         first = generation.attempts.add(number=1, provider=provider)
         first.start_time.CopyFrom(generation.create_time)
+        # Pricing quotes it, checks the key's limits and the balance, and holds the cost.
+        generation.idempotency_key = request.idempotency_key
+        with rpc_errors():
+            reservation = await self._pricing.ReserveGeneration(
+                pricing_service_pb2.ReserveGenerationRequest(generation=generation), timeout=10
+            )
+        generation.cost.CopyFrom(reservation.total)
+        generation.tariff.CopyFrom(reservation.tariff)
         span = trace.get_current_span()
         span.set_attribute("pixelmesh.generation.id", generation.id)
         span.set_attribute("pixelmesh.model", entry.id)
         span.set_attribute("pixelmesh.provider", provider)
-        return generation
+        return generation, reservation
 
     async def _dispatch(self, generation: gen.Generation) -> None:
         """QUEUED state first (so status knows it), then the job for the provider pool."""
@@ -86,6 +94,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER))
         except Exception as exc:
             log.error("could not record generation", generation_id=generation.id, error=repr(exc))
+            await self._release(generation.id)
             raise GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable; try again.") from exc
         try:
             await self._producer.send(requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation))
@@ -97,8 +106,19 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                 await self._producer.send(EVENTS_TOPIC, failed.id, generation_event(failed, PRODUCER))
             except Exception:
                 pass  # the queue is down; the QUEUED state stays and is reported as such
+            await self._release(generation.id)
             raise GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable; try again.") from exc
         log.info("generation queued", generation_id=generation.id, model=generation.model, provider=generation.provider)
+
+    async def _release(self, generation_id: str) -> None:
+        """Give back the reservation of a generation that was never dispatched (best effort:
+        pricing also releases reservations that outlive their TTL)."""
+        try:
+            await self._pricing.ReleaseGeneration(
+                pricing_service_pb2.ReleaseGenerationRequest(generation_id=generation_id, reason="not dispatched"), timeout=5
+            )
+        except Exception as exc:
+            log.error("could not release the reservation", generation_id=generation_id, error=repr(exc))
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[e.to_proto() for e in self._catalog.available()])

@@ -24,6 +24,7 @@ from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
+from svckit.tariffs import final_cost
 from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 
 log = get_logger(__name__)
@@ -142,6 +143,8 @@ class JobRunner:
         done.buttons.extend(result.buttons)
         done.descriptions.extend(result.descriptions)
         _current_attempt(done, self._provider.name).end_time.CopyFrom(done.end_time)
+        if done.HasField("tariff"):  # the cost of what came back, as pricing charges it
+            done.cost.CopyFrom(final_cost(done.tariff, len(refs), done.usage))
         await self._emit(done)
         log.info("generation succeeded", generation_id=job.id, images=len(refs))
         return "succeeded", ""

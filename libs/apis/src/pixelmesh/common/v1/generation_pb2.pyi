@@ -479,6 +479,52 @@ class GenerationError(_message.Message):
 Global___GenerationError: _TypeAlias = GenerationError  # noqa: Y015
 
 @_typing.final
+class Tariff(_message.Message):
+    """What a generation is charged, fixed when pricing reserved it (issue 5, the ledger).
+    Fixed-price models charge `per_image` for each image that came back; token-priced
+    models (gpt-image-*) charge the upstream's usage at the per-million rates, converted
+    to gateway tokens at `token_usd_micros`. Never more than `reserved`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PER_IMAGE_FIELD_NUMBER: _builtins.int
+    INPUT_TEXT_USD_MICROS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    INPUT_IMAGE_USD_MICROS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    OUTPUT_USD_MICROS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    TOKEN_USD_MICROS_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    input_text_usd_micros_per_million: _builtins.int
+    """USD micros per million tokens; all zero for fixed-price models."""
+    input_image_usd_micros_per_million: _builtins.int
+    output_usd_micros_per_million: _builtins.int
+    token_usd_micros: _builtins.int
+    """What one gateway token is worth, in USD micros."""
+    @_builtins.property
+    def per_image(self) -> Global___Cost: ...
+    @_builtins.property
+    def reserved(self) -> Global___Cost:
+        """What the reservation holds: the upper bound of any charge."""
+
+    def __init__(
+        self,
+        *,
+        per_image: Global___Cost | None = ...,
+        input_text_usd_micros_per_million: _builtins.int = ...,
+        input_image_usd_micros_per_million: _builtins.int = ...,
+        output_usd_micros_per_million: _builtins.int = ...,
+        token_usd_micros: _builtins.int = ...,
+        reserved: Global___Cost | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["per_image", b"per_image", "reserved", b"reserved"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_image_usd_micros_per_million", b"input_image_usd_micros_per_million", "input_text_usd_micros_per_million", b"input_text_usd_micros_per_million", "output_usd_micros_per_million", b"output_usd_micros_per_million", "per_image", b"per_image", "reserved", b"reserved", "token_usd_micros", b"token_usd_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tariff: _TypeAlias = Tariff  # noqa: Y015
+
+@_typing.final
 class Generation(_message.Message):
     """The full current state of one generation. Every event on the events topic carries one,
     with a version that grows with each change (event-carried state transfer).
@@ -517,6 +563,7 @@ class Generation(_message.Message):
     BUTTONS_FIELD_NUMBER: _builtins.int
     DESCRIPTIONS_FIELD_NUMBER: _builtins.int
     PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
+    TARIFF_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
@@ -577,6 +624,12 @@ class Generation(_message.Message):
         """
 
     @_builtins.property
+    def tariff(self) -> Global___Tariff:
+        """How the generation is charged, set by routing from pricing's reservation; the worker
+        sets `cost` of a SUCCEEDED state from it (svckit.tariffs.final_cost).
+        """
+
+    @_builtins.property
     def routes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The providers routing planned for this generation, in the order it tries them. A
         worker whose attempt fails retryably hands the generation back (state QUEUED, the
@@ -617,11 +670,12 @@ class Generation(_message.Message):
         buttons: _abc.Iterable[Global___Button] | None = ...,
         descriptions: _abc.Iterable[_builtins.str] | None = ...,
         partial_images: _abc.Iterable[Global___ImageRef] | None = ...,
+        tariff: Global___Tariff | None = ...,
         routes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "tariff", b"tariff", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "idempotency_key", b"idempotency_key", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "routes", b"routes", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "idempotency_key", b"idempotency_key", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "routes", b"routes", "seed", b"seed", "start_time", b"start_time", "state", b"state", "tariff", b"tariff", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,24 +22,77 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from pixelmesh.common.v1 import generation_pb2 as pixelmesh_dot_common_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/pricing/v1/pricing_service.proto\x12\x14pixelmesh.pricing.v1\x1a$pixelmesh/common/v1/generation.proto\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"e\n\x14\x41uthenticateResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x17\n\x0fretention_class\x18\x04 \x01(\t\"L\n\x11QuotePriceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\t\x12\t\n\x01n\x18\x04 \x01(\x05\"l\n\x12QuotePriceResponse\x12(\n\x05total\x18\x01 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12,\n\tper_image\x18\x02 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost2\xd8\x01\n\x0ePricingService\x12\x65\n\x0c\x41uthenticate\x12).pixelmesh.pricing.v1.AuthenticateRequest\x1a*.pixelmesh.pricing.v1.AuthenticateResponse\x12_\n\nQuotePrice\x12\'.pixelmesh.pricing.v1.QuotePriceRequest\x1a(.pixelmesh.pricing.v1.QuotePriceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/pricing/v1/pricing_service.proto\x12\x14pixelmesh.pricing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$pixelmesh/common/v1/generation.proto\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"e\n\x14\x41uthenticateResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\x0c\n\x04plan\x18\x03 \x01(\t\x12\x17\n\x0fretention_class\x18\x04 \x01(\t\"L\n\x11QuotePriceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\t\x12\t\n\x01n\x18\x04 \x01(\x05\"\x99\x01\n\x12QuotePriceResponse\x12(\n\x05total\x18\x01 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12,\n\tper_image\x18\x02 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12+\n\x06tariff\x18\x03 \x01(\x0b\x32\x1b.pixelmesh.common.v1.Tariff\"\x13\n\x11ListPricesRequest\"|\n\x08PriceRow\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07quality\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\t\x12,\n\tper_image\x18\x04 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12\x14\n\x0ctoken_priced\x18\x05 \x01(\x08\"m\n\x12ListPricesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x18\n\x10token_usd_micros\x18\x02 \x01(\x03\x12,\n\x04rows\x18\x03 \x03(\x0b\x32\x1e.pixelmesh.pricing.v1.PriceRow\"O\n\x18ReserveGenerationRequest\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"\xd3\x01\n\x19ReserveGenerationResponse\x12(\n\x05total\x18\x01 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12,\n\tper_image\x18\x02 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12+\n\x06tariff\x18\x03 \x01(\x0b\x32\x1b.pixelmesh.common.v1.Tariff\x12\x31\n\x08\x65xisting\x18\x04 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"A\n\x18ReleaseGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"-\n\x19ReleaseGenerationResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"K\n\x0fGetUsageRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nstart_date\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x03 \x01(\t\"\x89\x01\n\x08UsageRow\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x13\n\x0bgenerations\x18\x04 \x01(\x03\x12\x0e\n\x06images\x18\x05 \x01(\x03\x12\'\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\"\xa4\x01\n\x10GetUsageResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nstart_date\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x03 \x01(\t\x12,\n\x04rows\x18\x04 \x03(\x0b\x32\x1e.pixelmesh.pricing.v1.UsageRow\x12(\n\x05total\x18\x05 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\"\xa1\x01\n\tKeyLimits\x12\x1e\n\x11images_per_minute\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0eimages_per_day\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x14\n\x12_images_per_minuteB\x11\n\x0f_images_per_dayB\x11\n\x0f_max_concurrent\"\xe7\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04plan\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06limits\x18\x08 \x01(\x0b\x32\x1f.pixelmesh.pricing.v1.KeyLimits\"v\n\x13\x43reateApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x06limits\x18\x04 \x01(\x0b\x32\x1f.pixelmesh.pricing.v1.KeyLimits\"U\n\x14\x43reateApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1c.pixelmesh.pricing.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"(\n\x12ListApiKeysRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"E\n\x13ListApiKeysResponse\x12.\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1c.pixelmesh.pricing.v1.ApiKey\")\n\x13RevokeApiKeyRequest\x12\x12\n\napi_key_id\x18\x01 \x01(\t\"E\n\x14RevokeApiKeyResponse\x12-\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1c.pixelmesh.pricing.v1.ApiKey\"[\n\x14\x43reditAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"X\n\x15\x43reditAccountResponse\x12.\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x1d.pixelmesh.pricing.v1.Balance\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"P\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x18\n\x10\x61vailable_tokens\x18\x02 \x01(\x03\x12\x17\n\x0freserved_tokens\x18\x03 \x01(\x03\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"D\n\x12GetBalanceResponse\x12.\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x1d.pixelmesh.pricing.v1.Balance\"S\n\x18ListLedgerEntriesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"\x9a\x02\n\x0bLedgerEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\treference\x18\x04 \x01(\t\x12\x15\n\ramount_tokens\x18\x05 \x01(\x03\x12\x15\n\rbalance_after\x18\x06 \x01(\x03\x12*\n\x07\x63harged\x18\x07 \x01(\x0b\x32\x19.pixelmesh.common.v1.Cost\x12\x12\n\napi_key_id\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x0e\n\x06images\x18\n \x01(\x05\x12\x0c\n\x04note\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x19ListLedgerEntriesResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.pixelmesh.pricing.v1.LedgerEntry\x12.\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x1d.pixelmesh.pricing.v1.Balance2\xf3\t\n\x0ePricingService\x12\x65\n\x0c\x41uthenticate\x12).pixelmesh.pricing.v1.AuthenticateRequest\x1a*.pixelmesh.pricing.v1.AuthenticateResponse\x12_\n\nQuotePrice\x12\'.pixelmesh.pricing.v1.QuotePriceRequest\x1a(.pixelmesh.pricing.v1.QuotePriceResponse\x12_\n\nListPrices\x12\'.pixelmesh.pricing.v1.ListPricesRequest\x1a(.pixelmesh.pricing.v1.ListPricesResponse\x12t\n\x11ReserveGeneration\x12..pixelmesh.pricing.v1.ReserveGenerationRequest\x1a/.pixelmesh.pricing.v1.ReserveGenerationResponse\x12t\n\x11ReleaseGeneration\x12..pixelmesh.pricing.v1.ReleaseGenerationRequest\x1a/.pixelmesh.pricing.v1.ReleaseGenerationResponse\x12Y\n\x08GetUsage\x12%.pixelmesh.pricing.v1.GetUsageRequest\x1a&.pixelmesh.pricing.v1.GetUsageResponse\x12\x65\n\x0c\x43reateApiKey\x12).pixelmesh.pricing.v1.CreateApiKeyRequest\x1a*.pixelmesh.pricing.v1.CreateApiKeyResponse\x12\x62\n\x0bListApiKeys\x12(.pixelmesh.pricing.v1.ListApiKeysRequest\x1a).pixelmesh.pricing.v1.ListApiKeysResponse\x12\x65\n\x0cRevokeApiKey\x12).pixelmesh.pricing.v1.RevokeApiKeyRequest\x1a*.pixelmesh.pricing.v1.RevokeApiKeyResponse\x12h\n\rCreditAccount\x12*.pixelmesh.pricing.v1.CreditAccountRequest\x1a+.pixelmesh.pricing.v1.CreditAccountResponse\x12_\n\nGetBalance\x12\'.pixelmesh.pricing.v1.GetBalanceRequest\x1a(.pixelmesh.pricing.v1.GetBalanceResponse\x12t\n\x11ListLedgerEntries\x12..pixelmesh.pricing.v1.ListLedgerEntriesRequest\x1a/.pixelmesh.pricing.v1.ListLedgerEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pixelmesh.pricing.v1.pricing_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=106
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=144
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=146
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=247
-  _globals['_QUOTEPRICEREQUEST']._serialized_start=249
-  _globals['_QUOTEPRICEREQUEST']._serialized_end=325
-  _globals['_QUOTEPRICERESPONSE']._serialized_start=327
-  _globals['_QUOTEPRICERESPONSE']._serialized_end=435
-  _globals['_PRICINGSERVICE']._serialized_start=438
-  _globals['_PRICINGSERVICE']._serialized_end=654
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=139
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=177
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=179
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=280
+  _globals['_QUOTEPRICEREQUEST']._serialized_start=282
+  _globals['_QUOTEPRICEREQUEST']._serialized_end=358
+  _globals['_QUOTEPRICERESPONSE']._serialized_start=361
+  _globals['_QUOTEPRICERESPONSE']._serialized_end=514
+  _globals['_LISTPRICESREQUEST']._serialized_start=516
+  _globals['_LISTPRICESREQUEST']._serialized_end=535
+  _globals['_PRICEROW']._serialized_start=537
+  _globals['_PRICEROW']._serialized_end=661
+  _globals['_LISTPRICESRESPONSE']._serialized_start=663
+  _globals['_LISTPRICESRESPONSE']._serialized_end=772
+  _globals['_RESERVEGENERATIONREQUEST']._serialized_start=774
+  _globals['_RESERVEGENERATIONREQUEST']._serialized_end=853
+  _globals['_RESERVEGENERATIONRESPONSE']._serialized_start=856
+  _globals['_RESERVEGENERATIONRESPONSE']._serialized_end=1067
+  _globals['_RELEASEGENERATIONREQUEST']._serialized_start=1069
+  _globals['_RELEASEGENERATIONREQUEST']._serialized_end=1134
+  _globals['_RELEASEGENERATIONRESPONSE']._serialized_start=1136
+  _globals['_RELEASEGENERATIONRESPONSE']._serialized_end=1181
+  _globals['_GETUSAGEREQUEST']._serialized_start=1183
+  _globals['_GETUSAGEREQUEST']._serialized_end=1258
+  _globals['_USAGEROW']._serialized_start=1261
+  _globals['_USAGEROW']._serialized_end=1398
+  _globals['_GETUSAGERESPONSE']._serialized_start=1401
+  _globals['_GETUSAGERESPONSE']._serialized_end=1565
+  _globals['_KEYLIMITS']._serialized_start=1568
+  _globals['_KEYLIMITS']._serialized_end=1729
+  _globals['_APIKEY']._serialized_start=1732
+  _globals['_APIKEY']._serialized_end=1963
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1965
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2083
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2085
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2170
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2172
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2212
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2214
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2283
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2285
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2326
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2328
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2397
+  _globals['_CREDITACCOUNTREQUEST']._serialized_start=2399
+  _globals['_CREDITACCOUNTREQUEST']._serialized_end=2490
+  _globals['_CREDITACCOUNTRESPONSE']._serialized_start=2492
+  _globals['_CREDITACCOUNTRESPONSE']._serialized_end=2580
+  _globals['_BALANCE']._serialized_start=2582
+  _globals['_BALANCE']._serialized_end=2662
+  _globals['_GETBALANCEREQUEST']._serialized_start=2664
+  _globals['_GETBALANCEREQUEST']._serialized_end=2703
+  _globals['_GETBALANCERESPONSE']._serialized_start=2705
+  _globals['_GETBALANCERESPONSE']._serialized_end=2773
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=2775
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=2858
+  _globals['_LEDGERENTRY']._serialized_start=2861
+  _globals['_LEDGERENTRY']._serialized_end=3143
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=3145
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=3272
+  _globals['_PRICINGSERVICE']._serialized_start=3275
+  _globals['_PRICINGSERVICE']._serialized_end=4542
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class PricingServiceStub:
-    """Owns API keys, plans and prices.
+    """Owns API keys, plans, prices, balances and the ledger.
+
+    Admin RPCs (marked "admin") need the operator token in the `x-pixelmesh-admin-token`
+    metadata (PRICING_ADMIN_TOKEN); without it they fail with PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -45,10 +48,63 @@ class PricingServiceStub:
                 request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.QuotePriceRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.QuotePriceResponse.FromString,
                 _registered_method=True)
+        self.ListPrices = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/ListPrices',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListPricesRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListPricesResponse.FromString,
+                _registered_method=True)
+        self.ReserveGeneration = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/ReserveGeneration',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReserveGenerationRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReserveGenerationResponse.FromString,
+                _registered_method=True)
+        self.ReleaseGeneration = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/ReleaseGeneration',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReleaseGenerationRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReleaseGenerationResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/GetUsage',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/CreateApiKey',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/ListApiKeys',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/RevokeApiKey',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.CreditAccount = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/CreditAccount',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreditAccountRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreditAccountResponse.FromString,
+                _registered_method=True)
+        self.GetBalance = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/GetBalance',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetBalanceRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetBalanceResponse.FromString,
+                _registered_method=True)
+        self.ListLedgerEntries = channel.unary_unary(
+                '/pixelmesh.pricing.v1.PricingService/ListLedgerEntries',
+                request_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListLedgerEntriesRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListLedgerEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class PricingServiceServicer:
-    """Owns API keys, plans and prices.
+    """Owns API keys, plans, prices, balances and the ledger.
+
+    Admin RPCs (marked "admin") need the operator token in the `x-pixelmesh-admin-token`
+    metadata (PRICING_ADMIN_TOKEN); without it they fail with PERMISSION_DENIED.
     """
 
     def Authenticate(self, request, context):
@@ -60,6 +116,79 @@ class PricingServiceServicer:
 
     def QuotePrice(self, request, context):
         """What a request would cost. INVALID_ARGUMENT when the model has no price.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPrices(self, request, context):
+        """The price table: every model's rows (the price route and /v1/models read it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveGeneration(self, request, context):
+        """Quotes a generation, checks the key's limits and the account's balance, and holds the
+        quoted cost, atomically. RESOURCE_EXHAUSTED (rate_limit_exceeded, with retry metadata)
+        or FAILED_PRECONDITION (insufficient_balance) when it may not run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseGeneration(self, request, context):
+        """Gives a reservation back (the generation was never dispatched). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Spend per day, model and key of one account: the caller's (API key in the
+        `authorization: Bearer` metadata) or, with the admin token, any account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """admin: a new API key, shown once (only its SHA-256 digest is stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """admin: the key stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreditAccount(self, request, context):
+        """admin: adds tokens to an account's balance (idempotent by reference).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBalance(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLedgerEntries(self, request, context):
+        """admin: every movement of an account's balance, oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +207,56 @@ def add_PricingServiceServicer_to_server(servicer, server):
                     request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.QuotePriceRequest.FromString,
                     response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.QuotePriceResponse.SerializeToString,
             ),
+            'ListPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrices,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListPricesRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListPricesResponse.SerializeToString,
+            ),
+            'ReserveGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveGeneration,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReserveGenerationRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReserveGenerationResponse.SerializeToString,
+            ),
+            'ReleaseGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseGeneration,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReleaseGenerationRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReleaseGenerationResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'CreditAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreditAccount,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreditAccountRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreditAccountResponse.SerializeToString,
+            ),
+            'GetBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalance,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetBalanceRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'ListLedgerEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLedgerEntries,
+                    request_deserializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListLedgerEntriesRequest.FromString,
+                    response_serializer=pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListLedgerEntriesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pixelmesh.pricing.v1.PricingService', rpc_method_handlers)
@@ -87,7 +266,10 @@ def add_PricingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PricingService:
-    """Owns API keys, plans and prices.
+    """Owns API keys, plans, prices, balances and the ledger.
+
+    Admin RPCs (marked "admin") need the operator token in the `x-pixelmesh-admin-token`
+    metadata (PRICING_ADMIN_TOKEN); without it they fail with PERMISSION_DENIED.
     """
 
     @staticmethod
@@ -134,6 +316,276 @@ class PricingService:
             '/pixelmesh.pricing.v1.PricingService/QuotePrice',
             pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.QuotePriceRequest.SerializeToString,
             pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.QuotePriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/ListPrices',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListPricesRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/ReserveGeneration',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReserveGenerationRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReserveGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/ReleaseGeneration',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReleaseGenerationRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ReleaseGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/GetUsage',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetUsageRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/CreateApiKey',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreateApiKeyRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/ListApiKeys',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListApiKeysRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/RevokeApiKey',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.RevokeApiKeyRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreditAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/CreditAccount',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreditAccountRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.CreditAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/GetBalance',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetBalanceRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLedgerEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.pricing.v1.PricingService/ListLedgerEntries',
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListLedgerEntriesRequest.SerializeToString,
+            pixelmesh_dot_pricing_dot_v1_dot_pricing__service__pb2.ListLedgerEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

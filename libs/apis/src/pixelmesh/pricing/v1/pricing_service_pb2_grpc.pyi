@@ -27,7 +27,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PricingServiceStub:
-    """Owns API keys, plans and prices."""
+    """Owns API keys, plans, prices, balances and the ledger.
+
+    Admin RPCs (marked "admin") need the operator token in the `x-pixelmesh-admin-token`
+    metadata (PRICING_ADMIN_TOKEN); without it they fail with PERMISSION_DENIED.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -37,19 +41,77 @@ class PricingServiceStub:
     """Resolves an API key to its account. UNAUTHENTICATED when unknown or revoked."""
     QuotePrice: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.QuotePriceRequest, _pricing_service_pb2.QuotePriceResponse]
     """What a request would cost. INVALID_ARGUMENT when the model has no price."""
+    ListPrices: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListPricesRequest, _pricing_service_pb2.ListPricesResponse]
+    """The price table: every model's rows (the price route and /v1/models read it)."""
+    ReserveGeneration: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ReserveGenerationRequest, _pricing_service_pb2.ReserveGenerationResponse]
+    """Quotes a generation, checks the key's limits and the account's balance, and holds the
+    quoted cost, atomically. RESOURCE_EXHAUSTED (rate_limit_exceeded, with retry metadata)
+    or FAILED_PRECONDITION (insufficient_balance) when it may not run.
+    """
+    ReleaseGeneration: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ReleaseGenerationRequest, _pricing_service_pb2.ReleaseGenerationResponse]
+    """Gives a reservation back (the generation was never dispatched). Idempotent."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.GetUsageRequest, _pricing_service_pb2.GetUsageResponse]
+    """Spend per day, model and key of one account: the caller's (API key in the
+    `authorization: Bearer` metadata) or, with the admin token, any account.
+    """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.CreateApiKeyRequest, _pricing_service_pb2.CreateApiKeyResponse]
+    """admin: a new API key, shown once (only its SHA-256 digest is stored)."""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListApiKeysRequest, _pricing_service_pb2.ListApiKeysResponse]
+    """admin"""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.RevokeApiKeyRequest, _pricing_service_pb2.RevokeApiKeyResponse]
+    """admin: the key stops working at once."""
+    CreditAccount: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.CreditAccountRequest, _pricing_service_pb2.CreditAccountResponse]
+    """admin: adds tokens to an account's balance (idempotent by reference)."""
+    GetBalance: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.GetBalanceRequest, _pricing_service_pb2.GetBalanceResponse]
+    """admin"""
+    ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListLedgerEntriesRequest, _pricing_service_pb2.ListLedgerEntriesResponse]
+    """admin: every movement of an account's balance, oldest first."""
 
 @_typing.type_check_only
 class PricingServiceAsyncStub(PricingServiceStub):
-    """Owns API keys, plans and prices."""
+    """Owns API keys, plans, prices, balances and the ledger.
+
+    Admin RPCs (marked "admin") need the operator token in the `x-pixelmesh-admin-token`
+    metadata (PRICING_ADMIN_TOKEN); without it they fail with PERMISSION_DENIED.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Authenticate: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.AuthenticateRequest, _pricing_service_pb2.AuthenticateResponse]  # type: ignore[assignment]
     """Resolves an API key to its account. UNAUTHENTICATED when unknown or revoked."""
     QuotePrice: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.QuotePriceRequest, _pricing_service_pb2.QuotePriceResponse]  # type: ignore[assignment]
     """What a request would cost. INVALID_ARGUMENT when the model has no price."""
+    ListPrices: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListPricesRequest, _pricing_service_pb2.ListPricesResponse]  # type: ignore[assignment]
+    """The price table: every model's rows (the price route and /v1/models read it)."""
+    ReserveGeneration: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ReserveGenerationRequest, _pricing_service_pb2.ReserveGenerationResponse]  # type: ignore[assignment]
+    """Quotes a generation, checks the key's limits and the account's balance, and holds the
+    quoted cost, atomically. RESOURCE_EXHAUSTED (rate_limit_exceeded, with retry metadata)
+    or FAILED_PRECONDITION (insufficient_balance) when it may not run.
+    """
+    ReleaseGeneration: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ReleaseGenerationRequest, _pricing_service_pb2.ReleaseGenerationResponse]  # type: ignore[assignment]
+    """Gives a reservation back (the generation was never dispatched). Idempotent."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.GetUsageRequest, _pricing_service_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """Spend per day, model and key of one account: the caller's (API key in the
+    `authorization: Bearer` metadata) or, with the admin token, any account.
+    """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.CreateApiKeyRequest, _pricing_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """admin: a new API key, shown once (only its SHA-256 digest is stored)."""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListApiKeysRequest, _pricing_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """admin"""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.RevokeApiKeyRequest, _pricing_service_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """admin: the key stops working at once."""
+    CreditAccount: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.CreditAccountRequest, _pricing_service_pb2.CreditAccountResponse]  # type: ignore[assignment]
+    """admin: adds tokens to an account's balance (idempotent by reference)."""
+    GetBalance: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.GetBalanceRequest, _pricing_service_pb2.GetBalanceResponse]  # type: ignore[assignment]
+    """admin"""
+    ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListLedgerEntriesRequest, _pricing_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
+    """admin: every movement of an account's balance, oldest first."""
 
 class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Owns API keys, plans and prices."""
+    """Owns API keys, plans, prices, balances and the ledger.
+
+    Admin RPCs (marked "admin") need the operator token in the `x-pixelmesh-admin-token`
+    metadata (PRICING_ADMIN_TOKEN); without it they fail with PERMISSION_DENIED.
+    """
 
     @_abc_1.abstractmethod
     def Authenticate(
@@ -66,5 +128,90 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_service_pb2.QuotePriceResponse, _abc.Awaitable[_pricing_service_pb2.QuotePriceResponse]]:
         """What a request would cost. INVALID_ARGUMENT when the model has no price."""
+
+    @_abc_1.abstractmethod
+    def ListPrices(
+        self,
+        request: _pricing_service_pb2.ListPricesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ListPricesResponse, _abc.Awaitable[_pricing_service_pb2.ListPricesResponse]]:
+        """The price table: every model's rows (the price route and /v1/models read it)."""
+
+    @_abc_1.abstractmethod
+    def ReserveGeneration(
+        self,
+        request: _pricing_service_pb2.ReserveGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ReserveGenerationResponse, _abc.Awaitable[_pricing_service_pb2.ReserveGenerationResponse]]:
+        """Quotes a generation, checks the key's limits and the account's balance, and holds the
+        quoted cost, atomically. RESOURCE_EXHAUSTED (rate_limit_exceeded, with retry metadata)
+        or FAILED_PRECONDITION (insufficient_balance) when it may not run.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseGeneration(
+        self,
+        request: _pricing_service_pb2.ReleaseGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ReleaseGenerationResponse, _abc.Awaitable[_pricing_service_pb2.ReleaseGenerationResponse]]:
+        """Gives a reservation back (the generation was never dispatched). Idempotent."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _pricing_service_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.GetUsageResponse, _abc.Awaitable[_pricing_service_pb2.GetUsageResponse]]:
+        """Spend per day, model and key of one account: the caller's (API key in the
+        `authorization: Bearer` metadata) or, with the admin token, any account.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _pricing_service_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_pricing_service_pb2.CreateApiKeyResponse]]:
+        """admin: a new API key, shown once (only its SHA-256 digest is stored)."""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _pricing_service_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ListApiKeysResponse, _abc.Awaitable[_pricing_service_pb2.ListApiKeysResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _pricing_service_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.RevokeApiKeyResponse, _abc.Awaitable[_pricing_service_pb2.RevokeApiKeyResponse]]:
+        """admin: the key stops working at once."""
+
+    @_abc_1.abstractmethod
+    def CreditAccount(
+        self,
+        request: _pricing_service_pb2.CreditAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.CreditAccountResponse, _abc.Awaitable[_pricing_service_pb2.CreditAccountResponse]]:
+        """admin: adds tokens to an account's balance (idempotent by reference)."""
+
+    @_abc_1.abstractmethod
+    def GetBalance(
+        self,
+        request: _pricing_service_pb2.GetBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.GetBalanceResponse, _abc.Awaitable[_pricing_service_pb2.GetBalanceResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def ListLedgerEntries(
+        self,
+        request: _pricing_service_pb2.ListLedgerEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_service_pb2.ListLedgerEntriesResponse, _abc.Awaitable[_pricing_service_pb2.ListLedgerEntriesResponse]]:
+        """admin: every movement of an account's balance, oldest first."""
 
 def add_PricingServiceServicer_to_server(servicer: PricingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

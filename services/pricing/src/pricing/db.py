@@ -1,0 +1,152 @@
+"""The storage of record: tables, the engine, and migrations at start-up.
+
+SQLite (a file) by default, PostgreSQL when pricing runs as several replicas. Times are
+epoch milliseconds (integers), so both databases compare and group them the same way.
+The schema itself is created by the Alembic migrations in pricing/migrations; the tables
+here describe it for queries and must match the latest migration (a test checks that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Key of the PostgreSQL advisory lock that serialises start-up migrations of replicas.
+MIGRATION_LOCK_KEY = 0x70696D65  # "pime"
+
+metadata = MetaData()
+_Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # Tokens available to new generations (open reservations are already taken off).
+    Column("balance_tokens", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(64), nullable=False, index=True),
+    # Hex SHA-256 of the secret; the secret itself is never stored.
+    Column("key_hash", String(64), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("plan", String(32), nullable=False),
+    # Overrides of the plan's limits: {"images_per_minute": 0, ...} (0: no limit).
+    Column("limits", JSON, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+    UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("generation_id", String(64), primary_key=True),
+    Column("account_id", String(64), nullable=False),
+    Column("api_key_id", String(40), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("size", String(32), nullable=False),
+    Column("quality", String(32), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("reserved_tokens", BigInteger, nullable=False),
+    Column("reserved_usd_micros", BigInteger, nullable=False),
+    # pixelmesh.common.v1.Tariff, serialised.
+    Column("tariff", LargeBinary, nullable=False),
+    # reserved -> captured | released, once.
+    Column("status", String(16), nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    # The admitted generation, kept when an idempotency key was given (a retry gets it back).
+    Column("snapshot", LargeBinary, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("settled_ms", BigInteger, nullable=True),
+    Column("images", Integer, nullable=False),
+    Column("charged_tokens", BigInteger, nullable=False),
+    Column("charged_usd_micros", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "idempotency_key", name="uq_reservations_idempotency"),
+    Index("ix_reservations_key_time", "api_key_id", "created_ms"),
+    Index("ix_reservations_status_time", "status", "created_ms"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("account_id", String(64), nullable=False),
+    # credit | reserve | capture | release
+    Column("kind", String(16), nullable=False),
+    # The generation id, or a credit's reference.
+    Column("reference", String(128), nullable=False),
+    Column("amount_tokens", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("charged_tokens", BigInteger, nullable=False),
+    Column("charged_usd_micros", BigInteger, nullable=False),
+    Column("api_key_id", String(40), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("note", String(500), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    # A redelivered event can never write the same movement twice.
+    UniqueConstraint("reference", "kind", name="uq_ledger_reference_kind"),
+    Index("ix_ledger_account", "account_id", "id"),
+    Index("ix_ledger_account_kind_time", "account_id", "kind", "created_ms"),
+)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine; SQLite gets one connection (it serialises writes anyway), WAL and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """`alembic upgrade head`, once even when replicas start together (PostgreSQL advisory lock)."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))

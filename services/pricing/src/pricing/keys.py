@@ -1,0 +1,187 @@
+"""Accounts and API keys: created, listed, revoked; authenticated on every call.
+
+Secrets are random (`pm-` + 256 bits) and stored only as their SHA-256 digest: a
+high-entropy secret needs no slow hash, and a digest lookup is one indexed query.
+Every Authenticate reads the database, so a revoked key stops working at once, on
+every replica (there is no cache to expire).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pricing.db import accounts, api_keys, ledger_entries
+from pricing.plans import Plans
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
+
+log = get_logger(__name__)
+Clock = Callable[[], int]
+LIMIT_NAMES = ("images_per_minute", "images_per_day", "max_concurrent")
+# The development keys' limits: none (they serve every engineer's tests at full speed).
+DEV_KEY_LIMITS = {name: 0 for name in LIMIT_NAMES}
+WRONG_KEY = "Incorrect API key provided."
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: str
+    api_key_id: str
+    plan: str
+    retention_class: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    account_id: str
+    name: str
+    plan: str
+    prefix: str
+    created_ms: int
+    revoked_ms: int | None
+    limits: dict[str, int]
+
+
+def _info(row) -> KeyInfo:  # noqa: ANN001
+    return KeyInfo(row.id, row.account_id, row.name, row.plan, row.prefix, row.created_ms, row.revoked_ms, dict(row.limits or {}))
+
+
+def check_limits(limits: dict[str, int] | None) -> dict[str, int]:
+    out = {}
+    for name, value in (limits or {}).items():
+        if name not in LIMIT_NAMES:
+            raise invalid(f"Unknown limit {name!r}; limits: {', '.join(LIMIT_NAMES)}.", name)
+        if value < 0:
+            raise invalid(f"{name} must be 0 (no limit) or more.", name)
+        out[name] = int(value)
+    return out
+
+
+async def ensure_account(conn: AsyncConnection, account_id: str, created_ms: int) -> None:
+    """Open the account (balance 0) unless it exists; safe when two replicas race."""
+    if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first():
+        return
+    try:
+        async with conn.begin_nested():
+            await conn.execute(insert(accounts).values(id=account_id, balance_tokens=0, created_ms=created_ms))
+    except IntegrityError:
+        pass  # opened meanwhile by another transaction
+
+
+class KeyStore:
+    def __init__(self, engine: AsyncEngine, plans: Plans, clock: Clock = now_ms) -> None:
+        self._engine = engine
+        self._plans = plans
+        self._clock = clock
+
+    @property
+    def default_plan(self) -> str:
+        return self._plans.default
+
+    async def authenticate(self, secret: str) -> Principal:
+        if not secret:
+            raise GatewayError(ErrorCode.UNAUTHENTICATED, WRONG_KEY)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == digest(secret)))).first()
+        if row is None or row.revoked_ms is not None:
+            raise GatewayError(ErrorCode.UNAUTHENTICATED, WRONG_KEY)
+        return Principal(row.account_id, row.id, row.plan, self._plans.get(row.plan).retention_class)
+
+    async def create(
+        self, *, plan: str, name: str, account_id: str = "", limits: dict[str, int] | None = None
+    ) -> tuple[KeyInfo, str]:
+        """A new key (and a new account when none is named). Returns the key and its secret."""
+        self._plans.get(plan)
+        limits = check_limits(limits)
+        if not name.strip():
+            raise invalid("A key needs a name.", "name")
+        if len(name) > 200:
+            raise invalid("A key name is at most 200 characters.", "name")
+        secret = "pm-" + secrets.token_urlsafe(32)
+        key_id = "key_" + secrets.token_hex(8)
+        account_id = account_id or "acct_" + secrets.token_hex(8)
+        if len(account_id) > 64:
+            raise invalid("An account id is at most 64 characters.", "account_id")
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            await ensure_account(conn, account_id, now)
+            await conn.execute(
+                insert(api_keys).values(
+                    id=key_id, account_id=account_id, key_hash=digest(secret), prefix=secret[:10], name=name.strip(),
+                    plan=plan, limits=limits or None, created_ms=now, revoked_ms=None,
+                )
+            )
+        log.info("api key created", api_key_id=key_id, account_id=account_id, plan=plan)
+        return KeyInfo(key_id, account_id, name.strip(), plan, secret[:10], now, None, limits), secret
+
+    async def list(self, account_id: str = "") -> list[KeyInfo]:
+        query = select(api_keys).order_by(api_keys.c.created_ms, api_keys.c.id)
+        if account_id:
+            query = query.where(api_keys.c.account_id == account_id)
+        async with self._engine.connect() as conn:
+            return [_info(r) for r in await conn.execute(query)]
+
+    async def revoke(self, key_id: str) -> KeyInfo:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None)).values(revoked_ms=self._clock())
+            )
+            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+        if row is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"No API key with id '{key_id}'.", param="api_key_id")
+        log.info("api key revoked", api_key_id=key_id, account_id=row.account_id)
+        return _info(row)
+
+    async def seed_dev_keys(self, spec: str, balance_tokens: int) -> list[Principal]:
+        """Development keys from PRICING_DEV_API_KEY (`key` or `key@account`, comma-separated;
+        a bare key belongs to acct_dev), on the pro plan without limits. A new account gets
+        `balance_tokens` as a credit. Existing keys and accounts are left as they are."""
+        seeded = []
+        for entry in filter(None, (e.strip() for e in spec.split(","))):
+            secret, _, account_id = entry.partition("@")
+            account_id = account_id or "acct_dev"
+            key_id = "key_" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+            now = self._clock()
+            try:
+                async with self._engine.begin() as conn:
+                    await self._seed_account(conn, account_id, balance_tokens, now)
+                    if not (await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))).first():
+                        await conn.execute(
+                            insert(api_keys).values(
+                                id=key_id, account_id=account_id, key_hash=digest(secret), prefix=secret[:10],
+                                name="development key", plan="pro", limits=DEV_KEY_LIMITS, created_ms=now, revoked_ms=None,
+                            )
+                        )
+            except IntegrityError:
+                pass  # another replica seeded it at the same moment
+            seeded.append(Principal(account_id, key_id, "pro", self._plans.get("pro").retention_class))
+        return seeded
+
+    async def _seed_account(self, conn: AsyncConnection, account_id: str, balance: int, now: int) -> None:
+        if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first():
+            return
+        await conn.execute(insert(accounts).values(id=account_id, balance_tokens=balance, created_ms=now))
+        await conn.execute(
+            insert(ledger_entries).values(
+                account_id=account_id, kind="credit", reference=f"dev-seed:{account_id}", amount_tokens=balance,
+                balance_after=balance, charged_tokens=0, charged_usd_micros=0, api_key_id="", model="", images=0,
+                note="development account", created_ms=now,
+            )
+        )

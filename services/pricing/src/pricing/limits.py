@@ -1,0 +1,126 @@
+"""Per-key limits, counted from the key's own reservations (so every replica agrees).
+
+- images per minute: a sliding 60-second window over the images of every admitted
+  request, whatever became of it (this limit protects capacity);
+- images per day (UTC): images of the day's requests that were not released (a failed
+  generation gives its quota back, as it gives its tokens back);
+- concurrency: the key's reservations still open (queued or running).
+
+A refusal is a RATE_LIMITED GatewayError whose metadata the edge turns into
+`Retry-After` and `x-ratelimit-*` headers: retry_after_seconds, ratelimit_limit_requests,
+ratelimit_remaining_requests, ratelimit_reset_requests (OpenAI's duration form, "12s").
+"""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pricing.db import reservations
+from pricing.plans import Limits
+from svckit.errors import ErrorCode, GatewayError
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+
+def _seconds(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+def _limited(message: str, *, retry_ms: int, limit: int, remaining: int, reset_ms: int) -> GatewayError:
+    return GatewayError(
+        ErrorCode.RATE_LIMITED,
+        message,
+        retry_after_seconds=str(_seconds(retry_ms)),
+        ratelimit_limit_requests=str(limit),
+        ratelimit_remaining_requests=str(max(0, remaining)),
+        ratelimit_reset_requests=f"{_seconds(reset_ms)}s",
+    )
+
+
+async def check(conn: AsyncConnection, key_id: str, limits: Limits, n: int, now: int) -> None:
+    """Raise RATE_LIMITED when `n` more images would break one of the key's limits."""
+    if limits.images_per_minute:
+        await _per_minute(conn, key_id, limits.images_per_minute, n, now)
+    if limits.images_per_day:
+        await _per_day(conn, key_id, limits.images_per_day, n, now)
+    if limits.max_concurrent:
+        await _concurrent(conn, key_id, limits.max_concurrent, now)
+
+
+async def _per_minute(conn: AsyncConnection, key_id: str, limit: int, n: int, now: int) -> None:
+    window = (
+        await conn.execute(
+            select(reservations.c.created_ms, reservations.c.n)
+            .where(reservations.c.api_key_id == key_id, reservations.c.created_ms > now - MINUTE_MS)
+            .order_by(reservations.c.created_ms)
+        )
+    ).all()
+    used = sum(r.n for r in window)
+    if used + n <= limit:
+        return
+    if n > limit:
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST, f"n={n} is more than this key's limit of {limit} images per minute.", param="n"
+        )
+    # The request fits once enough of the oldest images have left the window.
+    must_free, freed, free_at = used + n - limit, 0, now + MINUTE_MS
+    for row in window:
+        freed += row.n
+        if freed >= must_free:
+            free_at = row.created_ms + MINUTE_MS
+            break
+    retry_ms = free_at - now
+    raise _limited(
+        f"Rate limit reached for images per minute on key {key_id}: limit {limit}, used {used}, requested {n}. "
+        f"Please try again in {_seconds(retry_ms)}s.",
+        retry_ms=retry_ms,
+        limit=limit,
+        remaining=limit - used,
+        reset_ms=window[0].created_ms + MINUTE_MS - now,
+    )
+
+
+async def _per_day(conn: AsyncConnection, key_id: str, limit: int, n: int, now: int) -> None:
+    day_start = now - now % DAY_MS
+    used = (
+        await conn.execute(
+            select(func.coalesce(func.sum(reservations.c.n), 0)).where(
+                reservations.c.api_key_id == key_id,
+                reservations.c.created_ms >= day_start,
+                reservations.c.status != "released",
+            )
+        )
+    ).scalar_one()
+    if used + n <= limit:
+        return
+    retry_ms = day_start + DAY_MS - now
+    raise _limited(
+        f"Daily quota reached on key {key_id}: limit {limit} images per day, used {used}, requested {n}. "
+        f"The quota renews at 00:00 UTC, in {_seconds(retry_ms)}s.",
+        retry_ms=retry_ms,
+        limit=limit,
+        remaining=limit - used,
+        reset_ms=retry_ms,
+    )
+
+
+async def _concurrent(conn: AsyncConnection, key_id: str, limit: int, now: int) -> None:
+    running = (
+        await conn.execute(
+            select(func.count()).where(reservations.c.api_key_id == key_id, reservations.c.status == "reserved")
+        )
+    ).scalar_one()
+    if running < limit:
+        return
+    raise _limited(
+        f"Too many generations at once on key {key_id}: limit {limit} running or queued. "
+        "Please try again when one of them has finished.",
+        retry_ms=1000,
+        limit=limit,
+        remaining=0,
+        reset_ms=1000,
+    )

@@ -1,0 +1,152 @@
+"""The price table (prices.yaml): quotes and the tariff a reservation keeps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError
+
+DEFAULT_PRICE_TABLE = Path(__file__).with_name("prices.yaml")
+
+
+def usd_micros(usd: Decimal) -> int:
+    return int((usd * 1_000_000).to_integral_value())
+
+
+class PriceRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    quality: str = "*"
+    size: str = "*"
+    usd: Decimal = Field(ge=0)
+
+    def matches(self, quality: str, size: str) -> bool:
+        return self.quality in ("*", quality) and self.size in ("*", size)
+
+
+class TokenRates(BaseModel):
+    """USD per million tokens of a token-priced model, and the reservation's input allowance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    input_text: Decimal = Field(ge=0)
+    input_image: Decimal = Field(ge=0)
+    output: Decimal = Field(gt=0)
+    input_image_allowance_tokens: int = Field(ge=0)
+
+
+class ModelPrice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per_image: list[PriceRow] = Field(min_length=1)
+    tokens: TokenRates | None = None
+
+
+class PriceTableFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int
+    token_usd: Decimal = Field(gt=0)
+    # A bare list of rows is a fixed-price model.
+    models: dict[str, list[PriceRow] | ModelPrice]
+
+
+@dataclass(frozen=True)
+class Quote:
+    per_image_usd: Decimal
+    total_usd: Decimal
+    per_image_tokens: int
+    total_tokens: int
+    tariff: gen.Tariff
+
+    @property
+    def total(self) -> gen.Cost:
+        return gen.Cost(tokens=self.total_tokens, usd_micros=usd_micros(self.total_usd))
+
+    @property
+    def per_image(self) -> gen.Cost:
+        return gen.Cost(tokens=self.per_image_tokens, usd_micros=usd_micros(self.per_image_usd))
+
+    @staticmethod
+    def usd_micros(usd: Decimal) -> int:
+        return usd_micros(usd)
+
+
+class PriceTable:
+    def __init__(self, table: PriceTableFile) -> None:
+        self._table = table
+        self._models = {
+            name: (entry if isinstance(entry, ModelPrice) else ModelPrice(per_image=entry))
+            for name, entry in table.models.items()
+        }
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_PRICE_TABLE) -> PriceTable:
+        return cls(PriceTableFile.model_validate(yaml.safe_load(path.read_text())))
+
+    @property
+    def version(self) -> int:
+        return self._table.version
+
+    @property
+    def token_usd(self) -> Decimal:
+        return self._table.token_usd
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def model(self, name: str) -> ModelPrice:
+        price = self._models.get(name)
+        if price is None:
+            raise GatewayError(ErrorCode.MODEL_NOT_FOUND, f"The model '{name}' has no price.", param="model")
+        return price
+
+    def rows(self) -> list[tuple[str, PriceRow, bool]]:
+        """(model, row, token_priced) for every row, in table order."""
+        return [(name, row, p.tokens is not None) for name, p in self._models.items() for row in p.per_image]
+
+    def quote(
+        self, model: str, size: str, quality: str, n: int, *, prompt_bytes: int = 0, input_images: int = 0
+    ) -> Quote:
+        """The price of n images, and the tariff to charge them by.
+
+        For token-priced models the quote is the reservation's upper bound: the per-image
+        estimates plus the prompt (one token per byte) and the input images' allowance.
+        """
+        price = self.model(model)
+        if n < 1:
+            raise GatewayError(ErrorCode.INVALID_REQUEST, "n must be at least 1.", param="n")
+        row = next((r for r in price.per_image if r.matches(quality, size)), None)
+        if row is None:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST, f"No price for {model} at size {size}, quality {quality}.", param="size"
+            )
+        per_tokens = self.tokens_for(row.usd)
+        total_usd = row.usd * n
+        total_tokens = per_tokens * n
+        tariff = gen.Tariff(
+            per_image=gen.Cost(tokens=per_tokens, usd_micros=usd_micros(row.usd)),
+            token_usd_micros=usd_micros(self.token_usd),
+        )
+        rates = price.tokens
+        if rates is not None:
+            tariff.input_text_usd_micros_per_million = usd_micros(rates.input_text)
+            tariff.input_image_usd_micros_per_million = usd_micros(rates.input_image)
+            tariff.output_usd_micros_per_million = usd_micros(rates.output)
+            inputs_usd = (
+                Decimal(prompt_bytes) * rates.input_text
+                + Decimal(input_images * rates.input_image_allowance_tokens) * rates.input_image
+            ) / 1_000_000
+            total_usd += inputs_usd
+            total_tokens += self.tokens_for(inputs_usd)
+        quote = Quote(row.usd, total_usd, per_tokens, total_tokens, tariff)
+        tariff.reserved.CopyFrom(quote.total)
+        return quote
+
+    def tokens_for(self, usd: Decimal) -> int:
+        """Gateway tokens for a USD amount, rounded up: a paid image never costs zero tokens."""
+        return max(1, math.ceil(usd / self._table.token_usd)) if usd > 0 else 0

@@ -1,0 +1,79 @@
+"""Settlement: the events topic drives captures and releases.
+
+Pricing reads pixelmesh.generation.events in its own consumer group, one record at a
+time (so one generation's events are applied in their partition order), and applies
+terminal states only: SUCCEEDED captures, FAILED and CANCELLED release. The ledger lets
+the first terminal state win and ignores the rest (bus.supersede's rule), and a record
+redelivered after a crash finds its movement already written, so it changes nothing.
+Generations this database never reserved (another ledger's, or older than the ledger)
+are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from bus import EVENTS_TOPIC, Consumer, Producer, Record, is_terminal
+from pixelmesh.events.v1 import events_pb2
+from pricing.ledger import Ledger
+from svckit.logging import get_logger
+
+log = get_logger(__name__)
+DEFAULT_GROUP = "pixelmesh-pricing-ledger"
+
+
+class Settler:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    async def handle(self, record: Record[events_pb2.GenerationEvent]) -> None:
+        generation = record.message.generation
+        if not generation.id or not is_terminal(generation):
+            return
+        await self._ledger.settle(generation)
+
+
+def settlement_consumer(
+    ledger: Ledger, producer: Producer, bootstrap_servers: str, group_id: str = DEFAULT_GROUP
+) -> Consumer[events_pb2.GenerationEvent]:
+    return Consumer(
+        bootstrap_servers=bootstrap_servers,
+        topic=EVENTS_TOPIC,
+        group_id=group_id,
+        message_type=events_pb2.GenerationEvent,
+        handler=Settler(ledger).handle,
+        producer=producer,
+        max_in_flight=1,
+        handler_attempts=5,
+        client_id="pricing-ledger",
+    )
+
+
+class Expirer:
+    """Releases reservations that outlived the TTL: generations that never ended (a
+    submit never dispatched, a job lost). Checked every `interval` seconds."""
+
+    def __init__(self, ledger: Ledger, ttl_seconds: float, interval: float = 60.0) -> None:
+        self._ledger = ledger
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="expire reservations")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if expired := await self._ledger.expire(self._ttl_ms):
+                    log.warning("released expired reservations", count=expired)
+            except Exception as exc:  # the database may be briefly away; try again later
+                log.error("expiring reservations failed", error=repr(exc))
+            await asyncio.sleep(self._interval)
