@@ -36,6 +36,8 @@ GENERATION_SECONDS = Histogram(
 )
 IN_FLIGHT = Gauge("pixelmesh_worker_jobs_in_flight", "Jobs being handled now", ["provider"])
 CHUNK = 256 * 1024
+# Partial images (stream=true) are stored at indexes 1000, 1001, ... beside the final ones.
+PARTIAL_INDEX = 1000
 STORE_ATTEMPTS = 3
 
 
@@ -80,10 +82,13 @@ class JobRunner:
         state = advance(job, gen.GENERATION_STATE_RUNNING)
         await self._emit(state)
 
-        async def progress(percent: float) -> None:
+        async def progress(percent: float, partial: GeneratedImage | None = None) -> None:
             nonlocal state
+            ref = await self._store(job, PARTIAL_INDEX + len(state.partial_images), partial) if partial else None
             state = advance(state)
             state.progress_percent = percent
+            if ref is not None:
+                state.partial_images.append(ref)
             await self._emit(state)
 
         try:

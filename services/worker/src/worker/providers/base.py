@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-
-# Called with a percentage (0..100) as the upstream job advances.
-ProgressCallback = Callable[[float], Awaitable[None]]
-
 
 @dataclass(frozen=True)
 class GeneratedImage:
@@ -20,6 +17,13 @@ class GeneratedImage:
     height: int
     output_format: int  # gen.OutputFormat
     revised_prompt: str = ""
+
+
+class ProgressCallback(Protocol):
+    """Called with a percentage (0..100) as the upstream job advances, and with each partial
+    image (stream=true) as it arrives; the core stores partials before the final images."""
+
+    def __call__(self, percent: float, partial: GeneratedImage | None = None) -> Awaitable[None]: ...
 
 
 class ProviderError(Exception):
