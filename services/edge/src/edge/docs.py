@@ -138,9 +138,21 @@ def image_responses(stream: bool) -> dict[int | str, dict[str, Any]]:
     return {200: ok, **error_responses()}
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retried submit with the same key returns the first generation, never a second charge.",
+    "schema": {"type": "string", "maxLength": 255},
+}
+
+
+def json_body(model: type[BaseModel], *, idempotent: bool = False) -> dict[str, Any]:
     schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    out: dict[str, Any] = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    if idempotent:
+        out["parameters"] = [IDEMPOTENCY_HEADER]
+    return out
 
 
 def multipart_body(model: type[BaseModel], files: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
@@ -155,10 +167,11 @@ def multipart_body(model: type[BaseModel], files: tuple[str, ...], required: tup
     body = {"type": "object", "properties": props, "required": list(required)}
     encoding = {name: {"contentType": "image/png, image/webp, image/jpeg"} for name in files}
     return {
+        "parameters": [IDEMPOTENCY_HEADER],
         "requestBody": {
             "required": True,
             "content": {"multipart/form-data": {"schema": body, "encoding": encoding}},
-        }
+        },
     }
 
 

@@ -37,7 +37,7 @@ def idempotency_key(request: Request) -> str:
 @router.post(
     "/v1/images/generations",
     summary="Create images from a prompt",
-    openapi_extra=docs.json_body(OpenAIImageBody),
+    openapi_extra=docs.json_body(OpenAIImageBody, idempotent=True),
     responses=docs.image_responses(stream=True),
 )
 async def images_generations(
