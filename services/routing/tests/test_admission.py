@@ -8,7 +8,7 @@ from svckit.errors import ErrorCode, GatewayError
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    return Catalog.load({"local", "openai"})
+    return Catalog.load({"local", "openai", "bfl", "stability", "midjourney"})
 
 
 def params(**kw) -> gen.GenerationParams:
@@ -44,7 +44,28 @@ def test_defaults_are_filled(catalog: Catalog) -> None:
         ("dall-e-3", {"seed": 4}, "seed"),
         ("pixelmesh-sketch", {"background": "transparent", "output_format": gen.OUTPUT_FORMAT_JPEG}, "background"),
         ("pixelmesh-sketch", {"output_compression": 101}, "output_compression"),
-        ("dall-e-2", {"output_format": gen.OUTPUT_FORMAT_WEBP}, "output_format"),
+        ("dall-e-3", {"background": "transparent"}, "background"),
+        ("dall-e-3", {"moderation": "low"}, "moderation"),
+        ("gpt-image-1", {"moderation": "strict"}, "moderation"),
+        ("dall-e-3", {"output_compression": 50}, "output_compression"),
+        ("gpt-image-1", {"style": "vivid"}, "style"),
+        ("pixelmesh-sketch", {"image_url": "https://example.com/a.png"}, "image_url"),
+        ("dall-e-3", {"response_format": "jpeg"}, "response_format"),
+        ("dall-e-3", {"stream": True}, "stream"),
+        ("pixelmesh-sketch", {"partial_images": 2}, "partial_images"),
+        ("pixelmesh-sketch", {"stream": True, "partial_images": 4}, "partial_images"),
+        ("midjourney-v6", {"size": "1024x1024"}, "size"),
+        ("flux-pro", {"size": "1000x1000"}, "size"),
+        ("flux-pro", {"size": "2048x1024"}, "size"),
+        ("stable-diffusion-3", {"size": "512x1536"}, "size"),
+        ("pixelmesh-sketch", {"input_images": [gen.InputImage(object_key="k", role="image")]}, "image"),
+        # edits / variations
+        ("dall-e-3", {"kind": gen.GENERATION_KIND_EDIT}, "model"),
+        ("gpt-image-1", {"kind": gen.GENERATION_KIND_VARIATION, "prompt": ""}, "model"),
+        ("dall-e-2", {"kind": gen.GENERATION_KIND_EDIT}, "image"),
+        ("dall-e-2", {"kind": gen.GENERATION_KIND_VARIATION, "prompt": "no prompt here"}, "prompt"),
+        ("gpt-image-1", {"kind": gen.GENERATION_KIND_EDIT, "input_fidelity": "ultra",
+                         "input_images": [gen.InputImage(object_key="k")]}, "input_fidelity"),
     ],
 )
 def test_rejections_name_the_parameter(catalog: Catalog, model: str, fields: dict, param: str) -> None:
@@ -68,7 +89,7 @@ def test_unknown_and_disabled_models_are_not_found() -> None:
 
 
 def test_aliases_resolve(catalog: Catalog) -> None:
-    assert Catalog.load({"stability", "midjourney"}).get("stable-diffusion-3").id == "sd-3.5-large"
+    assert Catalog.load({"ideogram"}).get("ideogram-2").id == "ideogram-v2"
     assert Catalog.load({"midjourney"}).get("midjourney").id == "midjourney-v6"
 
 
@@ -102,3 +123,65 @@ def test_aspect_ratio_sizes_map_to_pixels() -> None:
 
 def test_a_request_without_model_gets_the_default(catalog: Catalog) -> None:
     assert catalog.get("").id == "pixelmesh-sketch"
+
+
+def image(key: str = "days-7/uploads/upl_x/0.png", role: str = "image") -> gen.InputImage:
+    return gen.InputImage(object_key=key, mime_type="image/png", role=role)
+
+
+def test_per_model_limits_from_the_seeds(catalog: Catalog) -> None:
+    assert validate(catalog.get("dall-e-2"), params(prompt="x" * 1000, n=10))[2] == 10
+    assert validate(catalog.get("dall-e-3"), params(quality="hd", style="natural", size="1792x1024")) == (
+        "1792x1024", "hd", 1)
+    assert validate(catalog.get("dall-e-3"), params(quality="auto"))[1] == "standard"
+    assert validate(catalog.get("gpt-image-1"), params(size="auto", background="transparent", moderation="low",
+                                                        output_compression=80))[:2] == ("auto", "auto")
+    assert validate(catalog.get("dall-e-2"), params(output_format=gen.OUTPUT_FORMAT_WEBP))  # seed 000: format webp
+
+
+def test_custom_sizes_where_the_seeds_say_custom() -> None:
+    bfl = Catalog.load({"bfl"})
+    assert validate(bfl.get("flux-pro"), params(size="1440x736"))[0] == "1440x736"
+    assert bfl.get("flux-pro").pixels("1440x736") == (1440, 736)
+
+
+def test_aspect_ratios_for_midjourney_and_the_local_model() -> None:
+    mj = Catalog.load({"midjourney", "local"})
+    assert validate(mj.get("midjourney-v6"), params(size="2:3"))[0] == "2:3"
+    assert validate(mj.get("midjourney-v6"), params())[0] == "1:1"
+    assert validate(mj.get("pixelmesh-sketch"), params(size="16:9"))[0] == "16:9"
+
+
+def test_streaming_models(catalog: Catalog) -> None:
+    assert validate(catalog.get("gpt-image-1"), params(stream=True, partial_images=3))[2] == 1
+    assert validate(catalog.get("pixelmesh-sketch"), params(stream=True))[2] == 1
+
+
+def test_edits_and_variations(catalog: Catalog) -> None:
+    edit = gen.GENERATION_KIND_EDIT
+    assert validate(catalog.get("dall-e-2"), params(kind=edit, input_images=[image(), image(role="mask")])) == (
+        "1024x1024", "standard", 1)
+    assert validate(catalog.get("gpt-image-1"), params(kind=edit, input_images=[image()] * 16, input_fidelity="high"))
+    with pytest.raises(GatewayError) as exc:
+        validate(catalog.get("gpt-image-1"), params(kind=edit, input_images=[image()] * 17))
+    assert exc.value.param == "image"
+    with pytest.raises(GatewayError) as exc:
+        validate(catalog.get("dall-e-2"), params(kind=edit, input_images=[image()], size="1536x1024"))
+    assert exc.value.param == "size"
+    variation = params(kind=gen.GENERATION_KIND_VARIATION, prompt="", input_images=[image()], size="512x512", n=3)
+    assert validate(catalog.get("dall-e-2"), variation) == ("512x512", "standard", 3)
+    with pytest.raises(GatewayError) as exc:
+        validate(catalog.get("dall-e-2"), params(kind=gen.GENERATION_KIND_VARIATION, prompt="",
+                                                 input_images=[image(), image(role="mask")]))
+    assert exc.value.param == "mask"
+
+
+def test_every_catalog_model_has_a_proto_with_its_rules() -> None:
+    everything = Catalog.load({"local", "openai", "bfl", "stability", "ideogram", "imagen", "midjourney"})
+    protos = {m.id: m.to_proto() for m in everything.available()}
+    assert protos["dall-e-2"].variations.square and protos["dall-e-2"].edits.mask
+    assert protos["gpt-image-1"].edits.max_images == 16 and protos["gpt-image-1"].token_usage
+    assert protos["gpt-image-1"].response_formats[0] == "b64_json"
+    assert protos["flux-pro"].custom_size.multiple_of == 32
+    assert protos["dall-e-3"].default_quality == "standard"
+    assert not protos["dall-e-3"].HasField("edits")

@@ -269,3 +269,26 @@ async def test_store_down_is_unavailable(free_port: Callable[[], int]) -> None:
     with pytest.raises(GatewayError) as info:
         await down.put_image(header("g"), b"x")
     assert info.value.code is ErrorCode.UNAVAILABLE
+
+
+async def test_input_uploads_are_stored_under_their_upload_id(stub: storage_service_pb2_grpc.StorageServiceStub) -> None:
+    data = image_bytes(300 * 1024)
+    hdr = pb.PutInputImageHeader(upload_id="upl_01TEST", index=1, retention_class="days-30", format=PNG, role="mask",
+                                 width=64, height=64)
+    parts = [pb.PutInputImageRequest(header=hdr)]
+    parts += [pb.PutInputImageRequest(chunk=data[i : i + CHUNK]) for i in range(0, len(data), CHUNK)]
+    resp = await stub.PutInputImage(upload(parts))
+    assert resp.image.object_key == "days-30/uploads/upl_01TEST/1.png"
+    assert (resp.image.mime_type, resp.image.role) == ("image/png", "mask")
+    assert b"".join(m.chunk for m in await get_image(stub, resp.image.object_key)) == data
+    assert "uploads/upl_01TEST/1.png" in (await stub.GetImageUrl(pb.GetImageUrlRequest(object_key=resp.image.object_key))).url
+
+
+@pytest.mark.parametrize(("field", "value", "param"), [("upload_id", "gen_1", "upload_id"), ("role", "logo", "role")])
+async def test_input_uploads_are_checked(stub: storage_service_pb2_grpc.StorageServiceStub, field: str, value: str,
+                                         param: str) -> None:
+    hdr = pb.PutInputImageHeader(upload_id="upl_1", index=0, retention_class="days-7", format=PNG, role="image")
+    setattr(hdr, field, value)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.PutInputImage(upload([pb.PutInputImageRequest(header=hdr), pb.PutInputImageRequest(chunk=b"x")]))
+    assert from_rpc_error(exc.value).param == param

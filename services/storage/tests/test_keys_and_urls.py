@@ -34,6 +34,13 @@ def test_key_round_trip(retention: str, gen: str, index: int, fmt: int, key: str
     assert parse_key(key) == built
 
 
+def test_upload_keys_round_trip_and_stay_apart_from_generations() -> None:
+    built = build_key("days-7", "upl_01", 2, WEBP, upload=True)
+    assert str(built) == "days-7/uploads/upl_01/2.webp"
+    assert parse_key("days-7/uploads/upl_01/2.webp") == built
+    assert parse_key("days-7/uploads/0.png").generation_id == "uploads" and not parse_key("days-7/uploads/0.png").upload
+
+
 def test_jpeg_mime_and_extension() -> None:
     key = build_key("days-7", "g", 0, JPEG)
     assert (key.ext, key.mime_type) == ("jpg", "image/jpeg")

@@ -6,11 +6,12 @@ import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge import jobs, openai_routes, usage
+from edge import catalog_routes, docs, jobs, openai_routes, usage
 from edge.errors import openai_error
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
@@ -67,6 +68,7 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
         return openai_error(GatewayError(ErrorCode.INTERNAL, "The server had an error processing your request."))
 
     app.include_router(openai_routes.router)
+    app.include_router(catalog_routes.router)
     app.include_router(jobs.router)
     app.include_router(usage.router)
 
@@ -80,4 +82,15 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
         ok = all(deps.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "dependencies": deps}, status_code=200 if ok else 503)
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearerAuth": []}]
+            for path in ("/healthz", "/readyz"):
+                schema["paths"][path]["get"]["security"] = []
+            app.openapi_schema = docs.add_error_responses(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -21,6 +21,19 @@ from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
 
 CALL_TIMEOUT = 10.0
+UPLOAD_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An image file of a multipart request, checked and ready to store."""
+
+    data: bytes
+    format: int  # gen.OutputFormat
+    mime_type: str
+    width: int
+    height: int
+    role: str  # image | mask
 
 
 @dataclass(frozen=True)
@@ -58,12 +71,13 @@ class Mesh:
             r = await self.pricing.Authenticate(pricing_pb.AuthenticateRequest(api_key=api_key), timeout=CALL_TIMEOUT)
         return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)
 
-    async def submit(self, caller: Caller, params: gen.GenerationParams) -> gen.Generation:
+    async def submit(self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = "") -> gen.Generation:
         request = routing_pb.SubmitGenerationRequest(
             params=params,
             account_id=caller.account_id,
             api_key_id=caller.api_key_id,
             retention_class=caller.retention_class,
+            idempotency_key=idempotency_key,
         )
         with rpc_errors():
             op = await self.routing.SubmitGeneration(request, timeout=CALL_TIMEOUT)
@@ -98,7 +112,49 @@ class Mesh:
                 chunks.append(part.chunk)
         return base64.b64encode(b"".join(chunks)).decode()
 
-    async def list_models(self) -> list:
+    async def list_models(self) -> list[routing_pb.Model]:
         with rpc_errors():
             r = await self.routing.ListModels(routing_pb.ListModelsRequest(), timeout=CALL_TIMEOUT)
         return list(r.models)
+
+    async def get_model(self, model: str) -> routing_pb.Model:
+        with rpc_errors():
+            r = await self.routing.GetModel(routing_pb.GetModelRequest(model=model), timeout=CALL_TIMEOUT)
+        return r.model
+
+    async def validate(self, params: gen.GenerationParams) -> routing_pb.ValidateGenerationResponse:
+        """Routing's catalog checks without submitting: the model's rules and the resolved request."""
+        with rpc_errors():
+            return await self.routing.ValidateGeneration(
+                routing_pb.ValidateGenerationRequest(params=params), timeout=CALL_TIMEOUT
+            )
+
+    async def quote(self, model: str, size: str, quality: str, n: int) -> pricing_pb.QuotePriceResponse:
+        """What pricing would charge; every QuotePrice call of the edge goes through here."""
+        with rpc_errors():
+            return await self.pricing.QuotePrice(
+                pricing_pb.QuotePriceRequest(model=model, size=size, quality=quality, n=n), timeout=CALL_TIMEOUT
+            )
+
+    async def store_input(
+        self, caller: Caller, upload_id: str, index: int, upload: Upload
+    ) -> gen.InputImage:
+        """Store one uploaded image (edits, variations) before its job is queued."""
+        header = storage_pb.PutInputImageHeader(
+            upload_id=upload_id,
+            index=index,
+            retention_class=caller.retention_class,
+            format=upload.format,
+            role=upload.role,
+            width=upload.width,
+            height=upload.height,
+        )
+
+        async def parts() -> AsyncIterator[storage_pb.PutInputImageRequest]:
+            yield storage_pb.PutInputImageRequest(header=header)
+            for start in range(0, len(upload.data), UPLOAD_CHUNK):
+                yield storage_pb.PutInputImageRequest(chunk=upload.data[start : start + UPLOAD_CHUNK])
+
+        with rpc_errors():
+            r = await self.storage.PutInputImage(parts(), timeout=60)
+        return r.image

@@ -66,6 +66,108 @@ class OpenAIImageBody(GenerationBody):
     response_format: Literal["url", "b64_json"] | None = None
     stream: bool | None = None
     partial_images: int | None = Field(default=None, ge=0, le=3)
+    # The newer SDKs' name for `user` (the end user, for abuse monitoring).
+    safety_identifier: str | None = None
+
+    def to_params(self, default_format: str) -> gen.GenerationParams:
+        params = super().to_params(default_format)
+        openai_extras(params, self)
+        return params
+
+
+def openai_extras(params: gen.GenerationParams, body: OpenAIImageBody | ImageForm) -> None:
+    """The OpenAI-only fields: response_format, stream, partial_images, safety_identifier."""
+    if body.user and body.safety_identifier and body.user != body.safety_identifier:
+        raise invalid("'user' and 'safety_identifier' disagree; send one of them.", "safety_identifier")
+    params.user = body.safety_identifier or body.user or ""
+    params.response_format = body.response_format or ""
+    params.stream = bool(body.stream)
+    params.partial_images = body.partial_images or 0
+
+
+class ImageForm(BaseModel):
+    """Multipart fields of POST /v1/images/edits and /v1/images/variations (files apart).
+
+    Lax (not strict): multipart sends every value as text, so "2" is n=2 and "true" a bool.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1)
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    output_format: ImageFormat | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    response_format: Literal["url", "b64_json"] | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(default=None, ge=0, le=3)
+    user: str | None = None
+    safety_identifier: str | None = None
+    # Aggregator extensions, as on the generations route.
+    negative_prompt: str | None = None
+    seed: int | None = None
+
+    def to_params(self, kind: int) -> gen.GenerationParams:
+        params = gen.GenerationParams(
+            model=self.model or "",
+            prompt=self.prompt or "",
+            negative_prompt=self.negative_prompt or "",
+            n=self.n or 1,
+            size=self.size or "",
+            quality=self.quality or "",
+            output_format=formats.BY_NAME[self.output_format or "png"].enum,
+            background=self.background or "",
+            moderation=self.moderation or "",
+            input_fidelity=self.input_fidelity or "",
+            kind=kind,
+        )
+        openai_extras(params, self)
+        if self.output_compression is not None:
+            params.output_compression = self.output_compression
+        if self.seed is not None:
+            params.seed = self.seed
+        return params
+
+
+class VariationForm(BaseModel):
+    """Multipart fields of POST /v1/images/variations (OpenAI's, plus seed and output_format)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1)
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    user: str | None = None
+    seed: int | None = None
+    output_format: ImageFormat | None = None
+
+    def to_params(self) -> gen.GenerationParams:
+        form = ImageForm(**self.model_dump(exclude_none=True))
+        return form.to_params(gen.GENERATION_KIND_VARIATION)
+
+
+class PriceBody(BaseModel):
+    """POST /api/v2/price: the fields of a generation request that decide its price."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = None
+    prompt: str | None = None
+    n: int | None = Field(default=None, ge=1)
+    size: str | None = None
+    quality: str | None = None
+
+    def to_params(self) -> gen.GenerationParams:
+        return gen.GenerationParams(
+            model=self.model or "", prompt=self.prompt or "price", n=self.n or 1, size=self.size or "",
+            quality=self.quality or "",
+        )
 
 
 class GenerateBody(GenerationBody):
@@ -76,7 +178,7 @@ B = TypeVar("B", bound=BaseModel)
 
 
 def parse_body(model: type[B], raw: object) -> B:
-    """Validate a decoded JSON body; the first problem becomes a 400 naming the field."""
+    """Validate a decoded JSON body (or form fields); the first problem becomes a 400 naming the field."""
     if not isinstance(raw, dict):
         raise invalid("The request body must be a JSON object.")
     try:

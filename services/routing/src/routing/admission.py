@@ -11,12 +11,16 @@ import secrets
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from routing.catalog import ModelEntry
+from routing.catalog import ImageInputs, ModelEntry, parse_pixels
 from svckit import formats
 from svckit.errors import invalid
 from svckit.ids import new_generation_id
 
 MAX_SEED = 2**32 - 1
+
+
+_VALUES = {"input_fidelity": ("high", "low")}
+_KINDS = {gen.GENERATION_KIND_EDIT: "edits", gen.GENERATION_KIND_VARIATION: "variations"}
 
 
 def _given(params: gen.GenerationParams, name: str) -> bool:
@@ -25,43 +29,93 @@ def _given(params: gen.GenerationParams, name: str) -> bool:
     return bool(getattr(params, name))
 
 
+def _choice(entry: ModelEntry, name: str, value: str, allowed: list[str] | tuple[str, ...]) -> None:
+    """An enumerated parameter: not taken by the model at all, or not one of its values."""
+    if not value:
+        return
+    if not allowed:
+        raise invalid(f"{entry.id} does not take the parameter '{name}'.", name)
+    if value not in allowed:
+        raise invalid(f"Invalid value for '{name}': {value!r}. Supported by {entry.id}: {', '.join(allowed)}.", name)
+
+
+def _check_size(entry: ModelEntry, size: str, sizes: list[str], custom: bool) -> None:
+    if size in sizes:
+        return
+    listed = ", ".join(sizes)
+    wh = parse_pixels(size)
+    if custom and entry.custom_size and wh:
+        problem = entry.custom_size.problem(*wh)
+        if problem is None:
+            return
+        raise invalid(f"Size {size!r} is not supported by {entry.id}: {problem} (or one of {listed}).", "size")
+    raise invalid(f"Size {size!r} is not supported by {entry.id}. Supported sizes: {listed}.", "size")
+
+
+def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageInputs, route: str) -> None:
+    images = [i for i in params.input_images if i.role in ("", "image")]
+    masks = [i for i in params.input_images if i.role == "mask"]
+    if not images:
+        raise invalid(f"Missing required parameter: 'image' ({route} need an input image).", "image")
+    if len(images) > spec.max_images:
+        raise invalid(f"{entry.id} takes at most {spec.max_images} input image(s) on {route}; got {len(images)}.", "image")
+    if masks and not spec.mask:
+        raise invalid(f"{entry.id} does not take a 'mask' on {route}.", "mask")
+    if len(masks) > 1:
+        raise invalid("Send at most one mask.", "mask")
+    for item in params.input_images:
+        if not (item.object_key or item.url) or item.role not in ("", "image", "mask"):
+            raise invalid("Every input image needs a stored object key or a URL, and role image or mask.", "image")
+
+
 def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str, int]:
-    """Check the request against the model; return (size, quality, n) with defaults filled."""
+    """Check the request against the model; return (size, quality, n) with defaults filled.
+
+    GENERATION_KIND_EDIT and _VARIATION requests are checked against the model's `edits` /
+    `variations` rules (inputs, sizes, prompt); other kinds against its generation rules.
+    """
+    route = _KINDS.get(params.kind)
+    spec: ImageInputs | None = getattr(entry, route) if route else None
+    if route and spec is None:
+        raise invalid(f"{entry.id} does not take image {route}.", "model")
     prompt = params.prompt
-    if not prompt.strip():
+    if spec is not None and not spec.prompt:
+        if prompt:
+            raise invalid(f"Image {route} take no prompt.", "prompt")
+    elif not prompt.strip():
         raise invalid("The prompt must not be empty.", "prompt")
     if len(prompt) > entry.max_prompt_chars:
         raise invalid(
             f"The prompt is {len(prompt)} characters long; {entry.id} takes at most {entry.max_prompt_chars}.",
             "prompt",
         )
+    if spec is not None:
+        _check_inputs(entry, params, spec, route)
+    elif params.input_images and not params.image_url:
+        raise invalid("Input images go to /v1/images/edits or /v1/images/variations.", "image")
     n = params.n or 1
     if not 1 <= n <= entry.max_images:
         raise invalid(f"n must be between 1 and {entry.max_images} for {entry.id}; got {n}.", "n")
-    size = params.size or entry.default_size
-    if size not in entry.sizes:
-        raise invalid(f"Size {size!r} is not supported by {entry.id}. Supported sizes: {', '.join(entry.sizes)}.", "size")
-    quality = params.quality or ("auto" if "auto" in entry.qualities else entry.qualities[0])
+    size = params.size or (spec.default_size if spec else entry.default_size)
+    _check_size(entry, size, spec.sizes if spec else entry.sizes, custom=spec is None)
+    quality = params.quality or entry.quality_default
     if quality not in entry.qualities:
         raise invalid(
             f"Quality {quality!r} is not supported by {entry.id}. Supported: {', '.join(entry.qualities)}.", "quality"
         )
-    for name in ("negative_prompt", "seed", "image_url", "moderation", "output_compression"):
+    if quality == "auto":  # DALL-E: auto means the model's one quality; priced as such
+        quality = entry.quality_default
+    for name in ("negative_prompt", "seed", "image_url", "output_compression"):
         if _given(params, name) and name not in entry.parameters:
             raise invalid(f"{entry.id} does not take the parameter '{name}'.", name)
-    if params.style:
-        if not entry.styles:
-            raise invalid(f"{entry.id} does not take the parameter 'style'.", "style")
-        if params.style not in entry.styles:
-            raise invalid(f"Style {params.style!r} is not supported. Supported: {', '.join(entry.styles)}.", "style")
-    if params.background:
-        if not entry.backgrounds:
-            raise invalid(f"{entry.id} does not take the parameter 'background'.", "background")
-        if params.background not in entry.backgrounds:
-            raise invalid(
-                f"Background {params.background!r} is not supported. Supported: {', '.join(entry.backgrounds)}.",
-                "background",
-            )
+    _choice(entry, "style", params.style, entry.styles)
+    _choice(entry, "background", params.background, entry.backgrounds)
+    _choice(entry, "moderation", params.moderation, entry.moderations)
+    _choice(entry, "input_fidelity", params.input_fidelity,
+            _VALUES["input_fidelity"] if "input_fidelity" in entry.parameters and spec else ())
+    _choice(entry, "response_format", params.response_format, entry.response_formats)
+    if params.image_url and not params.image_url.startswith(("https://", "http://", "data:image/")):
+        raise invalid("image_url must be an http(s) URL or a data:image/... URL.", "image_url")
     fmt = formats.of(params.output_format).name
     if params.output_format and fmt not in entry.output_formats:
         raise invalid(f"Output format {fmt!r} is not supported by {entry.id}.", "output_format")
@@ -72,6 +126,12 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
             raise invalid("output_compression must be between 0 and 100.", "output_compression")
     if params.HasField("seed") and not 0 <= params.seed <= MAX_SEED:
         raise invalid(f"seed must be between 0 and {MAX_SEED}.", "seed")
+    if params.stream and not entry.max_partial_images:
+        raise invalid(f"{entry.id} does not stream; send stream=false.", "stream")
+    if params.partial_images and not params.stream:
+        raise invalid("partial_images needs stream=true.", "partial_images")
+    if not 0 <= params.partial_images <= entry.max_partial_images:
+        raise invalid(f"partial_images must be between 0 and {entry.max_partial_images} for {entry.id}.", "partial_images")
     return size, quality, n
 
 
@@ -98,6 +158,7 @@ def admit(
     resolved.n = n
     resolved.size = size
     resolved.quality = quality
+    resolved.response_format = params.response_format or entry.response_formats[0]
     return gen.Generation(
         id=new_generation_id(),
         account_id=account_id,

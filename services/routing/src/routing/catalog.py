@@ -16,7 +16,81 @@ PIXEL_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 ASPECT_RATIO = re.compile(r"^(\d{1,2}):(\d{1,2})$")
 # Pixel size an aspect ratio renders at (about one megapixel, sides divisible by 64).
 ASPECT_PIXELS = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "9:16": (768, 1344), "16:9": (1344, 768)}
-KNOWN_PARAMETERS = {"negative_prompt", "seed", "style", "background", "moderation", "output_compression", "image_url"}
+KNOWN_PARAMETERS = {
+    "negative_prompt", "seed", "style", "background", "moderation", "output_compression", "image_url", "input_fidelity",
+}
+IMAGE_FORMATS = {"png", "webp", "jpeg"}
+
+
+class CustomSize(BaseModel):
+    """Free WIDTHxHEIGHT sizes (gpt-image-2, Flux, SD3: "custom" in seed 004)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_side: int = Field(ge=16)
+    max_side: int = Field(le=8192)
+    multiple_of: int = Field(default=1, ge=1)
+    max_aspect: float = Field(default=0.0, ge=0)  # 0: any
+    max_pixels: int = Field(default=0, ge=0)  # 0: max_side squared
+
+    def problem(self, width: int, height: int) -> str | None:
+        """Why WIDTHxHEIGHT breaks the rule, or None."""
+        if not (self.min_side <= width <= self.max_side and self.min_side <= height <= self.max_side):
+            return f"both sides must be between {self.min_side} and {self.max_side} pixels"
+        if width % self.multiple_of or height % self.multiple_of:
+            return f"both sides must be multiples of {self.multiple_of}"
+        if self.max_aspect and max(width, height) > self.max_aspect * min(width, height):
+            return f"the aspect ratio must be within 1:{self.max_aspect:g} and {self.max_aspect:g}:1"
+        if self.max_pixels and width * height > self.max_pixels:
+            return f"at most {self.max_pixels} pixels in total"
+        return None
+
+    def to_proto(self) -> pb.CustomSizeRule:
+        return pb.CustomSizeRule(
+            min_side=self.min_side,
+            max_side=self.max_side,
+            multiple_of=self.multiple_of,
+            max_aspect=self.max_aspect,
+            max_pixels=self.max_pixels,
+        )
+
+
+class ImageInputs(BaseModel):
+    """What POST /v1/images/edits or /variations takes for a model (provider contracts §1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sizes: list[str] = Field(min_length=1)
+    default_size: str
+    max_images: int = Field(default=1, ge=1, le=16)
+    formats: list[str] = ["png"]
+    max_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    square: bool = False
+    mask: bool = False
+    prompt: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageInputs:
+        if self.default_size not in self.sizes:
+            raise ValueError(f"default_size {self.default_size!r} not in sizes")
+        if set(self.formats) - IMAGE_FORMATS:
+            raise ValueError(f"unknown formats {self.formats}")
+        return self
+
+    def to_proto(self) -> pb.ImageInputRule:
+        return pb.ImageInputRule(
+            sizes=self.sizes,
+            default_size=self.default_size,
+            max_images=self.max_images,
+            formats=self.formats,
+            max_bytes=self.max_bytes,
+            square=self.square,
+            mask=self.mask,
+            prompt=self.prompt,
+        )
+
+
+def parse_pixels(size: str) -> tuple[int, int] | None:
+    m = PIXEL_SIZE.match(size)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 class ModelEntry(BaseModel):
@@ -28,40 +102,61 @@ class ModelEntry(BaseModel):
     providers: list[str] = Field(min_length=1)
     sizes: list[str] = Field(min_length=1)
     default_size: str
+    custom_size: CustomSize | None = None
     max_images: int = Field(ge=1, le=10)
     max_prompt_chars: int = Field(ge=1)
     qualities: list[str]
+    default_quality: str = ""
     output_formats: list[str]
     backgrounds: list[str]
     styles: list[str]
+    moderations: list[str] = []
     parameters: list[str]
+    # The first one is the default (DALL-E: url; GPT image models: b64_json, as upstream).
+    response_formats: list[str] = ["url", "b64_json"]
+    max_partial_images: int = Field(default=0, ge=0, le=3)
+    edits: ImageInputs | None = None
+    variations: ImageInputs | None = None
+    token_usage: bool = False
     eta_seconds: int = Field(ge=0)
     created: int = 1767225600  # 2026-01-01, when the catalog entry was added
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
-        for size in self.sizes:
+        for size in self.sizes + [s for spec in (self.edits, self.variations) if spec for s in spec.sizes]:
             if size != "auto" and not PIXEL_SIZE.match(size) and size not in ASPECT_PIXELS:
                 raise ValueError(f"{self.id}: bad size {size!r}")
         if self.default_size not in self.sizes:
             raise ValueError(f"{self.id}: default_size {self.default_size!r} not in sizes")
+        if self.default_quality and self.default_quality not in self.qualities:
+            raise ValueError(f"{self.id}: default_quality {self.default_quality!r} not in qualities")
         unknown = set(self.parameters) - KNOWN_PARAMETERS
         if unknown:
             raise ValueError(f"{self.id}: unknown parameters {sorted(unknown)}")
+        if not self.response_formats or set(self.response_formats) - {"url", "b64_json"}:
+            raise ValueError(f"{self.id}: response_formats must be url and/or b64_json")
+        if set(self.output_formats) - IMAGE_FORMATS:
+            raise ValueError(f"{self.id}: unknown output formats {self.output_formats}")
         return self
+
+    @property
+    def quality_default(self) -> str:
+        if self.default_quality:
+            return self.default_quality
+        return "auto" if "auto" in self.qualities else self.qualities[0]
 
     def pixels(self, size: str) -> tuple[int, int]:
         """Width and height of an accepted size ("auto" is the default size)."""
         if size == "auto":
-            size = self.default_size
+            size = self.default_size if self.default_size != "auto" else "1024x1024"
         if size in ASPECT_PIXELS:
             return ASPECT_PIXELS[size]
-        m = PIXEL_SIZE.match(size)
-        assert m, size
-        return int(m.group(1)), int(m.group(2))
+        wh = parse_pixels(size)
+        assert wh, size
+        return wh
 
     def to_proto(self) -> pb.Model:
-        return pb.Model(
+        model = pb.Model(
             id=self.id,
             aliases=self.aliases,
             display_name=self.display_name or self.id,
@@ -72,13 +167,25 @@ class ModelEntry(BaseModel):
             max_images=self.max_images,
             max_prompt_chars=self.max_prompt_chars,
             qualities=self.qualities,
+            default_quality=self.quality_default,
             styles=self.styles,
             output_formats=self.output_formats,
             backgrounds=self.backgrounds,
+            moderations=self.moderations,
             parameters=self.parameters,
+            response_formats=self.response_formats,
+            max_partial_images=self.max_partial_images,
+            token_usage=self.token_usage,
             eta_seconds=self.eta_seconds,
             created=self.created,
         )
+        if self.custom_size:
+            model.custom_size.CopyFrom(self.custom_size.to_proto())
+        if self.edits:
+            model.edits.CopyFrom(self.edits.to_proto())
+        if self.variations:
+            model.variations.CopyFrom(self.variations.to_proto())
+        return model
 
 
 class Catalog:
@@ -103,6 +210,10 @@ class Catalog:
         defaults = raw.get("defaults", {})
         entries = [ModelEntry.model_validate({**defaults, **m}) for m in raw["models"]]
         return cls(entries, enabled_providers, raw["default_model"])
+
+    @property
+    def all(self) -> list[ModelEntry]:
+        return list(self._all.values())
 
     def available(self) -> list[ModelEntry]:
         return [e for e in self._all.values() if self.routes(e)]

@@ -129,3 +129,16 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         except GatewayError as err:
             await abort_with(context, err)
 
+    async def ValidateGeneration(
+        self, request: pb.ValidateGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidateGenerationResponse:
+        """SubmitGeneration's catalog checks alone: the edge asks before it stores uploads or quotes."""
+        try:
+            entry = self._catalog.get(request.params.model)
+            size, quality, n = validate(entry, request.params)
+        except GatewayError as err:
+            await abort_with(context, err)
+        width, height = entry.pixels(size)
+        return pb.ValidateGenerationResponse(
+            model=entry.to_proto(), size=size, quality=quality, n=n, width=width, height=height
+        )

@@ -47,8 +47,12 @@ DEFAULT_CHUNK_SIZE = 256 * 1024
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The index is written without leading zeros so that one image has exactly one key.
 _KEY_RE = re.compile(
-    r"(?P<retention>[a-z0-9-]+)/(?P<gen>[A-Za-z0-9_-]{1,64})/(?P<index>0|[1-9][0-9]{0,3})\.(?P<ext>[a-z]+)"
+    r"(?P<retention>[a-z0-9-]+)/(?P<uploads>uploads/)?(?P<gen>[A-Za-z0-9_-]{1,64})/(?P<index>0|[1-9][0-9]{0,3})\.(?P<ext>[a-z]+)"
 )
+# Client uploads (edits, variations) live beside the generations of their retention class,
+# so the same lifecycle rule expires them: <retention-class>/uploads/<upload-id>/<index>.<ext>.
+UPLOADS = "uploads"
+INPUT_ROLES = ("image", "mask")
 
 _tracer = tracer("pixelmesh.storage")
 log = get_logger(__name__)
@@ -60,6 +64,7 @@ class ObjectKey:
     generation_id: str
     index: int
     output_format: int
+    upload: bool = False
 
     @property
     def ext(self) -> str:
@@ -70,10 +75,13 @@ class ObjectKey:
         return formats.BY_ENUM[self.output_format].mime_type
 
     def __str__(self) -> str:
-        return f"{self.retention_class}/{self.generation_id}/{self.index}.{self.ext}"
+        folder = f"{UPLOADS}/{self.generation_id}" if self.upload else self.generation_id
+        return f"{self.retention_class}/{folder}/{self.index}.{self.ext}"
 
 
-def build_key(retention_class: str, generation_id: str, index: int, output_format: int) -> ObjectKey:
+def build_key(
+    retention_class: str, generation_id: str, index: int, output_format: int, *, upload: bool = False
+) -> ObjectKey:
     """Validate the parts of an object key (GatewayError INVALID_REQUEST naming the bad one)."""
     if retention_class not in RETENTION_CLASSES:
         raise invalid(
@@ -86,7 +94,7 @@ def build_key(retention_class: str, generation_id: str, index: int, output_forma
         raise invalid(f"index must be between 0 and {MAX_INDEX}", "index")
     if output_format not in formats.BY_ENUM:  # UNSPECIFIED is refused: the extension is part of the key
         raise invalid("output_format must be PNG, WEBP or JPEG", "output_format")
-    return ObjectKey(retention_class, generation_id, index, output_format)
+    return ObjectKey(retention_class, generation_id, index, output_format, upload)
 
 
 def parse_key(key: str) -> ObjectKey:
@@ -94,7 +102,9 @@ def parse_key(key: str) -> ObjectKey:
     m = _KEY_RE.fullmatch(key)
     if not m or m["ext"] not in formats.BY_EXTENSION:
         raise invalid("object_key must look like <retention-class>/<generation-id>/<index>.<png|webp|jpg>", "object_key")
-    return build_key(m["retention"], m["gen"], int(m["index"]), formats.BY_EXTENSION[m["ext"]].enum)
+    return build_key(
+        m["retention"], m["gen"], int(m["index"]), formats.BY_EXTENSION[m["ext"]].enum, upload=bool(m["uploads"])
+    )
 
 
 def lifecycle_rules() -> list[Rule]:
@@ -265,6 +275,11 @@ class ImageStore:
     async def put_image(self, header: storage_service_pb2.PutImageHeader, data: bytes) -> generation_pb2.ImageRef:
         """Store one image under its deterministic key (a repeated put overwrites it)."""
         key = build_key(header.retention_class, header.generation_id, header.index, header.output_format)
+        return await self._put(key, header, data)
+
+    async def _put(
+        self, key: ObjectKey, header: storage_service_pb2.PutImageHeader, data: bytes
+    ) -> generation_pb2.ImageRef:
         if not data:
             raise invalid("image is empty", "chunk")
         if header.width < 0 or header.height < 0:
@@ -306,6 +321,20 @@ class ImageStore:
             size_bytes=len(data),
             sha256=sha256,
         )
+
+    async def put_input(self, header: storage_service_pb2.PutInputImageHeader, data: bytes) -> generation_pb2.InputImage:
+        """Store one client upload under its upload id (a repeated put overwrites it)."""
+        if not header.upload_id.startswith("upl_"):
+            raise invalid("upload_id must start with 'upl_'", "upload_id")
+        if header.role not in INPUT_ROLES:
+            raise invalid(f"role must be one of {', '.join(INPUT_ROLES)}", "role")
+        key = build_key(header.retention_class, header.upload_id, header.index, header.format, upload=True)
+        put = storage_service_pb2.PutImageHeader(
+            generation_id=header.upload_id, index=header.index, retention_class=header.retention_class,
+            output_format=header.format, width=header.width, height=header.height,
+        )
+        ref = await self._put(key, put, data)
+        return generation_pb2.InputImage(object_key=ref.object_key, mime_type=ref.mime_type, role=header.role)
 
     async def open_image(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ImageStream:
         """Start reading an image (GatewayError NOT_FOUND if there is none at `key`)."""

@@ -21,9 +21,12 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         self._store = store
         self._max_image_bytes = max_image_bytes
 
-    async def _read_upload(self, requests: AsyncIterable[pb.PutImageRequest]) -> tuple[pb.PutImageHeader, bytes]:
-        """Header first, then chunks; the size cap is enforced while reading, not after."""
-        header: pb.PutImageHeader | None = None
+    async def _read_upload(self, requests: AsyncIterable) -> tuple:
+        """Header first, then chunks; the size cap is enforced while reading, not after.
+
+        Serves PutImage and PutInputImage, whose requests have the same `header | chunk` shape.
+        """
+        header = None
         data = bytearray()
         async for req in requests:
             part = req.WhichOneof("part")
@@ -50,6 +53,16 @@ class StorageServicer(storage_service_pb2_grpc.StorageServiceServicer):
         except GatewayError as err:
             await abort_with(context, err)
         return pb.PutImageResponse(image=image)
+
+    async def PutInputImage(
+        self, request_iterator: AsyncIterable[pb.PutInputImageRequest], context: grpc.aio.ServicerContext
+    ) -> pb.PutInputImageResponse:
+        try:
+            header, data = await self._read_upload(request_iterator)
+            image = await self._store.put_input(header, data)
+        except GatewayError as err:
+            await abort_with(context, err)
+        return pb.PutInputImageResponse(image=image)
 
     async def GetImage(
         self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext

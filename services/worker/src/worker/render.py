@@ -339,13 +339,14 @@ def _paint(rng, mood, scene, words, pal, w, h, octaves, transparent):
 
 def render_image(prompt: str, seed: int, width: int, height: int, *, output_format: str = "png",
                  quality: str = "standard", output_compression: int | None = None,
-                 background: str = "auto", index: int = 0) -> RenderedImage:
+                 background: str = "auto", index: int = 0, negative_prompt: str = "") -> RenderedImage:
     """Render ``prompt`` with ``seed`` as an encoded ``width`` x ``height`` image.
 
     ``index`` is the position in a batch (distinct, reproducible images); ``quality`` adds
     noise detail and raises the default jpeg/webp encoder quality; ``output_compression``
     (0-100, quality percent as in the OpenAI API) overrides it for jpeg/webp, ignored for png;
-    ``background="transparent"`` leaves the sky transparent (png/webp only).
+    ``background="transparent"`` leaves the sky transparent (png/webp only); words of
+    ``negative_prompt`` steer nothing and rule out the moods, scenes and colours they name.
     Raises ValueError for out-of-range sizes, unknown formats or other invalid arguments.
     """
     def is_int(v):
@@ -369,11 +370,13 @@ def render_image(prompt: str, seed: int, width: int, height: int, *, output_form
     digest = hashlib.sha256(b"%s\x00%d\x00%d" % (text, seed, index)).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:16], "big"))
     tag = hashlib.sha256(text).digest()  # prompt only: mood and scene
-    words = set(re.findall(r"[a-z]+", prompt.lower()))
-    mood = next((m for m, ws in _MOODS.items() if words & set(ws.split())),
-                ("day", "dusk", "night", "dawn")[tag[0] % 4])
-    scene = next((s for s, ws in _SCENES.items() if words & set(ws.split())),
-                 ("mountains", "forest", "sea", "desert", "hills")[tag[1] % 5])
+    avoid = set(re.findall(r"[a-z]+", negative_prompt.lower()))
+    words = set(re.findall(r"[a-z]+", prompt.lower())) - avoid
+    moods = [m for m in ("day", "dusk", "night", "dawn") if not avoid & {m, *_MOODS[m].split()}] or ["day"]
+    scenes = [s for s in ("mountains", "forest", "sea", "desert", "hills") if not avoid & {s, *_SCENES[s].split()}]
+    mood = next((m for m, ws in _MOODS.items() if m in moods and words & set(ws.split())), moods[tag[0] % len(moods)])
+    scene = next((s for s, ws in _SCENES.items() if s in scenes and words & set(ws.split())),
+                 (scenes or ["hills"])[tag[1] % max(1, len(scenes))])
     transparent = background == "transparent"
     img, alpha = _paint(rng, mood, scene, words, _palette(mood, scene, words, rng), width, height, octaves, transparent)
     if transparent:

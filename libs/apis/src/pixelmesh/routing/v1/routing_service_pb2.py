@@ -26,7 +26,7 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from pixelmesh.common.v1 import generation_pb2 as pixelmesh_dot_common_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/routing/v1/routing_service.proto\x12\x14pixelmesh.routing.v1\x1a#google/longrunning/operations.proto\x1a$pixelmesh/common/v1/generation.proto\"\xaa\x01\n\x17SubmitGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x17\n\x0fretention_class\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xbc\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\r\n\x05sizes\x18\x06 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x07 \x01(\t\x12\x12\n\nmax_images\x18\x08 \x01(\x05\x12\x18\n\x10max_prompt_chars\x18\t \x01(\x05\x12\x11\n\tqualities\x18\n \x03(\t\x12\x0e\n\x06styles\x18\x0b \x03(\t\x12\x16\n\x0eoutput_formats\x18\x0c \x03(\t\x12\x13\n\x0b\x62\x61\x63kgrounds\x18\r \x03(\t\x12\x12\n\nparameters\x18\x0e \x03(\t\x12\x13\n\x0b\x65ta_seconds\x18\x0f \x01(\x05\x12\x0f\n\x07\x63reated\x18\x10 \x01(\x03\"\x13\n\x11ListModelsRequest\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.pixelmesh.routing.v1.Model\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x10GetModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model2\xf4\x02\n\x0eRoutingService\x12\xa5\x01\n\x10SubmitGeneration\x12-.pixelmesh.routing.v1.SubmitGenerationRequest\x1a\x1d.google.longrunning.Operation\"C\xca\x41@\n\x1epixelmesh.common.v1.Generation\x12\x1epixelmesh.common.v1.Generation\x12_\n\nListModels\x12\'.pixelmesh.routing.v1.ListModelsRequest\x1a(.pixelmesh.routing.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.pixelmesh.routing.v1.GetModelRequest\x1a&.pixelmesh.routing.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/routing/v1/routing_service.proto\x12\x14pixelmesh.routing.v1\x1a#google/longrunning/operations.proto\x1a$pixelmesh/common/v1/generation.proto\"\xaa\x01\n\x17SubmitGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x17\n\x0fretention_class\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xdf\x04\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\r\n\x05sizes\x18\x06 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x07 \x01(\t\x12\x12\n\nmax_images\x18\x08 \x01(\x05\x12\x18\n\x10max_prompt_chars\x18\t \x01(\x05\x12\x11\n\tqualities\x18\n \x03(\t\x12\x0e\n\x06styles\x18\x0b \x03(\t\x12\x16\n\x0eoutput_formats\x18\x0c \x03(\t\x12\x13\n\x0b\x62\x61\x63kgrounds\x18\r \x03(\t\x12\x12\n\nparameters\x18\x0e \x03(\t\x12\x13\n\x0b\x65ta_seconds\x18\x0f \x01(\x05\x12\x0f\n\x07\x63reated\x18\x10 \x01(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_quality\x18\x11 \x01(\t\x12\x13\n\x0bmoderations\x18\x12 \x03(\t\x12\x18\n\x10response_formats\x18\x13 \x03(\t\x12\x1a\n\x12max_partial_images\x18\x14 \x01(\x05\x12\x39\n\x0b\x63ustom_size\x18\x15 \x01(\x0b\x32$.pixelmesh.routing.v1.CustomSizeRule\x12\x33\n\x05\x65\x64its\x18\x16 \x01(\x0b\x32$.pixelmesh.routing.v1.ImageInputRule\x12\x38\n\nvariations\x18\x17 \x01(\x0b\x32$.pixelmesh.routing.v1.ImageInputRule\x12\x13\n\x0btoken_usage\x18\x18 \x01(\x08\"q\n\x0e\x43ustomSizeRule\x12\x10\n\x08min_side\x18\x01 \x01(\x05\x12\x10\n\x08max_side\x18\x02 \x01(\x05\x12\x13\n\x0bmultiple_of\x18\x03 \x01(\x05\x12\x12\n\nmax_aspect\x18\x04 \x01(\x02\x12\x12\n\nmax_pixels\x18\x05 \x01(\x03\"\x9b\x01\n\x0eImageInputRule\x12\r\n\x05sizes\x18\x01 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x02 \x01(\t\x12\x12\n\nmax_images\x18\x03 \x01(\x05\x12\x0f\n\x07\x66ormats\x18\x04 \x03(\t\x12\x11\n\tmax_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06square\x18\x06 \x01(\x08\x12\x0c\n\x04mask\x18\x07 \x01(\x08\x12\x0e\n\x06prompt\x18\x08 \x01(\x08\"\x13\n\x11ListModelsRequest\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.pixelmesh.routing.v1.Model\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x10GetModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model\"R\n\x19ValidateGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\"\x91\x01\n\x1aValidateGenerationResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\t\x12\t\n\x01n\x18\x04 \x01(\x05\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x32\xed\x03\n\x0eRoutingService\x12\xa5\x01\n\x10SubmitGeneration\x12-.pixelmesh.routing.v1.SubmitGenerationRequest\x1a\x1d.google.longrunning.Operation\"C\xca\x41@\n\x1epixelmesh.common.v1.Generation\x12\x1epixelmesh.common.v1.Generation\x12_\n\nListModels\x12\'.pixelmesh.routing.v1.ListModelsRequest\x1a(.pixelmesh.routing.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.pixelmesh.routing.v1.GetModelRequest\x1a&.pixelmesh.routing.v1.GetModelResponse\x12w\n\x12ValidateGeneration\x12/.pixelmesh.routing.v1.ValidateGenerationRequest\x1a\x30.pixelmesh.routing.v1.ValidateGenerationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITGENERATIONREQUEST']._serialized_start=144
   _globals['_SUBMITGENERATIONREQUEST']._serialized_end=314
   _globals['_MODEL']._serialized_start=317
-  _globals['_MODEL']._serialized_end=633
-  _globals['_LISTMODELSREQUEST']._serialized_start=635
-  _globals['_LISTMODELSREQUEST']._serialized_end=654
-  _globals['_LISTMODELSRESPONSE']._serialized_start=656
-  _globals['_LISTMODELSRESPONSE']._serialized_end=721
-  _globals['_GETMODELREQUEST']._serialized_start=723
-  _globals['_GETMODELREQUEST']._serialized_end=755
-  _globals['_GETMODELRESPONSE']._serialized_start=757
-  _globals['_GETMODELRESPONSE']._serialized_end=819
-  _globals['_ROUTINGSERVICE']._serialized_start=822
-  _globals['_ROUTINGSERVICE']._serialized_end=1194
+  _globals['_MODEL']._serialized_end=924
+  _globals['_CUSTOMSIZERULE']._serialized_start=926
+  _globals['_CUSTOMSIZERULE']._serialized_end=1039
+  _globals['_IMAGEINPUTRULE']._serialized_start=1042
+  _globals['_IMAGEINPUTRULE']._serialized_end=1197
+  _globals['_LISTMODELSREQUEST']._serialized_start=1199
+  _globals['_LISTMODELSREQUEST']._serialized_end=1218
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1220
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1285
+  _globals['_GETMODELREQUEST']._serialized_start=1287
+  _globals['_GETMODELREQUEST']._serialized_end=1319
+  _globals['_GETMODELRESPONSE']._serialized_start=1321
+  _globals['_GETMODELRESPONSE']._serialized_end=1383
+  _globals['_VALIDATEGENERATIONREQUEST']._serialized_start=1385
+  _globals['_VALIDATEGENERATIONREQUEST']._serialized_end=1467
+  _globals['_VALIDATEGENERATIONRESPONSE']._serialized_start=1470
+  _globals['_VALIDATEGENERATIONRESPONSE']._serialized_end=1615
+  _globals['_ROUTINGSERVICE']._serialized_start=1618
+  _globals['_ROUTINGSERVICE']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,14 @@ class Model(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    DEFAULT_QUALITY_FIELD_NUMBER: _builtins.int
+    MODERATIONS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMATS_FIELD_NUMBER: _builtins.int
+    MAX_PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
+    CUSTOM_SIZE_FIELD_NUMBER: _builtins.int
+    EDITS_FIELD_NUMBER: _builtins.int
+    VARIATIONS_FIELD_NUMBER: _builtins.int
+    TOKEN_USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     display_name: _builtins.str
     owned_by: _builtins.str
@@ -83,6 +91,12 @@ class Model(_message.Message):
     max_prompt_chars: _builtins.int
     eta_seconds: _builtins.int
     created: _builtins.int
+    default_quality: _builtins.str
+    """Quality used when the request names none ("auto" resolves to it too for DALL-E)."""
+    max_partial_images: _builtins.int
+    """Most partial images a stream=true request may ask for; 0 = no streaming."""
+    token_usage: _builtins.bool
+    """Token-priced upstream: responses carry `usage`."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -105,6 +119,24 @@ class Model(_message.Message):
     def parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional request parameters the model takes (negative_prompt, seed, style, ...)."""
 
+    @_builtins.property
+    def moderations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def response_formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"url" and/or "b64_json"; the first one is the default."""
+
+    @_builtins.property
+    def custom_size(self) -> Global___CustomSizeRule:
+        """Free "WIDTHxHEIGHT" sizes beyond `sizes`, when the model takes them."""
+
+    @_builtins.property
+    def edits(self) -> Global___ImageInputRule:
+        """Image inputs of POST /v1/images/edits, when the model takes edits."""
+
+    @_builtins.property
+    def variations(self) -> Global___ImageInputRule:
+        """Image input of POST /v1/images/variations, when the model makes variations."""
+
     def __init__(
         self,
         *,
@@ -124,14 +156,109 @@ class Model(_message.Message):
         parameters: _abc.Iterable[_builtins.str] | None = ...,
         eta_seconds: _builtins.int = ...,
         created: _builtins.int = ...,
+        default_quality: _builtins.str = ...,
+        moderations: _abc.Iterable[_builtins.str] | None = ...,
+        response_formats: _abc.Iterable[_builtins.str] | None = ...,
+        max_partial_images: _builtins.int = ...,
+        custom_size: Global___CustomSizeRule | None = ...,
+        edits: Global___ImageInputRule | None = ...,
+        variations: Global___ImageInputRule | None = ...,
+        token_usage: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom_size", b"custom_size", "edits", b"edits", "variations", b"variations"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backgrounds", b"backgrounds", "created", b"created", "default_size", b"default_size", "display_name", b"display_name", "eta_seconds", b"eta_seconds", "id", b"id", "max_images", b"max_images", "max_prompt_chars", b"max_prompt_chars", "output_formats", b"output_formats", "owned_by", b"owned_by", "parameters", b"parameters", "providers", b"providers", "qualities", b"qualities", "sizes", b"sizes", "styles", b"styles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backgrounds", b"backgrounds", "created", b"created", "custom_size", b"custom_size", "default_quality", b"default_quality", "default_size", b"default_size", "display_name", b"display_name", "edits", b"edits", "eta_seconds", b"eta_seconds", "id", b"id", "max_images", b"max_images", "max_partial_images", b"max_partial_images", "max_prompt_chars", b"max_prompt_chars", "moderations", b"moderations", "output_formats", b"output_formats", "owned_by", b"owned_by", "parameters", b"parameters", "providers", b"providers", "qualities", b"qualities", "response_formats", b"response_formats", "sizes", b"sizes", "styles", b"styles", "token_usage", b"token_usage", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class CustomSizeRule(_message.Message):
+    """Free sizes a model accepts: both sides within [min_side, max_side], multiples of
+    `multiple_of`, the long side at most `max_aspect` times the short one, at most `max_pixels`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_SIDE_FIELD_NUMBER: _builtins.int
+    MAX_SIDE_FIELD_NUMBER: _builtins.int
+    MULTIPLE_OF_FIELD_NUMBER: _builtins.int
+    MAX_ASPECT_FIELD_NUMBER: _builtins.int
+    MAX_PIXELS_FIELD_NUMBER: _builtins.int
+    min_side: _builtins.int
+    max_side: _builtins.int
+    multiple_of: _builtins.int
+    max_aspect: _builtins.float
+    max_pixels: _builtins.int
+    def __init__(
+        self,
+        *,
+        min_side: _builtins.int = ...,
+        max_side: _builtins.int = ...,
+        multiple_of: _builtins.int = ...,
+        max_aspect: _builtins.float = ...,
+        max_pixels: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_aspect", b"max_aspect", "max_pixels", b"max_pixels", "max_side", b"max_side", "min_side", b"min_side", "multiple_of", b"multiple_of"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomSizeRule: _TypeAlias = CustomSizeRule  # noqa: Y015
+
+@_typing.final
+class ImageInputRule(_message.Message):
+    """What an edit or variation request may upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZES_FIELD_NUMBER: _builtins.int
+    DEFAULT_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_IMAGES_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    SQUARE_FIELD_NUMBER: _builtins.int
+    MASK_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    default_size: _builtins.str
+    max_images: _builtins.int
+    """Most `image` files in one request."""
+    max_bytes: _builtins.int
+    square: _builtins.bool
+    """Inputs must be square (dall-e-2)."""
+    mask: _builtins.bool
+    """A `mask` file is accepted."""
+    prompt: _builtins.bool
+    """The request carries a prompt (edits) or none (variations)."""
+    @_builtins.property
+    def sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sizes of the result."""
+
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Accepted upload formats (png, webp, jpeg)."""
+
+    def __init__(
+        self,
+        *,
+        sizes: _abc.Iterable[_builtins.str] | None = ...,
+        default_size: _builtins.str = ...,
+        max_images: _builtins.int = ...,
+        formats: _abc.Iterable[_builtins.str] | None = ...,
+        max_bytes: _builtins.int = ...,
+        square: _builtins.bool = ...,
+        mask: _builtins.bool = ...,
+        prompt: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_size", b"default_size", "formats", b"formats", "mask", b"mask", "max_bytes", b"max_bytes", "max_images", b"max_images", "prompt", b"prompt", "sizes", b"sizes", "square", b"square"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageInputRule: _TypeAlias = ImageInputRule  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):
@@ -206,3 +333,58 @@ class GetModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetModelResponse: _TypeAlias = GetModelResponse  # noqa: Y015
+
+@_typing.final
+class ValidateGenerationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def params(self) -> _generation_pb2.GenerationParams: ...
+    def __init__(
+        self,
+        *,
+        params: _generation_pb2.GenerationParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateGenerationRequest: _TypeAlias = ValidateGenerationRequest  # noqa: Y015
+
+@_typing.final
+class ValidateGenerationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    size: _builtins.str
+    quality: _builtins.str
+    n: _builtins.int
+    width: _builtins.int
+    height: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___Model: ...
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+        size: _builtins.str = ...,
+        quality: _builtins.str = ...,
+        n: _builtins.int = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "model", b"model", "n", b"n", "quality", b"quality", "size", b"size", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateGenerationResponse: _TypeAlias = ValidateGenerationResponse  # noqa: Y015

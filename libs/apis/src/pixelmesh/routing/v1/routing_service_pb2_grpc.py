@@ -51,6 +51,11 @@ class RoutingServiceStub:
                 request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.GetModelResponse.FromString,
                 _registered_method=True)
+        self.ValidateGeneration = channel.unary_unary(
+                '/pixelmesh.routing.v1.RoutingService/ValidateGeneration',
+                request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.FromString,
+                _registered_method=True)
 
 
 class RoutingServiceServicer:
@@ -82,6 +87,14 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateGeneration(self, request, context):
+        """Checks a request against the catalog exactly as SubmitGeneration would, without
+        pricing or queueing it; returns the model and the resolved size, quality and n.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoutingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +112,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.GetModelRequest.FromString,
                     response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.GetModelResponse.SerializeToString,
+            ),
+            'ValidateGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateGeneration,
+                    request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.FromString,
+                    response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +201,33 @@ class RoutingService:
             '/pixelmesh.routing.v1.RoutingService/GetModel',
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.GetModelRequest.SerializeToString,
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.routing.v1.RoutingService/ValidateGeneration',
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.SerializeToString,
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.FromString,
             options,
             channel_credentials,
             insecure,

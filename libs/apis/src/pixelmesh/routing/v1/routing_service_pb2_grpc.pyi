@@ -45,6 +45,10 @@ class RoutingServiceStub:
     """Lists the models this gateway can serve now."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.GetModelRequest, _routing_service_pb2.GetModelResponse]
     """Returns one model by id or alias."""
+    ValidateGeneration: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ValidateGenerationRequest, _routing_service_pb2.ValidateGenerationResponse]
+    """Checks a request against the catalog exactly as SubmitGeneration would, without
+    pricing or queueing it; returns the model and the resolved size, quality and n.
+    """
 
 @_typing.type_check_only
 class RoutingServiceAsyncStub(RoutingServiceStub):
@@ -62,6 +66,10 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """Lists the models this gateway can serve now."""
     GetModel: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.GetModelRequest, _routing_service_pb2.GetModelResponse]  # type: ignore[assignment]
     """Returns one model by id or alias."""
+    ValidateGeneration: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ValidateGenerationRequest, _routing_service_pb2.ValidateGenerationResponse]  # type: ignore[assignment]
+    """Checks a request against the catalog exactly as SubmitGeneration would, without
+    pricing or queueing it; returns the model and the resolved size, quality and n.
+    """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns the model catalog, admits generation requests and dispatches them to provider pools."""
@@ -94,5 +102,15 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_service_pb2.GetModelResponse, _abc.Awaitable[_routing_service_pb2.GetModelResponse]]:
         """Returns one model by id or alias."""
+
+    @_abc_1.abstractmethod
+    def ValidateGeneration(
+        self,
+        request: _routing_service_pb2.ValidateGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_service_pb2.ValidateGenerationResponse, _abc.Awaitable[_routing_service_pb2.ValidateGenerationResponse]]:
+        """Checks a request against the catalog exactly as SubmitGeneration would, without
+        pricing or queueing it; returns the model and the resolved size, quality and n.
+        """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

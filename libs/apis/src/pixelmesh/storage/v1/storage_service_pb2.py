@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from pixelmesh.common.v1 import generation_pb2 as pixelmesh_dot_common_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/storage/v1/storage_service.proto\x12\x14pixelmesh.storage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a$pixelmesh/common/v1/generation.proto\"\xa8\x01\n\x0ePutImageHeader\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x17\n\x0fretention_class\x18\x03 \x01(\t\x12\x38\n\routput_format\x18\x04 \x01(\x0e\x32!.pixelmesh.common.v1.OutputFormat\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\"b\n\x0fPutImageRequest\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.pixelmesh.storage.v1.PutImageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x10PutImageResponse\x12,\n\x05image\x18\x01 \x01(\x0b\x32\x1d.pixelmesh.common.v1.ImageRef\"%\n\x0fGetImageRequest\x12\x12\n\nobject_key\x18\x01 \x01(\t\"4\n\x10GetImageResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"W\n\x12GetImageUrlRequest\x12\x12\n\nobject_key\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Q\n\x13GetImageUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration2\xae\x02\n\x0eStorageService\x12[\n\x08PutImage\x12%.pixelmesh.storage.v1.PutImageRequest\x1a&.pixelmesh.storage.v1.PutImageResponse(\x01\x12[\n\x08GetImage\x12%.pixelmesh.storage.v1.GetImageRequest\x1a&.pixelmesh.storage.v1.GetImageResponse0\x01\x12\x62\n\x0bGetImageUrl\x12(.pixelmesh.storage.v1.GetImageUrlRequest\x1a).pixelmesh.storage.v1.GetImageUrlResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/storage/v1/storage_service.proto\x12\x14pixelmesh.storage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a$pixelmesh/common/v1/generation.proto\"\xa8\x01\n\x0ePutImageHeader\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x17\n\x0fretention_class\x18\x03 \x01(\t\x12\x38\n\routput_format\x18\x04 \x01(\x0e\x32!.pixelmesh.common.v1.OutputFormat\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\"b\n\x0fPutImageRequest\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.pixelmesh.storage.v1.PutImageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x10PutImageResponse\x12,\n\x05image\x18\x01 \x01(\x0b\x32\x1d.pixelmesh.common.v1.ImageRef\"\xb0\x01\n\x13PutInputImageHeader\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x17\n\x0fretention_class\x18\x03 \x01(\t\x12\x31\n\x06\x66ormat\x18\x04 \x01(\x0e\x32!.pixelmesh.common.v1.OutputFormat\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\"l\n\x14PutInputImageRequest\x12;\n\x06header\x18\x01 \x01(\x0b\x32).pixelmesh.storage.v1.PutInputImageHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"G\n\x15PutInputImageResponse\x12.\n\x05image\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.InputImage\"%\n\x0fGetImageRequest\x12\x12\n\nobject_key\x18\x01 \x01(\t\"4\n\x10GetImageResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"W\n\x12GetImageUrlRequest\x12\x12\n\nobject_key\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"Q\n\x13GetImageUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration2\x9a\x03\n\x0eStorageService\x12[\n\x08PutImage\x12%.pixelmesh.storage.v1.PutImageRequest\x1a&.pixelmesh.storage.v1.PutImageResponse(\x01\x12[\n\x08GetImage\x12%.pixelmesh.storage.v1.GetImageRequest\x1a&.pixelmesh.storage.v1.GetImageResponse0\x01\x12\x62\n\x0bGetImageUrl\x12(.pixelmesh.storage.v1.GetImageUrlRequest\x1a).pixelmesh.storage.v1.GetImageUrlResponse\x12j\n\rPutInputImage\x12*.pixelmesh.storage.v1.PutInputImageRequest\x1a+.pixelmesh.storage.v1.PutInputImageResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,14 +39,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUTIMAGEREQUEST']._serialized_end=407
   _globals['_PUTIMAGERESPONSE']._serialized_start=409
   _globals['_PUTIMAGERESPONSE']._serialized_end=473
-  _globals['_GETIMAGEREQUEST']._serialized_start=475
-  _globals['_GETIMAGEREQUEST']._serialized_end=512
-  _globals['_GETIMAGERESPONSE']._serialized_start=514
-  _globals['_GETIMAGERESPONSE']._serialized_end=566
-  _globals['_GETIMAGEURLREQUEST']._serialized_start=568
-  _globals['_GETIMAGEURLREQUEST']._serialized_end=655
-  _globals['_GETIMAGEURLRESPONSE']._serialized_start=657
-  _globals['_GETIMAGEURLRESPONSE']._serialized_end=738
-  _globals['_STORAGESERVICE']._serialized_start=741
-  _globals['_STORAGESERVICE']._serialized_end=1043
+  _globals['_PUTINPUTIMAGEHEADER']._serialized_start=476
+  _globals['_PUTINPUTIMAGEHEADER']._serialized_end=652
+  _globals['_PUTINPUTIMAGEREQUEST']._serialized_start=654
+  _globals['_PUTINPUTIMAGEREQUEST']._serialized_end=762
+  _globals['_PUTINPUTIMAGERESPONSE']._serialized_start=764
+  _globals['_PUTINPUTIMAGERESPONSE']._serialized_end=835
+  _globals['_GETIMAGEREQUEST']._serialized_start=837
+  _globals['_GETIMAGEREQUEST']._serialized_end=874
+  _globals['_GETIMAGERESPONSE']._serialized_start=876
+  _globals['_GETIMAGERESPONSE']._serialized_end=928
+  _globals['_GETIMAGEURLREQUEST']._serialized_start=930
+  _globals['_GETIMAGEURLREQUEST']._serialized_end=1017
+  _globals['_GETIMAGEURLRESPONSE']._serialized_start=1019
+  _globals['_GETIMAGEURLRESPONSE']._serialized_end=1100
+  _globals['_STORAGESERVICE']._serialized_start=1103
+  _globals['_STORAGESERVICE']._serialized_end=1513
 # @@protoc_insertion_point(module_scope)

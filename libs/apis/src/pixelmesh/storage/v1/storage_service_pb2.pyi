@@ -98,6 +98,90 @@ class PutImageResponse(_message.Message):
 Global___PutImageResponse: _TypeAlias = PutImageResponse  # noqa: Y015
 
 @_typing.final
+class PutInputImageHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    RETENTION_CLASS_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """One id per request ("upl_" + ULID), made by the edge; the generation id does not exist yet."""
+    index: _builtins.int
+    retention_class: _builtins.str
+    format: _generation_pb2.OutputFormat.ValueType
+    role: _builtins.str
+    """"image" or "mask"."""
+    width: _builtins.int
+    height: _builtins.int
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        retention_class: _builtins.str = ...,
+        format: _generation_pb2.OutputFormat.ValueType = ...,
+        role: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "index", b"index", "retention_class", b"retention_class", "role", b"role", "upload_id", b"upload_id", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInputImageHeader: _TypeAlias = PutInputImageHeader  # noqa: Y015
+
+@_typing.final
+class PutInputImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___PutInputImageHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___PutInputImageHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___PutInputImageRequest: _TypeAlias = PutInputImageRequest  # noqa: Y015
+
+@_typing.final
+class PutInputImageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _generation_pb2.InputImage: ...
+    def __init__(
+        self,
+        *,
+        image: _generation_pb2.InputImage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutInputImageResponse: _TypeAlias = PutInputImageResponse  # noqa: Y015
+
+@_typing.final
 class GetImageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -50,6 +50,11 @@ class StorageServiceStub:
                 request_serializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetImageUrlRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetImageUrlResponse.FromString,
                 _registered_method=True)
+        self.PutInputImage = channel.stream_unary(
+                '/pixelmesh.storage.v1.StorageService/PutInputImage',
+                request_serializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.PutInputImageRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.PutInputImageResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -78,6 +83,14 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutInputImage(self, request_iterator, context):
+        """Stores one image a client uploaded (edits, variations) before its job is queued,
+        under <retention-class>/uploads/<upload-id>/<index>.<ext>. Header first, then bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.GetImageUrl,
                     request_deserializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetImageUrlRequest.FromString,
                     response_serializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetImageUrlResponse.SerializeToString,
+            ),
+            'PutInputImage': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutInputImage,
+                    request_deserializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.PutInputImageRequest.FromString,
+                    response_serializer=pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.PutInputImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class StorageService:
             '/pixelmesh.storage.v1.StorageService/GetImageUrl',
             pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetImageUrlRequest.SerializeToString,
             pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetImageUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutInputImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/pixelmesh.storage.v1.StorageService/PutInputImage',
+            pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.PutInputImageRequest.SerializeToString,
+            pixelmesh_dot_storage_dot_v1_dot_storage__service__pb2.PutInputImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class StorageServiceStub:
     """Streams an image's bytes back."""
     GetImageUrl: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.GetImageUrlRequest, _storage_service_pb2.GetImageUrlResponse]
     """A presigned GET URL for the public endpoint."""
+    PutInputImage: _grpc.StreamUnaryMultiCallable[_storage_service_pb2.PutInputImageRequest, _storage_service_pb2.PutInputImageResponse]
+    """Stores one image a client uploaded (edits, variations) before its job is queued,
+    under <retention-class>/uploads/<upload-id>/<index>.<ext>. Header first, then bytes.
+    """
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -55,6 +59,10 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """Streams an image's bytes back."""
     GetImageUrl: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.GetImageUrlRequest, _storage_service_pb2.GetImageUrlResponse]  # type: ignore[assignment]
     """A presigned GET URL for the public endpoint."""
+    PutInputImage: _aio.StreamUnaryMultiCallable[_storage_service_pb2.PutInputImageRequest, _storage_service_pb2.PutInputImageResponse]  # type: ignore[assignment]
+    """Stores one image a client uploaded (edits, variations) before its job is queued,
+    under <retention-class>/uploads/<upload-id>/<index>.<ext>. Header first, then bytes.
+    """
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns the object store layout, retention lifecycle rules and presigned URLs."""
@@ -84,5 +92,15 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.GetImageUrlResponse, _abc.Awaitable[_storage_service_pb2.GetImageUrlResponse]]:
         """A presigned GET URL for the public endpoint."""
+
+    @_abc_1.abstractmethod
+    def PutInputImage(
+        self,
+        request_iterator: _MaybeAsyncIterator[_storage_service_pb2.PutInputImageRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.PutInputImageResponse, _abc.Awaitable[_storage_service_pb2.PutInputImageResponse]]:
+        """Stores one image a client uploaded (edits, variations) before its job is queued,
+        under <retention-class>/uploads/<upload-id>/<index>.<ext>. Header first, then bytes.
+        """
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,58 @@
+"""OpenAI's streaming Images API over SSE (stream=true): partial images, then the final ones.
+
+Events are exactly what the openai SDKs parse: `event: <type>` and `data: {"type": <type>, ...}`
+with `image_generation.partial_image` (b64_json, partial_image_index) and
+`image_generation.completed` (b64_json, usage), or `image_edit.*` for edits. A failure after
+the stream has started is an `error` event whose data is `{"error": {...}}`, which the SDKs
+raise as APIError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from bus import is_terminal
+from edge.errors import error_object
+from edge.mesh import Mesh
+from edge.presenters import failure, stream_event
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError
+
+
+def timeout_error(generation_id: str, timeout: float) -> GatewayError:
+    return GatewayError(
+        ErrorCode.TIMEOUT,
+        f"The generation did not finish within {timeout:g} s. Poll GET /api/v2/generate/{generation_id} for its result.",
+        generation_id=generation_id,
+    )
+
+
+def _sse(event: str, payload: dict) -> dict[str, str]:
+    return {"event": event, "data": json.dumps(payload, separators=(",", ":"))}
+
+
+async def image_events(mesh: Mesh, generation: gen.Generation, kind: str, timeout: float) -> AsyncIterator[dict[str, str]]:
+    """SSE messages for one generation until its terminal state (or the timeout)."""
+    sent = 0
+    try:
+        async for state in mesh.watch(generation.id, timeout):
+            while sent < len(state.partial_images):
+                b64 = await mesh.image_b64(state.partial_images[sent])
+                event = stream_event(kind, state, b64, partial_index=sent)
+                yield _sse(event["type"], event)
+                sent += 1
+            if not is_terminal(state):
+                continue
+            if state.state != gen.GENERATION_STATE_SUCCEEDED:
+                yield _sse("error", {"error": error_object(failure(state))})
+                return
+            for ref in state.images:
+                event = stream_event(kind, state, await mesh.image_b64(ref))
+                yield _sse(event["type"], event)
+            return
+    except GatewayError as err:
+        if err.code is not ErrorCode.TIMEOUT:
+            yield _sse("error", {"error": error_object(err)})
+            return
+    yield _sse("error", {"error": error_object(timeout_error(generation.id, timeout))})
