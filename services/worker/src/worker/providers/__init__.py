@@ -12,6 +12,7 @@ from worker.providers.base import GeneratedImage, Progress, Provider, ProviderEr
 PROVIDERS: dict[str, str] = {
     "local": "worker.providers.local:LocalProvider",
     "openai": "worker.providers.openai:OpenAIProvider",
+    "stability": "worker.providers.stability:StabilityProvider",
 }
 
 

@@ -54,3 +54,15 @@ def non_empty_prompt(generation: gen.Generation, provider: str) -> str:
     if not generation.params.prompt.strip():
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"{provider} needs a prompt")
     return generation.params.prompt
+
+
+async def all_or_first_error(coros: list[Awaitable[T]]) -> list[T]:
+    """Run concurrently, results in order; the first failure cancels the rest and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
