@@ -13,6 +13,7 @@ PROVIDERS: dict[str, str] = {
     "local": "worker.providers.local:LocalProvider",
     "openai": "worker.providers.openai:OpenAIProvider",
     "stability": "worker.providers.stability:StabilityProvider",
+    "ideogram": "worker.providers.ideogram:IdeogramProvider",
 }
 
 
