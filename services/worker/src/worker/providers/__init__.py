@@ -14,6 +14,7 @@ PROVIDERS: dict[str, str] = {
     "openai": "worker.providers.openai:OpenAIProvider",
     "stability": "worker.providers.stability:StabilityProvider",
     "ideogram": "worker.providers.ideogram:IdeogramProvider",
+    "google": "worker.providers.google:GoogleProvider",
 }
 
 
