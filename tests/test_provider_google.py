@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -9,7 +10,10 @@ from svckit.errors import ErrorCode
 from tests.emulators import google as emu
 from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
-from tests.support.provider_runs import FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset
+from tests.support.polling import wait_finished
+from tests.support.provider_runs import (
+    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+)
 from worker.providers import ProviderError
 from worker.providers.google import GoogleProvider, GoogleSettings
 
@@ -133,3 +137,33 @@ async def test_model_names_can_be_mapped(server, monkeypatch) -> None:
     finally:
         await p.close()
     assert received(server)[0]["model"] == "gemini-2.5-flash-image"
+
+
+# ---- through the real mesh ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def google_pool(mesh):
+    """The emulator and a worker process serving the google pool (needs google in ROUTING_PROVIDERS
+    and gemini-2.5-flash-image in the catalog)."""
+    require_route(mesh, "google")
+    srv = EmulatorServer("google", free_port(), api_key=KEY).start()
+    instance = start_worker(mesh, "google", GOOGLE_API_KEY=KEY, GOOGLE_BASE_URL=f"{srv.url}/v1beta")
+    yield srv
+    mesh.stop(instance)
+    srv.stop()
+
+
+async def test_mesh_gemini_image_through_the_jobs_api(google_pool, http) -> None:
+    reset(google_pool)
+    r = await http.post("/api/v2/generate", json={"model": "gemini-2.5-flash-image", "prompt": "a red kite",
+                                                  "size": "1024x1024", "format": "png"})
+    assert r.status_code == 200, r.text
+    body = await wait_finished(http, r.json()["id"])
+    assert body["status"] == "completed", body
+    image = opened(httpx.get(body["result_url"]).content)
+    assert image.format == "PNG" and image.size == (1024, 1024)
+    assert received(google_pool)[0]["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1"}
+    r = await http.post("/api/v2/generate", json={"model": "gemini-2.5-flash-image", "prompt": "a forbidden kite"})
+    body = await wait_finished(http, r.json()["id"])
+    assert body["status"] == "failed" and "content_policy_violation" in str(body.get("error")), body

@@ -12,7 +12,9 @@ from svckit.errors import ErrorCode
 from tests.emulators import ideogram as emu
 from tests.emulators.harness import EmulatorServer
 from tests.support.ports import free_port
-from tests.support.provider_runs import FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset
+from tests.support.provider_runs import (
+    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+)
 from worker.providers import ProviderError
 from worker.providers.ideogram import IdeogramProvider, IdeogramSettings
 
@@ -167,3 +169,32 @@ async def test_expired_result_urls_fail_as_provider_errors(server, provider) -> 
     finally:
         del server.state.host_file
     assert err.code is ErrorCode.PROVIDER_ERROR and "download" in err.message
+
+
+# ---- through the real mesh ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ideogram_pool(mesh):
+    """The emulator and a worker process serving the ideogram pool (needs ideogram in ROUTING_PROVIDERS)."""
+    require_route(mesh, "ideogram")
+    srv = EmulatorServer("ideogram", free_port(), api_key=KEY).start()
+    instance = start_worker(mesh, "ideogram", IDEOGRAM_API_KEY=KEY, IDEOGRAM_BASE_URL=srv.url)
+    yield srv
+    mesh.stop(instance)
+    srv.stop()
+
+
+async def test_mesh_ideogram_v2_through_the_openai_api(ideogram_pool, http) -> None:
+    reset(ideogram_pool)
+    r = await http.post("/v1/images/generations", json={"model": "ideogram-v2", "prompt": "a sign that says OPEN",
+                                                        "n": 2, "response_format": "url"})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert len(data) == 2
+    image = opened(httpx.get(data[0]["url"]).content)
+    assert image.format == "PNG" and image.size == (1024, 1024)
+    assert data[0]["revised_prompt"].startswith("a sign that says OPEN, intricate")
+    assert received(ideogram_pool)[0]["fields"]["num_images"] == 2
+    r = await http.post("/v1/images/generations", json={"model": "ideogram-v2", "prompt": "a forbidden sign"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_policy_violation", r.text

@@ -8,11 +8,16 @@ import time
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
+from svckit.grpc_client import channel as grpc_channel
 from tests.emulators import openai as emu
 from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
-from tests.support.provider_runs import FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset
+from tests.support.provider_runs import (
+    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+)
 from worker.providers import ProviderError
 from worker.providers.openai import OpenAIProvider, OpenAISettings
 
@@ -299,3 +304,64 @@ async def test_non_square_dall_e_2_edit_is_the_upstreams_error(server, provider)
     src = hosted(server, base64.b64decode(base64.b64encode(fake_image(300, 200, "wide"))))
     err = await failure(provider, generation("dall-e-2", "x", size="256x256", kind=gen.GENERATION_KIND_EDIT, image_url=src))
     assert err.code is ErrorCode.INVALID_REQUEST and "square" in err.message
+
+
+# ---- through the real mesh ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openai_pool(mesh):
+    """The emulator and a worker process serving the openai pool (needs openai in ROUTING_PROVIDERS)."""
+    require_route(mesh, "openai")
+    srv = EmulatorServer("openai", free_port(), api_key=KEY).start()
+    instance = start_worker(mesh, "openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=f"{srv.url}/v1")
+    yield srv
+    mesh.stop(instance)
+    srv.stop()
+
+
+async def test_mesh_dall_e_3_and_a_refusal_through_the_edge(openai_pool, http) -> None:
+    reset(openai_pool)
+    r = await http.post("/v1/images/generations", json={
+        "model": "dall-e-3", "prompt": "a lighthouse", "size": "1024x1792", "style": "natural", "response_format": "b64_json"})
+    assert r.status_code == 200, r.text
+    item = r.json()["data"][0]
+    assert item["revised_prompt"] == "A detailed, carefully composed rendering of a lighthouse"
+    assert opened(base64.b64decode(item["b64_json"])).size == (1024, 1792)
+    assert received(openai_pool)[0]["fields"]["style"] == "natural"
+    reset(openai_pool)
+    r = await http.post("/v1/images/generations", json={"model": "dall-e-3", "prompt": "something forbidden"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_policy_violation", r.text
+    assert len(api_calls(openai_pool)) == 1
+
+
+async def test_edit_inputs_are_read_from_the_storage_service(mesh, server) -> None:
+    """Stored inputs (object keys, as the edge stores uploads) reach the upstream's multipart."""
+    reset(server)
+    source = fake_image(1024, 1024, "stored-input")
+    channel = grpc_channel(mesh.addr("storage"))
+    try:
+        stub = storage_service_pb2_grpc.StorageServiceStub(channel)
+
+        async def parts():
+            yield storage_pb.PutImageRequest(header=storage_pb.PutImageHeader(
+                generation_id="gen_openai_edit_input", index=0, retention_class="days-7",
+                output_format=gen.OUTPUT_FORMAT_PNG, width=1024, height=1024))
+            yield storage_pb.PutImageRequest(chunk=source)
+
+        stored = (await stub.PutImage(parts())).image
+        p = OpenAIProvider(settings(server), storage=stub)
+        try:
+            g = generation("gpt-image-1", "add a hat", kind=gen.GENERATION_KIND_EDIT,
+                           input_images=[gen.InputImage(object_key=stored.object_key, role="image")])
+            result, _ = await run(p, g)
+            assert len(result.images) == 1
+            assert received(server)[0]["files"]["image"][0]["bytes"] == len(source)
+            g = generation("gpt-image-1", "add a hat", kind=gen.GENERATION_KIND_EDIT,
+                           input_images=[gen.InputImage(object_key="days-7/gen_missing_input/0.png", role="image")])
+            err = await failure(p, g)
+            assert err.code is ErrorCode.INVALID_REQUEST and "no longer stored" in err.message
+        finally:
+            await p.close()
+    finally:
+        await channel.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -9,7 +10,10 @@ from svckit.errors import ErrorCode
 from tests.emulators import stability as emu
 from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
-from tests.support.provider_runs import FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset
+from tests.support.polling import wait_finished
+from tests.support.provider_runs import (
+    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+)
 from worker.providers import ProviderError
 from worker.providers.stability import StabilityProvider, StabilitySettings
 
@@ -158,3 +162,33 @@ async def test_png_compression_is_applied_by_conversion(server, provider) -> Non
     reset(server)
     result, _ = await run(provider, generation("sd-3.5-large", output_format=gen.OUTPUT_FORMAT_JPEG, output_compression=95))
     assert opened(low).format == "JPEG" and len(low.data) < len(result.images[0].data)
+
+
+# ---- through the real mesh ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stability_pool(mesh):
+    """The emulator and a worker process serving the stability pool (needs stability in ROUTING_PROVIDERS)."""
+    require_route(mesh, "stability")
+    srv = EmulatorServer("stability", free_port(), api_key=KEY).start()
+    instance = start_worker(mesh, "stability", STABILITY_API_KEY=KEY, STABILITY_BASE_URL=srv.url)
+    yield srv
+    mesh.stop(instance)
+    srv.stop()
+
+
+async def test_mesh_sd35_large_through_the_jobs_api(stability_pool, http) -> None:
+    reset(stability_pool)
+    r = await http.post("/api/v2/generate", json={"model": "sd-3.5-large", "prompt": "a foggy pier", "size": "768x1344",
+                                                  "seed": 42, "negative_prompt": "people"})
+    assert r.status_code == 200, r.text
+    body = await wait_finished(http, r.json()["id"])
+    assert body["status"] == "completed", body
+    image = opened(httpx.get(body["result_url"]).content)
+    assert image.format == "WEBP" and image.size == (768, 1344)  # the jobs API's default format
+    sent = received(stability_pool)[0]
+    assert sent["fields"]["seed"] == "42" and sent["fields"]["aspect_ratio"] == "9:16"
+    r = await http.post("/api/v2/generate", json={"model": "sd-3.5-large", "prompt": "a forbidden pier"})
+    body = await wait_finished(http, r.json()["id"])
+    assert body["status"] == "failed" and "content_policy_violation" in str(body.get("error")), body
