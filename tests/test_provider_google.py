@@ -12,7 +12,7 @@ from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_runs import (
-    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
 )
 from worker.providers import ProviderError
 from worker.providers.google import GoogleProvider, GoogleSettings
@@ -28,7 +28,7 @@ def server():
 
 
 def settings(server: EmulatorServer, **env: str) -> GoogleSettings:
-    return GoogleSettings(**{"GOOGLE_API_KEY": KEY, "GOOGLE_BASE_URL": f"{server.url}/v1beta", **FAST_RETRIES, **env})
+    return GoogleSettings(**{"GOOGLE_API_KEY": KEY, "GOOGLE_BASE_URL": f"{server.url}/v1beta", **FAST_RETRIES, **EMULATED_INPUTS, **env})
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.emulators import openai as emu
 from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.provider_runs import (
-    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
 )
 from worker.providers import ProviderError
 from worker.providers.openai import OpenAIProvider, OpenAISettings
@@ -32,7 +32,7 @@ def server():
 
 
 def settings(server: EmulatorServer, **env: str) -> OpenAISettings:
-    return OpenAISettings(**{"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES, **env})
+    return OpenAISettings(**{"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES, **EMULATED_INPUTS, **env})
 
 
 @pytest.fixture
@@ -298,6 +298,19 @@ async def test_an_unreachable_input_image_is_the_clients_problem(server, provide
     g = generation("gpt-image-1", "x", kind=gen.GENERATION_KIND_EDIT, image_url=f"{server.url}/_files/nothing.png")
     err = await failure(provider, g)
     assert err.code is ErrorCode.INVALID_REQUEST and not err.retryable
+
+
+async def test_input_urls_on_private_hosts_are_refused_by_default(server) -> None:
+    reset(server)
+    p = OpenAIProvider(OpenAISettings(**{"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES}))
+    try:
+        for url in (server.state.host_file(fake_image(64, 64, "internal")), "http://169.254.169.254/latest/meta-data",
+                    "http://[::1]:9000/bucket/x.png"):
+            err = await failure(p, generation("gpt-image-1", "x", kind=gen.GENERATION_KIND_EDIT, image_url=url))
+            assert err.code is ErrorCode.INVALID_REQUEST and "public" in err.message
+    finally:
+        await p.close()
+    assert api_calls(server) == []  # the API was never called
 
 
 async def test_non_square_dall_e_2_edit_is_the_upstreams_error(server, provider) -> None:

@@ -12,7 +12,7 @@ from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_runs import (
-    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
 )
 from worker.providers import ProviderError
 from worker.providers.stability import StabilityProvider, StabilitySettings
@@ -28,7 +28,7 @@ def server():
 
 
 def settings(server: EmulatorServer, **env: str) -> StabilitySettings:
-    return StabilitySettings(**{"STABILITY_API_KEY": KEY, "STABILITY_BASE_URL": server.url, **FAST_RETRIES, **env})
+    return StabilitySettings(**{"STABILITY_API_KEY": KEY, "STABILITY_BASE_URL": server.url, **FAST_RETRIES, **EMULATED_INPUTS, **env})
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from worker.providers import GeneratedImage, Progress
 
 # Fast retries, so fault tests finish in seconds.
 FAST_RETRIES = {"WORKER_RETRY_BUDGET_SECONDS": "3", "WORKER_RETRY_BASE_SECONDS": "0.05"}
+# Input images hosted by the emulators live on 127.0.0.1, which adapters refuse by default.
+EMULATED_INPUTS = {"WORKER_INPUT_URLS_ALLOW_PRIVATE": "true"}
 
 
 @dataclass

@@ -39,8 +39,7 @@ from svckit.errors import ErrorCode
 from svckit.settings import load_settings
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
-from worker.providers.input_images import InputReader, storage_from_env
-from worker.providers.settings import UpstreamSettings
+from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
 from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, within_job_timeout
 from worker.providers.upstream import Upstream
 
@@ -52,7 +51,7 @@ REFUSED_FINISH = frozenset({
 })
 
 
-class GoogleSettings(UpstreamSettings):
+class GoogleSettings(InputUpstreamSettings):
     api_key: SecretStr = Field(validation_alias="GOOGLE_API_KEY")
     base_url: str = Field("https://generativelanguage.googleapis.com/v1beta", validation_alias="GOOGLE_BASE_URL")
     # Catalog model id -> Gemini model name, where they differ (JSON object).
@@ -159,7 +158,9 @@ class GoogleProvider(Provider):
             timeout=settings.request_timeout_seconds,
             classify=classify,
         )
-        self._inputs = InputReader(self._upstream, settings.download_max_bytes, storage)
+        self._inputs = InputReader(
+            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
+        )
 
     @classmethod
     def from_env(cls) -> GoogleProvider:

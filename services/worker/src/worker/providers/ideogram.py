@@ -35,7 +35,7 @@ from svckit.settings import load_settings
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import to_requested
 from worker.providers.settings import UpstreamSettings
-from worker.providers.shaping import nearest_ratio, non_empty_prompt, seed_within, within_job_timeout
+from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, seed_within, within_job_timeout
 from worker.providers.upstream import Upstream
 
 log = get_logger(__name__)
@@ -209,7 +209,7 @@ class IdeogramProvider(Provider):
         if len(safe) < len(items):
             log.info("ideogram withheld unsafe images", withheld=len(items) - len(safe), kept=len(safe))
         # The URLs expire: fetch them all now, together.
-        downloads = await asyncio.gather(*(self._upstream.download(i["url"], self._settings.download_max_bytes) for i in safe))
+        downloads = await all_or_first_error([self._upstream.download(i["url"], self._settings.download_max_bytes) for i in safe])
         images = []
         for index, (item, data) in enumerate(zip(safe, downloads, strict=True)):
             rewritten = item.get("prompt") if item.get("prompt") and item.get("prompt") != fields["prompt"] else ""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import grpc
 from PIL import Image, UnidentifiedImageError
@@ -24,10 +26,19 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
 from worker.providers.base import ProviderError
 from worker.providers.images import MAX_PIXELS
+from worker.providers.settings import UpstreamSettings
 from worker.providers.upstream import Upstream
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 PIL_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class InputUpstreamSettings(UpstreamSettings):
+    """Settings of an adapter that sends the client's input images upstream."""
+
+    # Input image URLs are fetched by the worker: by default only public addresses, so a
+    # client cannot make it read (and send upstream) what sits inside the cluster.
+    input_urls_allow_private: bool = Field(False, validation_alias="WORKER_INPUT_URLS_ALLOW_PRIVATE")
 
 
 class StorageAddress(BaseSettings):
@@ -94,10 +105,13 @@ class InputReader:
         upstream: Upstream,
         max_bytes: int,
         storage: storage_service_pb2_grpc.StorageServiceStub | None = None,
+        *,
+        allow_private_urls: bool = False,
     ) -> None:
         self._upstream = upstream
         self._max_bytes = max_bytes
         self._storage = storage
+        self._allow_private = allow_private_urls
 
     async def load(self, generation: gen.Generation) -> list[InputFile]:
         """Every input of the generation, in order: input_images, then params.image_url."""
@@ -140,9 +154,26 @@ class InputReader:
     async def _from_url(self, url: str) -> bytes:
         if not url.startswith(("https://", "http://")):
             raise ProviderError(ErrorCode.INVALID_REQUEST, "an input image URL must be http(s)")
+        if not self._allow_private:
+            await _refuse_private(url)
         try:
             return await self._upstream.download(url, self._max_bytes)
         except ProviderError as exc:
             if exc.retryable:
                 raise
             raise ProviderError(ErrorCode.INVALID_REQUEST, "the input image URL could not be fetched or is too large") from exc
+
+
+async def _refuse_private(url: str) -> None:
+    """An input URL whose host resolves to a loopback, private, link-local or reserved
+    address is refused (redirects are followed by the download client unchecked)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
+    except OSError as exc:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, "the input image URL's host does not resolve") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "input image URLs must point to public hosts")

@@ -34,8 +34,7 @@ from svckit.errors import ErrorCode
 from svckit.settings import load_settings
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
-from worker.providers.input_images import InputFile, InputReader, as_png, storage_from_env
-from worker.providers.settings import UpstreamSettings
+from worker.providers.input_images import InputFile, InputReader, InputUpstreamSettings, as_png, storage_from_env
 from worker.providers.shaping import RATIO, within_job_timeout
 from worker.providers.sse import events, open_stream
 from worker.providers.upstream import Upstream
@@ -46,7 +45,7 @@ REFUSAL_TYPE = "image_generation_user_error"
 LOSSY = ("jpeg", "webp")
 
 
-class OpenAISettings(UpstreamSettings):
+class OpenAISettings(InputUpstreamSettings):
     api_key: SecretStr = Field(validation_alias="OPENAI_API_KEY")
     base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
     # What DALL·E models are asked to return: inline base64 (one round trip) or a URL,
@@ -165,7 +164,9 @@ class OpenAIProvider(Provider):
             timeout=settings.request_timeout_seconds,
             classify=lambda response: refusal(_json_or_none(response)),
         )
-        self._inputs = InputReader(self._upstream, settings.download_max_bytes, storage)
+        self._inputs = InputReader(
+            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
+        )
 
     @classmethod
     def from_env(cls) -> OpenAIProvider:

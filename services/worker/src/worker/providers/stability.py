@@ -31,8 +31,7 @@ from svckit.errors import ErrorCode
 from svckit.settings import load_settings
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
-from worker.providers.input_images import InputReader, storage_from_env
-from worker.providers.settings import UpstreamSettings
+from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
 from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, within_job_timeout
 from worker.providers.upstream import Upstream
 
@@ -74,7 +73,7 @@ STYLE_PRESETS = frozenset({
 })
 
 
-class StabilitySettings(UpstreamSettings):
+class StabilitySettings(InputUpstreamSettings):
     api_key: SecretStr = Field(validation_alias="STABILITY_API_KEY")
     base_url: str = Field("https://api.stability.ai", validation_alias="STABILITY_BASE_URL")
     accept: Literal["image/*", "application/json"] = Field("image/*", validation_alias="STABILITY_ACCEPT")
@@ -171,7 +170,9 @@ class StabilityProvider(Provider):
             timeout=settings.request_timeout_seconds,
             classify=refusal,
         )
-        self._inputs = InputReader(self._upstream, settings.download_max_bytes, storage)
+        self._inputs = InputReader(
+            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
+        )
 
     @classmethod
     def from_env(cls) -> StabilityProvider:
