@@ -11,6 +11,10 @@ from worker.providers.base import GeneratedImage, Progress, Provider, ProviderEr
 # name -> "module:class"
 PROVIDERS: dict[str, str] = {
     "local": "worker.providers.local:LocalProvider",
+    "openai": "worker.providers.openai:OpenAIProvider",
+    "stability": "worker.providers.stability:StabilityProvider",
+    "ideogram": "worker.providers.ideogram:IdeogramProvider",
+    "google": "worker.providers.google:GoogleProvider",
 }
 
 

@@ -1,0 +1,204 @@
+"""Google's image models on the Gemini API, through `models/{model}:generateContent`.
+
+Why not Imagen: provider-contracts.md §8 records that Imagen's `:predict` contract is shut
+down on the Gemini API (ai.google.dev; python-genai "Disable GenerateImages for Gemini
+API") and that new adapters should use `generateContent` with image output, whose
+contract §8 does not spell out. This adapter speaks that contract as Google's own
+references state it (checked from stored copies, not live):
+- [P] `POST {base}/models/{model}:generateContent`, `x-goog-api-key` (§8 base URL and
+  auth); body `contents[].parts[]` of `text` and `inlineData {mimeType, data}`,
+  `generationConfig.responseModalities` and `generationConfig.imageConfig.aspectRatio`
+  (1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9): the Gemini API reference
+  (ai.google.dev/api/generate-content) and Google's ImageConfig types.
+- [P] response `candidates[].content.parts[].inlineData` (base64 images), `finishReason`
+  (STOP, SAFETY, PROHIBITED_CONTENT, BLOCKLIST, SPII, RECITATION, IMAGE_SAFETY,
+  IMAGE_PROHIBITED_CONTENT, IMAGE_RECITATION, IMAGE_OTHER, NO_IMAGE, OTHER, ...),
+  `promptFeedback.blockReason` with no candidates when the prompt is blocked,
+  `usageMetadata` token counts, `responseId`: googleapis js-genai / kotlin-genai types.
+- [S] errors are Google RPC errors `{"error": {code, message, status, details}}`; a bad
+  key is a 400 INVALID_ARGUMENT whose ErrorInfo reason is API_KEY_INVALID (issue reports).
+
+Mapping: a blocked prompt or a safety finish reason is a content-policy violation (no
+retry); NO_IMAGE / IMAGE_OTHER / OTHER / text without an image are PROVIDER_ERRORs; a bad
+key is PROVIDER_AUTH; 429 RESOURCE_EXHAUSTED and 5xx are retried. One call makes one
+image, so `n` images are `n` concurrent calls; token usage is summed into Usage. Input
+images (edits, image_url) go as inlineData parts before the prompt; masks are not
+supported by these models. Seeds are not sent (not documented for image output).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+from pydantic import Field, SecretStr
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.errors import ErrorCode
+from svckit.settings import load_settings
+from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
+from worker.providers.images import decode_b64, to_requested
+from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
+from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, within_job_timeout
+from worker.providers.upstream import Upstream
+
+NAME = "google"
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+REFUSED_FINISH = frozenset({
+    "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION",
+    "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
+})
+
+
+class GoogleSettings(InputUpstreamSettings):
+    api_key: SecretStr = Field(validation_alias="GOOGLE_API_KEY")
+    base_url: str = Field("https://generativelanguage.googleapis.com/v1beta", validation_alias="GOOGLE_BASE_URL")
+    # Catalog model id -> Gemini model name, where they differ (JSON object).
+    models: dict[str, str] = Field(default_factory=dict, validation_alias="GOOGLE_MODELS")
+
+
+def upstream_model(model: str, models: dict[str, str]) -> str:
+    name = models.get(model, model)
+    if name.startswith("imagen"):
+        raise ProviderError(
+            ErrorCode.INVALID_REQUEST, f"{name} ran on Imagen's :predict, which the Gemini API has shut down"
+        )
+    if not (name.startswith("gemini-") and "image" in name):
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"the google adapter does not serve the model {model!r}")
+    return name
+
+
+def request_body(generation: gen.Generation, images: list[tuple[str, bytes]]) -> dict:
+    """One generateContent request: input images, then the prompt; image output only."""
+    parts: list[dict] = [
+        {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}} for mime, data in images
+    ]
+    parts.append({"text": non_empty_prompt(generation, NAME)})
+    ratio = nearest_ratio(generation, ASPECT_RATIOS, lambda r: tuple(int(x) for x in r.split(":")))
+    return {
+        "contents": [{"role": "user", "parts": parts}],
+        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": ratio}},
+    }
+
+
+def image_of(body: object) -> tuple[bytes, str]:
+    """The image of a generateContent answer (and any text the model added), or the
+    classified reason there is none."""
+    if not isinstance(body, dict):
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, "google answered with something that is not JSON")
+    feedback = body.get("promptFeedback") or {}
+    candidates = body.get("candidates") or []
+    if feedback.get("blockReason") and not candidates:
+        raise ProviderError(
+            ErrorCode.CONTENT_POLICY_VIOLATION, f"google blocked the prompt (blockReason {feedback['blockReason']})"
+        )
+    if not candidates or not isinstance(candidates[0], dict):
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, "google answered without a candidate")
+    candidate = candidates[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    images = [p["inlineData"] for p in parts if isinstance(p, dict) and isinstance(p.get("inlineData"), dict)]
+    text = " ".join(str(p["text"]) for p in parts if isinstance(p, dict) and p.get("text"))
+    reason = str(candidate.get("finishReason") or "")
+    if reason in REFUSED_FINISH:
+        raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"google withheld the image (finishReason {reason})")
+    if not images or not images[0].get("data"):
+        detail = f"finishReason {reason}" if reason else "no finish reason"
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, f"google answered without an image ({detail})")
+    return decode_b64(images[0]["data"], NAME), text
+
+
+def usage_of(bodies: list[dict]) -> gen.Usage | None:
+    """Token counts of every call, summed (`usageMetadata`)."""
+    usage = gen.Usage()
+    seen = False
+    for body in bodies:
+        meta = body.get("usageMetadata")
+        if not isinstance(meta, dict):
+            continue
+        seen = True
+        usage.input_tokens += int(meta.get("promptTokenCount") or 0)
+        usage.output_tokens += int(meta.get("candidatesTokenCount") or 0)
+        usage.total_tokens += int(meta.get("totalTokenCount") or 0)
+        for detail in meta.get("promptTokensDetails") or []:
+            if detail.get("modality") == "TEXT":
+                usage.input_text_tokens += int(detail.get("tokenCount") or 0)
+            elif detail.get("modality") == "IMAGE":
+                usage.input_image_tokens += int(detail.get("tokenCount") or 0)
+    return usage if seen else None
+
+
+def classify(response: httpx.Response) -> ProviderError | None:
+    """A rejected key comes back as 400 INVALID_ARGUMENT with reason API_KEY_INVALID."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    details = error.get("details") if isinstance(error, dict) else None
+    reasons = {d.get("reason") for d in details or [] if isinstance(d, dict)}
+    if "API_KEY_INVALID" in reasons:
+        return ProviderError(
+            ErrorCode.PROVIDER_AUTH, "google refused the gateway's API key; the operator must check it", retryable=True
+        )
+    return None
+
+
+class GoogleProvider(Provider):
+    name = NAME
+
+    def __init__(self, settings: GoogleSettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None) -> None:
+        self._settings = settings
+        key = settings.api_key.get_secret_value()
+        self._upstream = Upstream(
+            NAME,
+            settings.base_url,
+            headers={"x-goog-api-key": key},
+            secret=key,
+            retry=settings.retry_policy(),
+            timeout=settings.request_timeout_seconds,
+            classify=classify,
+        )
+        self._inputs = InputReader(
+            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
+        )
+
+    @classmethod
+    def from_env(cls) -> GoogleProvider:
+        return cls(load_settings(GoogleSettings), storage_from_env())
+
+    async def close(self) -> None:
+        await self._upstream.close()
+
+    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+        return await within_job_timeout(self._generate(generation, progress), self._settings.job_timeout_seconds, NAME)
+
+    async def _generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+        model = upstream_model(generation.model, self._settings.models)
+        kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
+        if kind not in (gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT):
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"google does not do {gen.GenerationKind.Name(kind)}")
+        inputs = await self._inputs.load(generation)
+        if any(i.role == "mask" for i in inputs):
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} edits from the prompt; it takes no mask")
+        if kind == gen.GENERATION_KIND_EDIT and not inputs:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "an edit needs an input image")
+        body = request_body(generation, [(i.mime_type, i.data) for i in inputs])
+        n = generation.params.n or 1
+        answers: list[dict] = []
+
+        async def one(index: int) -> GeneratedImage:
+            response = await self._upstream.request("POST", f"/models/{model}:generateContent", json=body)
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if index == 0 and isinstance(answer, dict) and answer.get("responseId"):
+                progress.upstream(str(answer["responseId"]))
+            data, _text = image_of(answer)
+            answers.append(answer)
+            image = await to_requested(data, generation, NAME)
+            await progress(100.0 * len(answers) / n)
+            return image
+
+        images = await all_or_first_error([one(i) for i in range(n)])
+        return ProviderResult(images, usage=usage_of(answers))

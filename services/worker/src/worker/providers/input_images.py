@@ -1,0 +1,179 @@
+"""The images a client sent with a request (edits, variations, image-to-image), as bytes.
+
+A generation names its inputs in `params.input_images` (an object key in the storage
+service, or a URL the client gave) and, in the aggregator API, `params.image_url`. Stored
+inputs are read through the storage service's `GetImage`; URLs are fetched with the
+upstream kit's credential-free download client, bounded like results. The bytes only
+ever travel to the upstream: they are never logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import grpc
+from PIL import Image, UnidentifiedImageError
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.errors import ErrorCode
+from worker.providers.base import ProviderError
+from worker.providers.images import MAX_PIXELS
+from worker.providers.settings import UpstreamSettings
+from worker.providers.upstream import Upstream
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+PIL_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class InputUpstreamSettings(UpstreamSettings):
+    """Settings of an adapter that sends the client's input images upstream."""
+
+    # Input image URLs are fetched by the worker: by default only public addresses, so a
+    # client cannot make it read (and send upstream) what sits inside the cluster.
+    input_urls_allow_private: bool = Field(False, validation_alias="WORKER_INPUT_URLS_ALLOW_PRIVATE")
+
+
+class StorageAddress(BaseSettings):
+    """Where the worker's storage service is (the worker process has STORAGE_ADDR)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    storage_addr: str = Field("", validation_alias="STORAGE_ADDR")
+
+
+def storage_from_env() -> storage_service_pb2_grpc.StorageServiceStub | None:
+    from svckit.grpc_client import channel
+
+    addr = StorageAddress().storage_addr
+    return storage_service_pb2_grpc.StorageServiceStub(channel(addr)) if addr else None
+
+
+@dataclass(frozen=True)
+class InputFile:
+    role: str  # "image" or "mask"
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    image_format: str  # Pillow's name: PNG, JPEG, WEBP, ...
+
+    @property
+    def filename(self) -> str:
+        return f"{self.role}.{EXTENSIONS.get(self.mime_type, 'png')}"
+
+
+def probe(data: bytes, what: str) -> tuple[str, int, int]:
+    """(Pillow format, width, height) of an input, or a clear INVALID_REQUEST."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ProviderError(ErrorCode.INVALID_REQUEST, f"the {what} is larger than {MAX_PIXELS} pixels")
+            return image.format or "", image.width, image.height
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"the {what} is not an image") from exc
+
+
+def _to_png(data: bytes, rgba: bool) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        converted = image.convert("RGBA" if rgba else ("RGBA" if "A" in image.getbands() else "RGB"))
+    out = io.BytesIO()
+    converted.save(out, "PNG")
+    return out.getvalue()
+
+
+async def as_png(item: InputFile, *, rgba: bool = False) -> InputFile:
+    """The input as PNG (DALL·E 2 and masks accept only PNG; masks need an alpha channel)."""
+    if item.image_format == "PNG" and not rgba:
+        return item
+    data = await asyncio.to_thread(_to_png, item.data, rgba)
+    return InputFile(item.role, data, "image/png", item.width, item.height, "PNG")
+
+
+class InputReader:
+    """Fetches a generation's input images from storage or from the URLs the client gave."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        max_bytes: int,
+        storage: storage_service_pb2_grpc.StorageServiceStub | None = None,
+        *,
+        allow_private_urls: bool = False,
+    ) -> None:
+        self._upstream = upstream
+        self._max_bytes = max_bytes
+        self._storage = storage
+        self._allow_private = allow_private_urls
+
+    async def load(self, generation: gen.Generation) -> list[InputFile]:
+        """Every input of the generation, in order: input_images, then params.image_url."""
+        params = generation.params
+        refs = list(params.input_images)
+        if params.image_url and not any(ref.url == params.image_url for ref in refs):
+            refs.append(gen.InputImage(url=params.image_url, role="image"))
+        return [await self._read(ref) for ref in refs]
+
+    async def _read(self, ref: gen.InputImage) -> InputFile:
+        role = ref.role or "image"
+        if ref.object_key:
+            data = await self._from_storage(ref.object_key)
+        elif ref.url:
+            data = await self._from_url(ref.url)
+        else:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"an input {role} has neither a stored object nor a URL")
+        image_format, width, height = await asyncio.to_thread(probe, data, f"input {role}")
+        mime = PIL_MIME.get(image_format, ref.mime_type or "application/octet-stream")
+        return InputFile(role, data, mime, width, height, image_format)
+
+    async def _from_storage(self, object_key: str) -> bytes:
+        if self._storage is None:
+            raise ProviderError(ErrorCode.INTERNAL, "this worker has no storage service to read input images from")
+        parts, size = [], 0
+        try:
+            async for part in self._storage.GetImage(storage_pb.GetImageRequest(object_key=object_key), timeout=60):
+                size += len(part.chunk)
+                if size > self._max_bytes:
+                    raise ProviderError(ErrorCode.INVALID_REQUEST, f"an input image is larger than {self._max_bytes} bytes")
+                parts.append(part.chunk)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise ProviderError(ErrorCode.INVALID_REQUEST, "an input image is no longer stored") from exc
+            raise ProviderError(
+                ErrorCode.UNAVAILABLE, f"reading an input image from storage failed ({exc.code().name})", retryable=True
+            ) from exc
+        return b"".join(parts)
+
+    async def _from_url(self, url: str) -> bytes:
+        if not url.startswith(("https://", "http://")):
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "an input image URL must be http(s)")
+        if not self._allow_private:
+            await _refuse_private(url)
+        try:
+            return await self._upstream.download(url, self._max_bytes)
+        except ProviderError as exc:
+            if exc.retryable:
+                raise
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "the input image URL could not be fetched or is too large") from exc
+
+
+async def _refuse_private(url: str) -> None:
+    """An input URL whose host resolves to a loopback, private, link-local or reserved
+    address is refused (redirects are followed by the download client unchecked)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
+    except OSError as exc:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, "the input image URL's host does not resolve") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global or address.is_multicast:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "input image URLs must point to public hosts")

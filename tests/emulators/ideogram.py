@@ -1,0 +1,214 @@
+"""Emulator of the Ideogram API (provider-contracts.md §4).
+
+- `POST /generate` (JSON `{"image_request": {...}}`) and `POST /v1/ideogram-v3/generate`
+  (multipart, or JSON as the spec also declares), `Api-Key: <key>`. Fields are checked as
+  the OpenAPI states them (enums, ranges, aspect_ratio xor resolution, negative_prompt
+  and style_type only on the models that take them); errors are `{"error": "..."}`.
+- REFUSED_WORD: 422 with the `GenerateImageSafetyError` body. OUTPUT_FLAGGED: every image
+  comes back `is_image_safe: false` with no URL; PARTLY_FLAGGED: every second one does.
+- The organisation's in-flight limit counts images: a request that would pass
+  `max_inflight_images` (10; `POST /_emulator/ideogram/limits`) answers 429
+  `reject_reason: inflight_limit`. A request stays in flight `faults.job_seconds`.
+  `GET /_emulator/ideogram/inflight` reports the peak and the rejections.
+- Results: temporary URLs (hosted files with an `exp` parameter), `prompt` (rewritten by
+  Magic Prompt when it is ON or AUTO), `resolution`, `is_image_safe`, `seed`, `style_type`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from tests.emulators.harness import REFUSED_WORD, EmulatorState, fake_image, install
+
+OUTPUT_FLAGGED = "flagged-output"
+PARTLY_FLAGGED = "partly-flagged"
+LEGACY_MODELS = ("V_1", "V_1_TURBO", "V_2", "V_2_TURBO", "V_2A", "V_2A_TURBO", "V_3", "AUTO")
+LEGACY_RATIOS = ("ASPECT_10_16", "ASPECT_16_10", "ASPECT_9_16", "ASPECT_16_9", "ASPECT_3_2", "ASPECT_2_3", "ASPECT_4_3",
+                 "ASPECT_3_4", "ASPECT_1_1", "ASPECT_1_3", "ASPECT_3_1")
+V3_RATIOS = ("1x3", "3x1", "1x2", "2x1", "9x16", "16x9", "10x16", "16x10", "2x3", "3x2", "3x4", "4x3", "4x5", "5x4", "1x1")
+LEGACY_STYLES = ("AUTO", "GENERAL", "FICTION", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME", "CUSTOM", "STYLIZED")
+V3_STYLES = ("AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION")
+MAGIC = ("AUTO", "ON", "OFF")
+LEGACY_FIELDS = {"prompt", "model", "aspect_ratio", "resolution", "magic_prompt_option", "magic_prompt_version", "seed",
+                 "style_type", "negative_prompt", "num_images", "color_palette"}
+V3_FIELDS = {"prompt", "seed", "aspect_ratio", "resolution", "rendering_speed", "magic_prompt", "negative_prompt",
+             "num_images", "color_palette", "style_codes", "style_type", "style_preset", "custom_model_uri"}
+V3_FILES = {"style_reference_images", "character_reference_images", "character_reference_images_mask"}
+SPEEDS = ("FLASH", "TURBO", "BALANCED", "DEFAULT", "QUALITY")
+SAFETY = "Prompt provided failed safety check due to the inclusion of prohibited content."
+
+
+class Failure(Exception):
+    def __init__(self, status: int, error: str, **extra: object) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body = {"error": error, **extra}
+
+
+def bad(message: str) -> Failure:
+    return Failure(400, message)
+
+
+def integer(value: object, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\d+", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise bad(f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+def pixels(ratio: str) -> tuple[int, int]:
+    """About one megapixel at the ratio, sides multiples of 32 (as Ideogram's resolutions)."""
+    w, h = (int(x) for x in ratio.removeprefix("ASPECT_").replace("_", "x").split("x"))
+    width = round(math.sqrt(1024 * 1024 * w / h) / 32) * 32
+    return width, round(width * h / w / 32) * 32
+
+
+def validate(fields: dict, *, v3: bool) -> dict:
+    allowed = V3_FIELDS if v3 else LEGACY_FIELDS
+    for key in fields:
+        if key not in allowed:
+            raise bad(f"Unknown field: {key}")
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise bad("prompt is required")
+    model = "V_3" if v3 else fields.get("model", "V_2")
+    if model not in LEGACY_MODELS:
+        raise bad(f"model must be one of {', '.join(LEGACY_MODELS)}")
+    ratios = V3_RATIOS if v3 else LEGACY_RATIOS
+    if "aspect_ratio" in fields and "resolution" in fields:
+        raise bad("aspect_ratio and resolution cannot be used together")
+    ratio = fields.get("aspect_ratio", "1x1" if v3 else "ASPECT_1_1")
+    if ratio not in ratios:
+        raise bad(f"aspect_ratio must be one of {', '.join(ratios)}")
+    size = pixels(ratio)
+    if "resolution" in fields:
+        m = re.fullmatch(r"(?:RESOLUTION_)?(\d+)[_x](\d+)", str(fields["resolution"]))
+        if not m:
+            raise bad("resolution is not a supported resolution")
+        size = (int(m[1]), int(m[2]))
+    seed = integer(fields["seed"], "seed", 0, 2147483647) if "seed" in fields else secrets.randbelow(2147483648)
+    n = integer(fields.get("num_images", 1), "num_images", 1, 8)
+    magic_key = "magic_prompt" if v3 else "magic_prompt_option"
+    magic = fields.get(magic_key, "AUTO")
+    if magic not in MAGIC:
+        raise bad(f"{magic_key} must be one of AUTO, ON, OFF")
+    style = fields.get("style_type")
+    if style is not None:
+        if not v3 and model in ("V_1", "V_1_TURBO"):
+            raise bad("style_type is only supported by V_2 and above")
+        if style not in (V3_STYLES if v3 else LEGACY_STYLES):
+            raise bad("style_type is not a valid style")
+    if "negative_prompt" in fields and not v3 and model not in ("V_1", "V_1_TURBO", "V_2", "V_2_TURBO"):
+        raise bad(f"negative_prompt is not supported by {model}")
+    if "color_palette" in fields and not v3 and model in ("V_1", "V_1_TURBO", "V_2A", "V_2A_TURBO"):
+        raise bad(f"color_palette is not supported by {model}")
+    if v3 and fields.get("rendering_speed", "DEFAULT") not in SPEEDS:
+        raise bad(f"rendering_speed must be one of {', '.join(SPEEDS)}")
+    if v3 and "style_codes" in fields and ("style_type" in fields):
+        raise bad("style_codes cannot be combined with style_type")
+    return {"prompt": prompt, "size": size, "seed": seed, "n": n, "magic": magic,
+            "style": style or ("GENERAL" if v3 else "AUTO")}
+
+
+def create_app(state: EmulatorState) -> FastAPI:
+    app = FastAPI()
+    state.received = []  # type: ignore[attr-defined]
+    limits = {"max_inflight_images": 10, "inflight": 0, "peak": 0, "rejected": 0}
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("api-key") == state.api_key
+
+    @app.exception_handler(Failure)
+    async def failure(_request: Request, exc: Failure) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.get("/_emulator/received")
+    async def received() -> dict:
+        return {"received": state.received}  # type: ignore[attr-defined]
+
+    @app.post("/_emulator/ideogram/limits")
+    async def set_limits(request: Request) -> dict:
+        limits.update(max_inflight_images=int((await request.json())["max_inflight_images"]), peak=0, rejected=0)
+        return {"ok": True}
+
+    @app.get("/_emulator/ideogram/inflight")
+    async def inflight() -> dict:
+        return dict(limits)
+
+    async def run(path: str, fields: dict, v3: bool) -> JSONResponse:
+        state.received.append({"path": path, "fields": fields})  # type: ignore[attr-defined]
+        req = validate(fields, v3=v3)
+        if REFUSED_WORD in req["prompt"].lower():
+            raise Failure(422, SAFETY)
+        if limits["inflight"] + req["n"] > limits["max_inflight_images"]:
+            limits["rejected"] += 1
+            raise Failure(429, "Too many images in flight for this organization.", reject_reason="inflight_limit",
+                          max_inflight_requests=limits["max_inflight_images"])
+        limits["inflight"] += req["n"]
+        limits["peak"] = max(limits["peak"], limits["inflight"])
+        try:
+            if state.faults.job_seconds:
+                await asyncio.sleep(state.faults.job_seconds)
+        finally:
+            limits["inflight"] -= req["n"]
+        lowered = req["prompt"].lower()
+        prompt = req["prompt"] if req["magic"] == "OFF" else f"{req['prompt']}, intricate details, soft cinematic light"
+        data = []
+        for i in range(req["n"]):
+            safe = not (OUTPUT_FLAGGED in lowered or (PARTLY_FLAGGED in lowered and i % 2 == 1))
+            url = None
+            if safe:
+                png = fake_image(*req["size"], f"{req['prompt']}/{req['seed']}/{i}")
+                url = state.host_file(png) + f"?exp={int(time.time()) + 3600}&sig={secrets.token_hex(8)}"
+            data.append({"url": url, "prompt": prompt, "resolution": "x".join(map(str, req["size"])),
+                         "is_image_safe": safe, "seed": (req["seed"] + i) % 2147483648, "style_type": req["style"]})
+        return JSONResponse({"created": datetime.now(timezone.utc).isoformat(), "data": data})
+
+    @app.post("/generate")
+    async def legacy(request: Request):
+        if not authorized(request):
+            raise Failure(401, "Invalid API key")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise bad("The request body must be JSON") from None
+        if not isinstance(body, dict) or set(body) != {"image_request"} or not isinstance(body["image_request"], dict):
+            raise bad("The request body must be {\"image_request\": {...}}")
+        return await run("/generate", body["image_request"], v3=False)
+
+    @app.post("/v1/ideogram-v3/generate")
+    async def v3(request: Request):
+        if not authorized(request):
+            raise Failure(401, "Invalid API key")
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            fields = await request.json()
+            if not isinstance(fields, dict):
+                raise bad("The request body must be a JSON object")
+        elif content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            fields = {}
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    if key not in V3_FILES:
+                        raise bad(f"Unknown file field: {key}")
+                elif key == "color_palette":
+                    fields[key] = json.loads(value)
+                else:
+                    fields[key] = value
+        else:
+            raise bad("Content-Type must be multipart/form-data or application/json")
+        return await run("/v1/ideogram-v3/generate", fields, v3=True)
+
+    return install(app, state, authorized)
