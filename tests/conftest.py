@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from tests.support.otlp_sink import OtlpSink
-from tests.support.providers import PROVIDER_SETUPS, ProviderPool
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +40,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
     for key in list(ports):
         if key.endswith("_PORT"):
             ports[key] = str(free_port())
-    # Every provider is routable; a provider's worker starts when a test needs it (provider_pool).
-    ports["ROUTING_PROVIDERS"] = ",".join(["local", *sorted(PROVIDER_SETUPS)])
+    # Every provider with an adapter is routable; a provider's worker starts when a test
+    # needs it (tests/support/provider_runs.py), until then its jobs wait in its topic.
+    ports["ROUTING_PROVIDERS"] = "local,openai,stability,ideogram,google"
     other_key = "pm-other-" + secrets.token_urlsafe(16)
     m = LocalMesh(
         run_dir=tmp_path_factory.mktemp("mesh"),
@@ -67,13 +67,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
     m.down()
     leftovers = [p.stem for p in (m.run_dir / "pids").glob("*.pid")]
     assert not leftovers, f"processes left behind after down: {leftovers}"
-
-
-@pytest.fixture(scope="session")
-def provider_pool(mesh: LocalMesh) -> Iterator[ProviderPool]:
-    pool = ProviderPool(mesh)
-    yield pool
-    pool.stop()
 
 
 @pytest.fixture(scope="session")
