@@ -47,6 +47,8 @@ class LocalMesh:
     api_key: str
     extra_env: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    # Webhook secrets of API keys derive from it (status service).
+    webhook_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     # ---- infrastructure -------------------------------------------------------------
     @property
@@ -87,6 +89,7 @@ class LocalMesh:
             "STORAGE_ADDR": self.addr("storage"),
             "ROUTING_PROVIDERS": p["ROUTING_PROVIDERS"],
             "PRICING_DEV_API_KEY": self.api_key,
+            "WEBHOOK_SIGNING_KEY": self.webhook_signing_key,
             "STORAGE_ENDPOINT": f"127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_PUBLIC_ENDPOINT": f"http://127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_ACCESS_KEY": p["MINIO_ROOT_USER"],
@@ -193,7 +196,11 @@ def default_mesh() -> LocalMesh:
     if not key_file.exists():
         key_file.write_text("pm-dev-" + secrets.token_urlsafe(24))
         key_file.chmod(0o600)
-    return LocalMesh(run_dir, read_env_table(), key_file.read_text().strip())
+    signing_file = run_dir / "webhook_signing_key"
+    if not signing_file.exists():
+        signing_file.write_text(secrets.token_urlsafe(32))
+        signing_file.chmod(0o600)
+    return LocalMesh(run_dir, read_env_table(), key_file.read_text().strip(), webhook_signing_key=signing_file.read_text().strip())
 
 
 def main() -> int:

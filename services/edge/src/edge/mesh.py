@@ -58,12 +58,13 @@ class Mesh:
             r = await self.pricing.Authenticate(pricing_pb.AuthenticateRequest(api_key=api_key), timeout=CALL_TIMEOUT)
         return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)
 
-    async def submit(self, caller: Caller, params: gen.GenerationParams) -> gen.Generation:
+    async def submit(self, caller: Caller, params: gen.GenerationParams, idempotency_key: str = "") -> gen.Generation:
         request = routing_pb.SubmitGenerationRequest(
             params=params,
             account_id=caller.account_id,
             api_key_id=caller.api_key_id,
             retention_class=caller.retention_class,
+            idempotency_key=idempotency_key,
         )
         with rpc_errors():
             op = await self.routing.SubmitGeneration(request, timeout=CALL_TIMEOUT)
@@ -102,3 +103,25 @@ class Mesh:
         with rpc_errors():
             r = await self.routing.ListModels(routing_pb.ListModelsRequest(), timeout=CALL_TIMEOUT)
         return list(r.models)
+
+    async def generations(self, caller: Caller, generation_ids: list[str]) -> list[gen.Generation]:
+        """Those of the generations that exist and belong to the caller's account, in order."""
+        request = status_pb.BatchGetGenerationsRequest(generation_ids=generation_ids)
+        with rpc_errors():
+            r = await self.status.BatchGetGenerations(request, timeout=CALL_TIMEOUT)
+        return [g for g in r.generations if g.account_id == caller.account_id]
+
+    async def cancel(self, caller: Caller, generation_id: str, reason: str) -> gen.Generation:
+        """Cancel a generation of the caller's account; CONFLICT when it already ended."""
+        await self.generation(caller, generation_id)
+        request = status_pb.CancelGenerationRequest(generation_id=generation_id, reason=reason)
+        with rpc_errors():
+            r = await self.status.CancelGeneration(request, timeout=CALL_TIMEOUT)
+        return r.generation
+
+    async def webhook_secret(self, caller: Caller) -> str:
+        with rpc_errors():
+            r = await self.status.GetWebhookSecret(
+                status_pb.GetWebhookSecretRequest(api_key_id=caller.api_key_id), timeout=CALL_TIMEOUT
+            )
+        return r.secret

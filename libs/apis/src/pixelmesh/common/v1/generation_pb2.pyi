@@ -168,6 +168,8 @@ class GenerationParams(_message.Message):
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     PARENT_GENERATION_ID_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FORMAT_FIELD_NUMBER: _builtins.int
+    CLIENT_STATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     prompt: _builtins.str
     negative_prompt: _builtins.str
@@ -194,7 +196,13 @@ class GenerationParams(_message.Message):
     (or the change API's U1..U4 / V1..V4 / reroll).
     """
     action: _builtins.str
-    """Fields 22-39 are reserved for the REST edge (issue 3); 40-49 for workers (issue 4)."""
+    webhook_format: _builtins.str
+    """Fields 22-39 are reserved for the REST edge (issue 3); 40-49 for workers (issue 4).
+    The API shape webhooks of this generation are rendered in: "" or "v2" (the
+    /api/v2/generate object), "mj" (the Midjourney proxy task, for notifyHook).
+    """
+    client_state: _builtins.str
+    """Midjourney proxies' `state`: an opaque client string echoed back on the task."""
     @_builtins.property
     def input_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]: ...
     def __init__(
@@ -221,10 +229,12 @@ class GenerationParams(_message.Message):
         callback_url: _builtins.str = ...,
         parent_generation_id: _builtins.str = ...,
         action: _builtins.str = ...,
+        webhook_format: _builtins.str = ...,
+        client_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "output_compression", b"output_compression", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "image_url", b"image_url", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "client_state", b"client_state", "image_url", b"image_url", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user", "webhook_format", b"webhook_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__output_compression: _TypeAlias = _typing.Literal["output_compression"]  # noqa: Y015
     _WhichOneofArgType__output_compression: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression"]  # noqa: Y015
