@@ -1,0 +1,191 @@
+"""Webhooks: a signed POST on every terminal state, retried with backoff, every attempt visible."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.events.v1 import events_pb2
+from tests.support.polling import wait_finished
+from tests.support.ports import free_port
+
+EVENTS = "pixelmesh.generation.events"
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server that answers 500 to the first `failures` POSTs, then 200."""
+
+    failures: int = 0
+    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+
+    async def hook(self, request: Request) -> Response:
+        self.calls.append((dict(request.headers), await request.body()))
+        return Response(status_code=500 if len(self.calls) <= self.failures else 200)
+
+    async def wait_calls(self, count: int, timeout: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.calls) < count and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(self.calls) >= count, f"{len(self.calls)} webhook calls, expected {count}"
+
+
+@contextlib.asynccontextmanager
+async def receiver(failures: int = 0) -> AsyncIterator[Receiver]:
+    rec = Receiver(failures=failures)
+    port = free_port()
+    rec.url = f"http://127.0.0.1:{port}/hook"
+    app = Starlette(routes=[Route("/hook", rec.hook, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the receiver did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield rec
+    finally:
+        server.should_exit = True
+        await task
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> None:
+    timestamp = headers["x-pixelmesh-timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-pixelmesh-signature"], f"v1={expected}")
+
+
+async def deliveries(http: httpx.AsyncClient, gid: str, count: int, timeout: float = 30.0) -> list[dict]:
+    """The generation's recorded attempts, once there are `count` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = (await http.get(f"/api/v2/generate/{gid}")).json()["webhook_deliveries"]
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def test_signed_webhook_retried_until_delivered(http: httpx.AsyncClient) -> None:
+    secret = (await http.get("/api/v2/webhooks/secret")).json()["secret"]
+    async with receiver(failures=2) as rec:
+        r = await http.post(
+            "/api/v2/generate",
+            json={"model": "pixelmesh-sketch", "prompt": "tell me when done", "size": "256x256", "callback_url": rec.url},
+        )
+        gid = r.json()["id"]
+        assert r.json()["callback_url"] == rec.url
+        await rec.wait_calls(3)
+        attempts = await deliveries(http, gid, 3)
+        await asyncio.sleep(3)  # nothing after the delivered attempt
+        assert len(rec.calls) == 3
+
+    for number, (headers, body) in enumerate(rec.calls, start=1):
+        verify(secret, headers, body)
+        assert headers["x-pixelmesh-attempt"] == str(number)
+        assert headers["x-pixelmesh-delivery"] == f"{gid}.completed"
+        assert headers["content-type"] == "application/json"
+    sent = json.loads(rec.calls[-1][1])
+    polled = (await http.get(f"/api/v2/generate/{gid}")).json()
+    assert sent["id"] == gid and sent["status"] == "completed" and sent["result_url"]
+    assert set(sent) == set(polled), "the body is the GET /api/v2/generate/{id} object"
+
+    assert [(a["attempt"], a["status_code"], a["delivered"], a["state"]) for a in attempts] == [
+        (1, 500, False, "completed"),
+        (2, 500, False, "completed"),
+        (3, 200, True, "completed"),
+    ]
+    assert attempts[0]["error"] and attempts[2]["error"] is None
+    assert attempts[0]["time"] <= attempts[1]["time"] <= attempts[2]["time"]
+    assert polled["status"] == "completed" and polled["result_url"], "annotations never change the result"
+
+
+async def test_a_redelivered_terminal_event_is_not_delivered_again(mesh, http: httpx.AsyncClient) -> None:
+    async with receiver() as rec:
+        r = await http.post(
+            "/api/v2/generate",
+            json={"model": "pixelmesh-sketch", "prompt": "once only", "size": "256x256", "callback_url": rec.url},
+        )
+        gid = r.json()["id"]
+        await rec.wait_calls(1)
+        assert [a["delivered"] for a in await deliveries(http, gid, 1)] == [True]
+
+        # Replay the worker's terminal event, as Kafka does after a consumer crash.
+        bootstrap = f"127.0.0.1:{mesh.ports['KAFKA_PORT']}"
+        terminal = await terminal_event(bootstrap, gid)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(EVENTS, terminal.SerializeToString(), key=gid.encode())
+        finally:
+            await producer.stop()
+        await asyncio.sleep(4)
+        assert len(rec.calls) == 1
+    assert len((await http.get(f"/api/v2/generate/{gid}")).json()["webhook_deliveries"]) == 1
+
+
+async def terminal_event(bootstrap: str, gid: str) -> events_pb2.GenerationEvent:
+    """The first SUCCEEDED event of the generation on the events topic."""
+    consumer = AIOKafkaConsumer(EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        for _ in range(60):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for rec in records:
+                    if rec.key != gid.encode():
+                        continue
+                    event = events_pb2.GenerationEvent.FromString(rec.value)
+                    if event.generation.state == gen.GENERATION_STATE_SUCCEEDED and not event.generation.webhook_deliveries:
+                        return event
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"no terminal event of {gid} on the events topic")
+
+
+async def test_a_cancelled_generation_is_announced_too(http: httpx.AsyncClient) -> None:
+    secret = (await http.get("/api/v2/webhooks/secret")).json()["secret"]
+    async with receiver() as rec:
+        r = await http.post(
+            "/api/v2/generate",
+            json={"model": "pixelmesh-sketch", "prompt": "never mind", "size": "1792x1024", "n": 4, "callback_url": rec.url},
+        )
+        gid = r.json()["id"]
+        assert (await http.post(f"/api/v2/generate/{gid}/cancel")).status_code == 200
+        await rec.wait_calls(1)
+        await asyncio.sleep(3)  # the worker's late result must not be announced
+        assert len(rec.calls) == 1
+    headers, body = rec.calls[0]
+    verify(secret, headers, body)
+    sent = json.loads(body)
+    assert (sent["id"], sent["status"], sent["state"], sent["error"]["code"]) == (gid, "failed", "cancelled", "cancelled")
+    assert headers["x-pixelmesh-delivery"] == f"{gid}.cancelled"
+    assert [a["state"] for a in await deliveries(http, gid, 1)] == ["cancelled"]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/hook", "not a url", "http://", "/relative/path", "https://exa mple.com"])
+async def test_bad_callback_urls_are_400(http: httpx.AsyncClient, url: str) -> None:
+    r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "x", "callback_url": url})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "callback_url" and err["code"] == "invalid_request"
+
+
+async def test_no_callback_no_webhook(http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "quiet", "size": "256x256"})
+    done = await wait_finished(http, r.json()["id"])
+    await asyncio.sleep(1)
+    assert (await http.get(f"/api/v2/generate/{done['id']}")).json()["webhook_deliveries"] == []
