@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge import jobs, openai_routes
+from edge import jobs, mj, openai_routes
 from edge.errors import openai_error
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
@@ -68,6 +68,7 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
 
     app.include_router(openai_routes.router)
     app.include_router(jobs.router)
+    app.include_router(mj.router)
 
     @app.get("/healthz")
     async def healthz() -> dict:
