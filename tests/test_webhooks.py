@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import httpx
 import pytest
@@ -136,3 +137,64 @@ async def test_no_callback_no_webhook(http: httpx.AsyncClient) -> None:
     done = await wait_finished(http, r.json()["id"])
     await asyncio.sleep(1)
     assert (await http.get(f"/api/v2/generate/{done['id']}")).json()["webhook_deliveries"] == []
+
+
+async def restart_status(mesh, http: httpx.AsyncClient, gid: str, sig: int = signal.SIGTERM, **overrides: str) -> None:
+    """Restart the status service (killed with `sig`), then wait until the edge reaches it again."""
+    mesh.stop("status", sig=sig)
+    mesh.start("status", **overrides)
+    mesh.wait_serving(mesh.ports["STATUS_GRPC_PORT"], "status")
+    for _ in range(150):  # the edge's channel reconnects with its own backoff
+        if (await http.get(f"/api/v2/generate/{gid}")).status_code == 200:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the edge does not reach the restarted status service")
+
+
+async def test_retries_survive_a_crash_and_stop_at_the_window(mesh, http: httpx.AsyncClient) -> None:
+    window = {"WEBHOOK_RETRY_SECONDS": "40"}
+    anchor = (await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "anchor", "size": "256x256"})).json()["id"]
+    await wait_finished(http, anchor)
+    await restart_status(mesh, http, anchor, **window)
+    try:
+        async with receiver(failures=10_000) as rec:
+            r = await http.post(
+                "/api/v2/generate",
+                json={"model": "pixelmesh-sketch", "prompt": "nobody home", "size": "256x256", "callback_url": rec.url},
+            )
+            gid = r.json()["id"]
+            await rec.wait_calls(2)
+            # Crash mid-retries: the terminal event was never committed by the webhook group,
+            # so it is redelivered; the recorded attempts say where to go on.
+            await restart_status(mesh, http, anchor, sig=signal.SIGKILL, **window)
+            ended = (await http.get(f"/api/v2/generate/{gid}")).json()["completed_at"]
+            quiet_since, count = asyncio.get_running_loop().time(), len(rec.calls)
+            while asyncio.get_running_loop().time() - quiet_since < 25:  # longer than the capped backoff gaps here
+                await asyncio.sleep(0.5)
+                if len(rec.calls) != count:
+                    quiet_since, count = asyncio.get_running_loop().time(), len(rec.calls)
+            calls = list(rec.calls)
+    finally:
+        await restart_status(mesh, http, anchor)
+
+    numbers = [int(h["x-pixelmesh-attempt"]) for h, _ in calls]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers  # resumed, never repeated
+    assert len(numbers) >= 3, "retries go on after the crash"
+    recorded = await deliveries(http, gid, len(numbers))
+    assert [a["attempt"] for a in recorded] == numbers
+    assert not any(a["delivered"] for a in recorded) and all(a["status_code"] == 500 for a in recorded)
+    assert recorded[-1]["time"] <= _plus(ended, 40), "no attempt after the retry window"
+    gaps = [_seconds(b["time"]) - _seconds(a["time"]) for a, b in zip(recorded, recorded[1:])]
+    assert gaps[0] >= 1 and all(g >= 1 for g in gaps), gaps  # backoff, never a burst
+
+
+def _seconds(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def _plus(iso: str, seconds: float) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ") + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
