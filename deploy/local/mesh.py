@@ -49,6 +49,8 @@ class LocalMesh:
     log_level: str = "INFO"
     # Operator token of pricing's admin RPCs (the `pixelmesh` CLI sends it).
     admin_token: str = field(default_factory=lambda: "pm-admin-" + secrets.token_urlsafe(24))
+    # Webhook secrets of API keys derive from it (status service).
+    webhook_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     # ---- infrastructure -------------------------------------------------------------
     @property
@@ -91,6 +93,7 @@ class LocalMesh:
             "PRICING_DEV_API_KEY": self.api_key,
             "PRICING_ADMIN_TOKEN": self.admin_token,
             "PRICING_DATABASE_URL": f"sqlite+aiosqlite:///{self.run_dir / 'pricing.db'}",
+            "WEBHOOK_SIGNING_KEY": self.webhook_signing_key,
             "STORAGE_ENDPOINT": f"127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_PUBLIC_ENDPOINT": f"http://127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_ACCESS_KEY": p["MINIO_ROOT_USER"],
@@ -201,7 +204,17 @@ def default_mesh() -> LocalMesh:
     if not admin_file.exists():
         admin_file.write_text("pm-admin-" + secrets.token_urlsafe(24))
         admin_file.chmod(0o600)
-    return LocalMesh(run_dir, read_env_table(), key_file.read_text().strip(), admin_token=admin_file.read_text().strip())
+    signing_file = run_dir / "webhook_signing_key"
+    if not signing_file.exists():
+        signing_file.write_text(secrets.token_urlsafe(32))
+        signing_file.chmod(0o600)
+    return LocalMesh(
+        run_dir,
+        read_env_table(),
+        key_file.read_text().strip(),
+        webhook_signing_key=signing_file.read_text().strip(),
+        admin_token=admin_file.read_text().strip(),
+    )
 
 
 def main() -> int:

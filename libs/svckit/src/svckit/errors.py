@@ -37,6 +37,8 @@ class ErrorCode(str, enum.Enum):
     PROVIDER_AUTH = "provider_auth_error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    # The request conflicts with the resource's state (cancelling a generation that ended).
+    CONFLICT = "conflict"
     INTERNAL = "internal_error"
 
 
@@ -54,6 +56,7 @@ GRPC_CODES: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.PROVIDER_AUTH: grpc.StatusCode.INTERNAL,
     ErrorCode.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
+    ErrorCode.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge import catalog_routes, docs, jobs, openai_routes, usage
+from edge import catalog_routes, docs, jobs, mj, openai_routes, usage
 from edge.errors import openai_error
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
@@ -71,6 +71,7 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     app.include_router(catalog_routes.router)
     app.include_router(jobs.router)
     app.include_router(usage.router)
+    app.include_router(mj.router)
 
     @app.get("/healthz")
     async def healthz() -> dict:

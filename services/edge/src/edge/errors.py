@@ -15,6 +15,7 @@ HTTP_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.MODEL_NOT_FOUND: (404, "invalid_request_error"),
     ErrorCode.NOT_FOUND: (404, "invalid_request_error"),
     ErrorCode.CANCELLED: (409, "invalid_request_error"),
+    ErrorCode.CONFLICT: (409, "invalid_request_error"),
     ErrorCode.RATE_LIMITED: (429, "rate_limit_error"),
     ErrorCode.INTERNAL: (500, "server_error"),
     ErrorCode.PROVIDER_ERROR: (502, "server_error"),

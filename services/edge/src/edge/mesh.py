@@ -158,3 +158,25 @@ class Mesh:
         with rpc_errors():
             r = await self.storage.PutInputImage(parts(), timeout=60)
         return r.image
+
+    async def generations(self, caller: Caller, generation_ids: list[str]) -> list[gen.Generation]:
+        """Those of the generations that exist and belong to the caller's account, in order."""
+        request = status_pb.BatchGetGenerationsRequest(generation_ids=generation_ids)
+        with rpc_errors():
+            r = await self.status.BatchGetGenerations(request, timeout=CALL_TIMEOUT)
+        return [g for g in r.generations if g.account_id == caller.account_id]
+
+    async def cancel(self, caller: Caller, generation_id: str, reason: str) -> gen.Generation:
+        """Cancel a generation of the caller's account; CONFLICT when it already ended."""
+        await self.generation(caller, generation_id)
+        request = status_pb.CancelGenerationRequest(generation_id=generation_id, reason=reason)
+        with rpc_errors():
+            r = await self.status.CancelGeneration(request, timeout=CALL_TIMEOUT)
+        return r.generation
+
+    async def webhook_secret(self, caller: Caller) -> str:
+        with rpc_errors():
+            r = await self.status.GetWebhookSecret(
+                status_pb.GetWebhookSecretRequest(api_key_id=caller.api_key_id), timeout=CALL_TIMEOUT
+            )
+        return r.secret

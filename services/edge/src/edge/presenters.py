@@ -5,19 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bus import is_terminal
 from edge.mesh import Mesh
 from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit import formats
+from svckit import formats, shapes
 from svckit.errors import ErrorCode, GatewayError
-
-V2_STATUS = {
-    gen.GENERATION_STATE_QUEUED: "pending",
-    gen.GENERATION_STATE_RUNNING: "pending",
-    gen.GENERATION_STATE_SUCCEEDED: "completed",
-    gen.GENERATION_STATE_FAILED: "failed",
-    gen.GENERATION_STATE_CANCELLED: "failed",
-}
 
 
 def failure(generation: gen.Generation) -> GatewayError:
@@ -32,12 +23,6 @@ def failure(generation: gen.Generation) -> GatewayError:
 
 def _usd(cost: gen.Cost) -> float:
     return round(cost.usd_micros / 1_000_000, 6)
-
-
-def _iso(ts) -> str | None:
-    if not ts.seconds and not ts.nanos:
-        return None
-    return ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def usage(generation: gen.Generation) -> dict | None:
@@ -123,39 +108,8 @@ def stream_event(kind: str, generation: gen.Generation, b64: str, *, partial_ind
 
 
 async def v2_generation(mesh: Mesh, generation: gen.Generation) -> dict:
-    """Seed 000's generation object: id, status, model_slug, result_url, tokens_spent, ..."""
-    status = V2_STATUS.get(generation.state, "pending")
-    body: dict[str, object] = {
-        "id": generation.id,
-        "status": status,
-        "model_slug": generation.model,
-        "prompt": generation.params.prompt,
-        "seed": generation.seed,
-        "created_at": _iso(generation.create_time),
-    }
-    if not is_terminal(generation):
-        body["eta_seconds"] = generation.eta_seconds
-        body["progress"] = round(generation.progress_percent, 1)
-    if status == "completed":
-        urls = await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images))
-        body["result_url"] = urls[0] if urls else None
-        body["result_urls"] = list(urls)
-        body["tokens_spent"] = generation.cost.tokens
-        body["cost_usd"] = _usd(generation.cost)
-        body["completed_at"] = _iso(generation.end_time)
-        body["result_metadata"] = {
-            "width": generation.width,
-            "height": generation.height,
-            "format": formats.of(generation.output_format).name,
-            "images": [
-                {"url": u, "width": r.width, "height": r.height, "bytes": r.size_bytes, "sha256": r.sha256}
-                for u, r in zip(urls, generation.images, strict=True)
-            ],
-        }
-    else:
-        body["result_url"] = None
-        body["tokens_spent"] = 0
-    if status == "failed":
-        err = failure(generation)
-        body["error"] = {"code": err.code.value, "message": err.message}
-    return body
+    """Seed 000's generation object (see svckit.shapes: webhooks POST the same JSON)."""
+    urls: list[str] = []
+    if generation.state == gen.GENERATION_STATE_SUCCEEDED:
+        urls = list(await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images)))
+    return shapes.v2_generation(generation, urls)

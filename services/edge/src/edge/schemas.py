@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -171,7 +172,31 @@ class PriceBody(BaseModel):
 
 
 class GenerateBody(GenerationBody):
-    """POST /api/v2/generate."""
+    """POST /api/v2/generate (seed 000), plus `callback_url` for a signed webhook."""
+
+    callback_url: str | None = None
+
+    def to_params(self, default_format: str) -> gen.GenerationParams:
+        params = super().to_params(default_format)
+        if self.callback_url is not None:
+            params.callback_url = checked_callback_url(self.callback_url, "callback_url")
+        return params
+
+
+MAX_URL_CHARS = 2048
+
+
+def checked_callback_url(url: str, param: str) -> str:
+    """A webhook target: an absolute http(s) URL with a host (400 naming `param` otherwise)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or len(url) > MAX_URL_CHARS or any(c.isspace() for c in url):
+        raise invalid(f"{param} must be an absolute http:// or https:// URL (at most {MAX_URL_CHARS} characters).", param)
+    return url
 
 
 B = TypeVar("B", bound=BaseModel)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bus import supersede
+from bus import is_terminal, supersede
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import generation_id_time_ms
@@ -77,6 +77,35 @@ class GenerationStore:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
+
+    async def caught_up_with(self, incoming: gen.Generation, timeout: float) -> gen.Generation | None:
+        """The kept state once it includes `incoming` (same or newer version, or a terminal
+        state), or whatever is kept at the timeout. For readers of the events topic other
+        than the store's own (the webhook consumer group, a cancel awaiting its event)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self._generations.get(incoming.id)
+            if current is not None and (is_terminal(current) or current.version >= incoming.version):
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return current
+            await self.changed(incoming.id, left)
+
+    async def terminal(self, generation_id: str, timeout: float) -> gen.Generation | None:
+        """The generation once it is in a terminal state, or what is kept at the timeout."""
+        deadline = time.monotonic() + timeout
+        current = self._generations.get(generation_id)
+        while current is None or not is_terminal(current):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if current is None:
+                await self.changed(generation_id, left)
+                current = self._generations.get(generation_id)
+            else:
+                current = await self.newer_than(generation_id, current.version, left)
+        return current
 
     def list(self, account_id: str = "", page_size: int = 50, after_id: str = "") -> list[gen.Generation]:
         """Newest first (ids sort by creation time)."""

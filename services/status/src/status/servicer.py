@@ -9,15 +9,18 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from opentelemetry import trace
 
-from bus import is_terminal
+from bus import Producer, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2 as pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
+from status.cancel import cancel_generation
 from status.core import GenerationStore
+from status.webhooks import secret_for
 from svckit.errors import ErrorCode, GatewayError, abort_with
 
 OPERATION_PREFIX = "generations/"
 MAX_WAIT_SECONDS = 600.0
+MAX_BATCH = 500
 
 
 def _annotate(generation_id: str) -> None:
@@ -47,8 +50,10 @@ def _generation_id(operation_name: str) -> str:
 
 
 class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
-    def __init__(self, store: GenerationStore) -> None:
+    def __init__(self, store: GenerationStore, producer: Producer, webhook_signing_key: str) -> None:
         self._store = store
+        self._producer = producer
+        self._signing_key = webhook_signing_key
 
     async def GetGeneration(self, request: pb.GetGenerationRequest, context: grpc.aio.ServicerContext) -> pb.GetGenerationResponse:
         _annotate(request.generation_id)
@@ -56,6 +61,27 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
             return pb.GetGenerationResponse(generation=await self._store.get(request.generation_id))
         except GatewayError as err:
             await abort_with(context, err)
+
+    async def BatchGetGenerations(
+        self, request: pb.BatchGetGenerationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetGenerationsResponse:
+        if len(request.generation_ids) > MAX_BATCH:
+            await abort_with(context, GatewayError(ErrorCode.INVALID_REQUEST, f"At most {MAX_BATCH} ids at once.", param="generation_ids"))
+        found = (self._store.peek(i) for i in request.generation_ids)
+        return pb.BatchGetGenerationsResponse(generations=[g for g in found if g is not None])
+
+    async def CancelGeneration(self, request: pb.CancelGenerationRequest, context: grpc.aio.ServicerContext) -> pb.CancelGenerationResponse:
+        _annotate(request.generation_id)
+        try:
+            cancelled = await cancel_generation(self._store, self._producer, request.generation_id, request.reason)
+        except GatewayError as err:
+            await abort_with(context, err)
+        return pb.CancelGenerationResponse(generation=cancelled)
+
+    async def GetWebhookSecret(self, request: pb.GetWebhookSecretRequest, context: grpc.aio.ServicerContext) -> pb.GetWebhookSecretResponse:
+        if not request.api_key_id:
+            await abort_with(context, GatewayError(ErrorCode.INVALID_REQUEST, "api_key_id is required.", param="api_key_id"))
+        return pb.GetWebhookSecretResponse(secret=secret_for(self._signing_key, request.api_key_id))
 
     async def WatchGeneration(self, request: pb.WatchGenerationRequest, context: grpc.aio.ServicerContext):
         _annotate(request.generation_id)
@@ -72,8 +98,9 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    def __init__(self, store: GenerationStore) -> None:
+    def __init__(self, store: GenerationStore, producer: Producer) -> None:
         self._store = store
+        self._producer = producer
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
         try:
@@ -108,7 +135,14 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         return resp
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Cancellation is not available yet.")
+        """AIP-151 cancel; FAILED_PRECONDITION when the generation already ended."""
+        try:
+            generation_id = _generation_id(request.name)
+            _annotate(generation_id)
+            await cancel_generation(self._store, self._producer, generation_id)
+        except GatewayError as err:
+            await abort_with(context, err)
+        return empty_pb2.Empty()
 
     async def DeleteOperation(self, request: operations_pb2.DeleteOperationRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Generations are kept for their retention period.")

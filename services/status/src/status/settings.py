@@ -1,6 +1,19 @@
+from pydantic import Field
+
 from bus import KafkaServiceSettings
 
 
 class StatusSettings(KafkaServiceSettings):
     service_name: str = "status"
     grpc_port: int = 50054
+    # Presigned image URLs in webhook bodies.
+    storage_addr: str
+    # Webhook secrets of API keys are derived from it (HMAC-SHA256 with the key id):
+    # rotating it changes every key's secret.
+    webhook_signing_key: str = Field(min_length=16)
+    # Failed webhook deliveries are retried with exponential backoff (first delay, doubling,
+    # capped) for this long after the generation ended.
+    webhook_retry_seconds: float = Field(default=600.0, ge=0)
+    webhook_first_retry_seconds: float = Field(default=1.0, gt=0)
+    webhook_max_retry_interval_seconds: float = Field(default=60.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -170,6 +170,8 @@ class GenerationParams(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     INPUT_FIDELITY_FIELD_NUMBER: _builtins.int
     RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FORMAT_FIELD_NUMBER: _builtins.int
+    CLIENT_STATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     prompt: _builtins.str
     negative_prompt: _builtins.str
@@ -202,6 +204,12 @@ class GenerationParams(_message.Message):
     """
     response_format: _builtins.str
     """OpenAI routes: "url" | "b64_json" ("" = the model's default); checked against the catalog."""
+    webhook_format: _builtins.str
+    """The API shape webhooks of this generation are rendered in: "" or "v2" (the
+    /api/v2/generate object), "mj" (the Midjourney proxy task, for notifyHook).
+    """
+    client_state: _builtins.str
+    """Midjourney proxies' `state`: an opaque client string echoed back on the task."""
     @_builtins.property
     def input_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]: ...
     def __init__(
@@ -230,10 +238,12 @@ class GenerationParams(_message.Message):
         action: _builtins.str = ...,
         input_fidelity: _builtins.str = ...,
         response_format: _builtins.str = ...,
+        webhook_format: _builtins.str = ...,
+        client_state: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "output_compression", b"output_compression", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "image_url", b"image_url", "input_fidelity", b"input_fidelity", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "response_format", b"response_format", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "client_state", b"client_state", "image_url", b"image_url", "input_fidelity", b"input_fidelity", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "response_format", b"response_format", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user", "webhook_format", b"webhook_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__output_compression: _TypeAlias = _typing.Literal["output_compression"]  # noqa: Y015
     _WhichOneofArgType__output_compression: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression"]  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pixelmesh.common.v1 import generation_pb2 as pixelmesh_dot_common_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(pixelmesh/status/v1/status_service.proto\x12\x13pixelmesh.status.v1\x1a$pixelmesh/common/v1/generation.proto\"-\n\x14GetGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\"L\n\x15GetGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"/\n\x16WatchGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\"N\n\x17WatchGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation2\xe7\x01\n\rStatusService\x12\x66\n\rGetGeneration\x12).pixelmesh.status.v1.GetGenerationRequest\x1a*.pixelmesh.status.v1.GetGenerationResponse\x12n\n\x0fWatchGeneration\x12+.pixelmesh.status.v1.WatchGenerationRequest\x1a,.pixelmesh.status.v1.WatchGenerationResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(pixelmesh/status/v1/status_service.proto\x12\x13pixelmesh.status.v1\x1a$pixelmesh/common/v1/generation.proto\"-\n\x14GetGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\"L\n\x15GetGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"4\n\x1a\x42\x61tchGetGenerationsRequest\x12\x16\n\x0egeneration_ids\x18\x01 \x03(\t\"S\n\x1b\x42\x61tchGetGenerationsResponse\x12\x34\n\x0bgenerations\x18\x01 \x03(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"/\n\x16WatchGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\"N\n\x17WatchGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"@\n\x17\x43\x61ncelGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x18\x43\x61ncelGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"-\n\x17GetWebhookSecretRequest\x12\x12\n\napi_key_id\x18\x01 \x01(\t\"*\n\x18GetWebhookSecretResponse\x12\x0e\n\x06secret\x18\x01 \x01(\t2\xc3\x04\n\rStatusService\x12\x66\n\rGetGeneration\x12).pixelmesh.status.v1.GetGenerationRequest\x1a*.pixelmesh.status.v1.GetGenerationResponse\x12x\n\x13\x42\x61tchGetGenerations\x12/.pixelmesh.status.v1.BatchGetGenerationsRequest\x1a\x30.pixelmesh.status.v1.BatchGetGenerationsResponse\x12n\n\x0fWatchGeneration\x12+.pixelmesh.status.v1.WatchGenerationRequest\x1a,.pixelmesh.status.v1.WatchGenerationResponse0\x01\x12o\n\x10\x43\x61ncelGeneration\x12,.pixelmesh.status.v1.CancelGenerationRequest\x1a-.pixelmesh.status.v1.CancelGenerationResponse\x12o\n\x10GetWebhookSecret\x12,.pixelmesh.status.v1.GetWebhookSecretRequest\x1a-.pixelmesh.status.v1.GetWebhookSecretResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETGENERATIONREQUEST']._serialized_end=148
   _globals['_GETGENERATIONRESPONSE']._serialized_start=150
   _globals['_GETGENERATIONRESPONSE']._serialized_end=226
-  _globals['_WATCHGENERATIONREQUEST']._serialized_start=228
-  _globals['_WATCHGENERATIONREQUEST']._serialized_end=275
-  _globals['_WATCHGENERATIONRESPONSE']._serialized_start=277
-  _globals['_WATCHGENERATIONRESPONSE']._serialized_end=355
-  _globals['_STATUSSERVICE']._serialized_start=358
-  _globals['_STATUSSERVICE']._serialized_end=589
+  _globals['_BATCHGETGENERATIONSREQUEST']._serialized_start=228
+  _globals['_BATCHGETGENERATIONSREQUEST']._serialized_end=280
+  _globals['_BATCHGETGENERATIONSRESPONSE']._serialized_start=282
+  _globals['_BATCHGETGENERATIONSRESPONSE']._serialized_end=365
+  _globals['_WATCHGENERATIONREQUEST']._serialized_start=367
+  _globals['_WATCHGENERATIONREQUEST']._serialized_end=414
+  _globals['_WATCHGENERATIONRESPONSE']._serialized_start=416
+  _globals['_WATCHGENERATIONRESPONSE']._serialized_end=494
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=496
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=560
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=562
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=641
+  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_start=643
+  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_end=688
+  _globals['_GETWEBHOOKSECRETRESPONSE']._serialized_start=690
+  _globals['_GETWEBHOOKSECRETRESPONSE']._serialized_end=732
+  _globals['_STATUSSERVICE']._serialized_start=735
+  _globals['_STATUSSERVICE']._serialized_end=1314
 # @@protoc_insertion_point(module_scope)

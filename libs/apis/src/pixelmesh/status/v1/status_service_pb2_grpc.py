@@ -28,7 +28,7 @@ if _version_not_supported:
 class StatusServiceStub:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
-    (operation names are "generations/<id>").
+    (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
     """
 
     def __init__(self, channel):
@@ -42,17 +42,32 @@ class StatusServiceStub:
                 request_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetGenerationRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetGenerationResponse.FromString,
                 _registered_method=True)
+        self.BatchGetGenerations = channel.unary_unary(
+                '/pixelmesh.status.v1.StatusService/BatchGetGenerations',
+                request_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.BatchGetGenerationsRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.BatchGetGenerationsResponse.FromString,
+                _registered_method=True)
         self.WatchGeneration = channel.unary_stream(
                 '/pixelmesh.status.v1.StatusService/WatchGeneration',
                 request_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.WatchGenerationRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.WatchGenerationResponse.FromString,
+                _registered_method=True)
+        self.CancelGeneration = channel.unary_unary(
+                '/pixelmesh.status.v1.StatusService/CancelGeneration',
+                request_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.CancelGenerationRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.CancelGenerationResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookSecret = channel.unary_unary(
+                '/pixelmesh.status.v1.StatusService/GetWebhookSecret',
+                request_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetWebhookSecretRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetWebhookSecretResponse.FromString,
                 _registered_method=True)
 
 
 class StatusServiceServicer:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
-    (operation names are "generations/<id>").
+    (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
     """
 
     def GetGeneration(self, request, context):
@@ -62,8 +77,33 @@ class StatusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetGenerations(self, request, context):
+        """The latest states of several generations; unknown ids are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchGeneration(self, request, context):
         """Streams the generation's state on every change, ending after a terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelGeneration(self, request, context):
+        """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
+        cancel command on the control topic. FAILED_PRECONDITION when it already ended
+        (also when it ended before the cancel took effect); the same as
+        google.longrunning.Operations.CancelOperation, with the resulting state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookSecret(self, request, context):
+        """The secret webhooks of an API key are signed with (HMAC-SHA256 of
+        "<timestamp>.<body>"), derived from the gateway's signing key and the key id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,10 +117,25 @@ def add_StatusServiceServicer_to_server(servicer, server):
                     request_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetGenerationRequest.FromString,
                     response_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetGenerationResponse.SerializeToString,
             ),
+            'BatchGetGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetGenerations,
+                    request_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.BatchGetGenerationsRequest.FromString,
+                    response_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.BatchGetGenerationsResponse.SerializeToString,
+            ),
             'WatchGeneration': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchGeneration,
                     request_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.WatchGenerationRequest.FromString,
                     response_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.WatchGenerationResponse.SerializeToString,
+            ),
+            'CancelGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGeneration,
+                    request_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.CancelGenerationRequest.FromString,
+                    response_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.CancelGenerationResponse.SerializeToString,
+            ),
+            'GetWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookSecret,
+                    request_deserializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetWebhookSecretRequest.FromString,
+                    response_serializer=pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,7 +148,7 @@ def add_StatusServiceServicer_to_server(servicer, server):
 class StatusService:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
-    (operation names are "generations/<id>").
+    (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
     """
 
     @staticmethod
@@ -124,6 +179,33 @@ class StatusService:
             _registered_method=True)
 
     @staticmethod
+    def BatchGetGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.status.v1.StatusService/BatchGetGenerations',
+            pixelmesh_dot_status_dot_v1_dot_status__service__pb2.BatchGetGenerationsRequest.SerializeToString,
+            pixelmesh_dot_status_dot_v1_dot_status__service__pb2.BatchGetGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WatchGeneration(request,
             target,
             options=(),
@@ -140,6 +222,60 @@ class StatusService:
             '/pixelmesh.status.v1.StatusService/WatchGeneration',
             pixelmesh_dot_status_dot_v1_dot_status__service__pb2.WatchGenerationRequest.SerializeToString,
             pixelmesh_dot_status_dot_v1_dot_status__service__pb2.WatchGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.status.v1.StatusService/CancelGeneration',
+            pixelmesh_dot_status_dot_v1_dot_status__service__pb2.CancelGenerationRequest.SerializeToString,
+            pixelmesh_dot_status_dot_v1_dot_status__service__pb2.CancelGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.status.v1.StatusService/GetWebhookSecret',
+            pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetWebhookSecretRequest.SerializeToString,
+            pixelmesh_dot_status_dot_v1_dot_status__service__pb2.GetWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

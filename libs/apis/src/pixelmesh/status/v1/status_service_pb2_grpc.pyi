@@ -29,7 +29,7 @@ GRPC_VERSION: str
 class StatusServiceStub:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
-    (operation names are "generations/<id>").
+    (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
     """
 
     @_typing.overload
@@ -38,26 +38,50 @@ class StatusServiceStub:
     def __new__(cls, channel: _aio.Channel) -> StatusServiceAsyncStub: ...
     GetGeneration: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.GetGenerationRequest, _status_service_pb2.GetGenerationResponse]
     """The latest state of one generation. NOT_FOUND when unknown."""
+    BatchGetGenerations: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.BatchGetGenerationsRequest, _status_service_pb2.BatchGetGenerationsResponse]
+    """The latest states of several generations; unknown ids are left out."""
     WatchGeneration: _grpc.UnaryStreamMultiCallable[_status_service_pb2.WatchGenerationRequest, _status_service_pb2.WatchGenerationResponse]
     """Streams the generation's state on every change, ending after a terminal state."""
+    CancelGeneration: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.CancelGenerationRequest, _status_service_pb2.CancelGenerationResponse]
+    """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
+    cancel command on the control topic. FAILED_PRECONDITION when it already ended
+    (also when it ended before the cancel took effect); the same as
+    google.longrunning.Operations.CancelOperation, with the resulting state.
+    """
+    GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.GetWebhookSecretRequest, _status_service_pb2.GetWebhookSecretResponse]
+    """The secret webhooks of an API key are signed with (HMAC-SHA256 of
+    "<timestamp>.<body>"), derived from the gateway's signing key and the key id.
+    """
 
 @_typing.type_check_only
 class StatusServiceAsyncStub(StatusServiceStub):
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
-    (operation names are "generations/<id>").
+    (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetGeneration: _aio.UnaryUnaryMultiCallable[_status_service_pb2.GetGenerationRequest, _status_service_pb2.GetGenerationResponse]  # type: ignore[assignment]
     """The latest state of one generation. NOT_FOUND when unknown."""
+    BatchGetGenerations: _aio.UnaryUnaryMultiCallable[_status_service_pb2.BatchGetGenerationsRequest, _status_service_pb2.BatchGetGenerationsResponse]  # type: ignore[assignment]
+    """The latest states of several generations; unknown ids are left out."""
     WatchGeneration: _aio.UnaryStreamMultiCallable[_status_service_pb2.WatchGenerationRequest, _status_service_pb2.WatchGenerationResponse]  # type: ignore[assignment]
     """Streams the generation's state on every change, ending after a terminal state."""
+    CancelGeneration: _aio.UnaryUnaryMultiCallable[_status_service_pb2.CancelGenerationRequest, _status_service_pb2.CancelGenerationResponse]  # type: ignore[assignment]
+    """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
+    cancel command on the control topic. FAILED_PRECONDITION when it already ended
+    (also when it ended before the cancel took effect); the same as
+    google.longrunning.Operations.CancelOperation, with the resulting state.
+    """
+    GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_status_service_pb2.GetWebhookSecretRequest, _status_service_pb2.GetWebhookSecretResponse]  # type: ignore[assignment]
+    """The secret webhooks of an API key are signed with (HMAC-SHA256 of
+    "<timestamp>.<body>"), derived from the gateway's signing key and the key id.
+    """
 
 class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
-    (operation names are "generations/<id>").
+    (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
     """
 
     @_abc_1.abstractmethod
@@ -69,11 +93,41 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         """The latest state of one generation. NOT_FOUND when unknown."""
 
     @_abc_1.abstractmethod
+    def BatchGetGenerations(
+        self,
+        request: _status_service_pb2.BatchGetGenerationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_service_pb2.BatchGetGenerationsResponse, _abc.Awaitable[_status_service_pb2.BatchGetGenerationsResponse]]:
+        """The latest states of several generations; unknown ids are left out."""
+
+    @_abc_1.abstractmethod
     def WatchGeneration(
         self,
         request: _status_service_pb2.WatchGenerationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_status_service_pb2.WatchGenerationResponse], _abc.AsyncIterator[_status_service_pb2.WatchGenerationResponse]]:
         """Streams the generation's state on every change, ending after a terminal state."""
+
+    @_abc_1.abstractmethod
+    def CancelGeneration(
+        self,
+        request: _status_service_pb2.CancelGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_service_pb2.CancelGenerationResponse, _abc.Awaitable[_status_service_pb2.CancelGenerationResponse]]:
+        """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
+        cancel command on the control topic. FAILED_PRECONDITION when it already ended
+        (also when it ended before the cancel took effect); the same as
+        google.longrunning.Operations.CancelOperation, with the resulting state.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWebhookSecret(
+        self,
+        request: _status_service_pb2.GetWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_status_service_pb2.GetWebhookSecretResponse, _abc.Awaitable[_status_service_pb2.GetWebhookSecretResponse]]:
+        """The secret webhooks of an API key are signed with (HMAC-SHA256 of
+        "<timestamp>.<body>"), derived from the gateway's signing key and the key id.
+        """
 
 def add_StatusServiceServicer_to_server(servicer: StatusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,210 @@
+"""The Midjourney proxy task API end to end.
+
+The first tests run on any mesh (tasks are generations, so a pixelmesh-sketch generation
+reads as a task). The `midjourney` ones need the mesh to serve the catalog's `midjourney`
+model (a midjourney worker and its upstream emulator); they skip, saying so, until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import secrets
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.support.polling import wait_finished
+from tests.support.webhooks import receiver, verify
+
+
+def data_uri(color: tuple[int, int, int], fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), color).save(buf, format=fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+async def fetch(http: httpx.AsyncClient, task_id: str) -> dict:
+    r = await http.get(f"/mj/task/{task_id}/fetch")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def wait_task(http: httpx.AsyncClient, task_id: str, timeout: float = 120.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        task = await fetch(http, task_id)
+        if task["status"] in ("SUCCESS", "FAILURE") or asyncio.get_running_loop().time() > deadline:
+            return task
+        await asyncio.sleep(0.2)
+
+
+async def submitted(r: httpx.Response) -> str:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["code"] == 1 and body["description"] == "Submit success", body
+    return body["result"]
+
+
+# ---- on any mesh ------------------------------------------------------------------------
+
+
+async def test_a_generation_reads_as_a_task(http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "a task", "size": "512x512", "seed": 3})
+    gid = r.json()["id"]
+    await wait_finished(http, gid)
+    task = await fetch(http, gid)
+    assert (task["id"], task["action"], task["status"], task["progress"]) == (gid, "IMAGINE", "SUCCESS", "100%")
+    assert (task["prompt"], task["description"], task["failReason"], task["seed"]) == ("a task", "/imagine a task", None, "3")
+    assert task["submitTime"] <= task["startTime"] <= task["finishTime"]
+    async with httpx.AsyncClient() as anonymous:
+        image = await anonymous.get(task["imageUrl"])
+    assert image.status_code == 200 and Image.open(io.BytesIO(image.content)).size == (512, 512)
+
+
+async def test_list_by_condition_returns_the_known_tasks(http: httpx.AsyncClient) -> None:
+    ids = []
+    for prompt in ("first", "second"):
+        ids.append((await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": prompt, "size": "256x256"})).json()["id"])
+    for gid in ids:
+        await wait_finished(http, gid)
+    r = await http.post("/mj/task/list-by-condition", json={"ids": [ids[1], "gen_01ARZ3NDEKTSV4RRFFQ69G5FAV", ids[0]]})
+    assert r.status_code == 200
+    assert [t["id"] for t in r.json()] == [ids[1], ids[0]]
+    assert all(t["status"] == "SUCCESS" and t["imageUrl"] for t in r.json())
+    assert (await http.post("/mj/task/list-by-condition", json={})).json() == []
+
+
+async def test_cancel_a_task(http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "stop", "size": "1792x1024", "n": 4})
+    gid = r.json()["id"]
+    r = await http.post(f"/mj/task/{gid}/cancel")
+    assert r.status_code == 200 and r.json()["code"] == 1, r.text
+    task = await fetch(http, gid)
+    assert (task["status"], task["progress"], task["imageUrl"]) == ("FAILURE", "", None)
+    assert "ancel" in task["failReason"]
+    again = await http.post(f"/mj/task/{gid}/cancel")
+    assert again.status_code == 200 and again.json()["code"] == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "param"),
+    [
+        ("/mj/submit/imagine", {"prompt": "  "}, "prompt"),
+        ("/mj/submit/imagine", {"prompt": "x", "botType": "DALLE"}, "botType"),
+        ("/mj/submit/imagine", {"prompt": "x", "base64Array": ["data:image/png;base64,@@"]}, "base64Array[0]"),
+        ("/mj/submit/imagine", {"prompt": "x", "notifyHook": "ftp://x"}, "notifyHook"),
+        ("/mj/submit/blend", {"base64Array": [data_uri((1, 2, 3))]}, "base64Array"),
+        ("/mj/submit/blend", {"base64Array": [data_uri((1, 2, 3))] * 2, "dimensions": "WIDE"}, "dimensions"),
+        ("/mj/submit/blend", {"base64Array": [data_uri((1, 2, 3)), "data:image/png;base64,bm90IGFuIGltYWdl"]}, "base64Array[1]"),
+        ("/mj/submit/describe", {}, "base64"),
+        ("/mj/submit/change", {"action": "UPSCALE", "index": 1}, "taskId"),
+        ("/mj/submit/simple-change", {"content": "nonsense"}, "content"),
+        ("/mj/submit/action", {"taskId": ""}, "taskId"),
+    ],
+)
+async def test_bad_submits_are_code_4(http: httpx.AsyncClient, path: str, payload: dict, param: str) -> None:
+    r = await http.post(path, json=payload)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["code"] == 4 and body["result"] is None and body["description"], body
+    assert body["properties"]["param"] == param
+
+
+async def test_buttons_on_an_unknown_task_are_404_code_3(http: httpx.AsyncClient) -> None:
+    for path, payload in (
+        ("/mj/submit/action", {"taskId": "gen_01ARZ3NDEKTSV4RRFFQ69G5FAV", "customId": "MJ::JOB::upsample::1::h"}),
+        ("/mj/submit/change", {"taskId": "gen_01ARZ3NDEKTSV4RRFFQ69G5FAV", "action": "UPSCALE", "index": 1}),
+        ("/mj/submit/simple-change", {"content": "gen_01ARZ3NDEKTSV4RRFFQ69G5FAV U1"}),
+    ):
+        r = await http.post(path, json=payload)
+        assert r.status_code == 404 and r.json()["code"] == 3, r.text
+    assert (await http.get("/mj/task/gen_01ARZ3NDEKTSV4RRFFQ69G5FAV/fetch")).status_code == 404
+
+
+async def test_input_images_are_stored_before_queuing(mesh) -> None:
+    from edge.mesh import Caller, Mesh
+    from edge.mj import store_inputs
+    from edge.settings import EdgeSettings
+    from pixelmesh.common.v1 import generation_pb2 as gen
+
+    addrs = {f"{s}_addr": mesh.addr(s) for s in ("routing", "pricing", "status", "storage")}
+    client = Mesh(EdgeSettings(**addrs))
+    try:
+        png, jpeg = data_uri((9, 9, 9)), data_uri((200, 100, 0), "JPEG")
+        stored = await store_inputs(client, Caller("acct_dev", "key_t", "pro", "days-7"), [png, jpeg], "base64Array")
+        assert [(i.mime_type, i.role) for i in stored] == [("image/png", "image"), ("image/jpeg", "image")]
+        upload = stored[0].object_key.split("/")[1]
+        assert upload.startswith("upl_")
+        assert [i.object_key for i in stored] == [f"days-7/{upload}/9000.png", f"days-7/{upload}/9001.jpg"]
+        for uri, ref in zip((png, jpeg), stored, strict=True):
+            assert await client.image_b64(gen.ImageRef(object_key=ref.object_key)) == uri.split(",", 1)[1]
+    finally:
+        await client.close()
+
+
+# ---- with the midjourney worker ---------------------------------------------------------
+
+
+@pytest.fixture
+async def midjourney(http: httpx.AsyncClient) -> None:
+    served = {name for m in (await http.get("/v1/models")).json()["data"] for name in [m["id"], *m.get("aliases", [])]}
+    if "midjourney" not in served:
+        pytest.skip("the mesh does not serve the `midjourney` model (needs the midjourney worker and its emulator)")
+
+
+async def test_imagine_then_buttons(http: httpx.AsyncClient, midjourney: None) -> None:
+    task_id = await submitted(await http.post("/mj/submit/imagine", json={"prompt": "a red fox --ar 2:3", "state": "fox-1"}))
+    grid = await wait_task(http, task_id)
+    assert (grid["status"], grid["action"], grid["state"], grid["progress"]) == ("SUCCESS", "IMAGINE", "fox-1", "100%")
+    assert grid["imageUrl"] and grid["buttons"], grid
+    upsample = next(b for b in grid["buttons"] if b["customId"].startswith("MJ::JOB::upsample::1::"))
+
+    up_id = await submitted(await http.post("/mj/submit/action", json={"taskId": task_id, "customId": upsample["customId"]}))
+    up = await wait_task(http, up_id)
+    assert (up["status"], up["action"], up["parentId"], up["description"]) == ("SUCCESS", "UPSCALE", task_id, f"/up {task_id} U1")
+    assert up["imageUrl"]
+
+    var_id = await submitted(await http.post("/mj/submit/change", json={"taskId": task_id, "action": "VARIATION", "index": 2}))
+    var = await wait_task(http, var_id)
+    assert (var["status"], var["action"]) == ("SUCCESS", "VARIATION")
+    v2 = (await http.get(f"/api/v2/generate/{var_id}")).json()
+    assert v2["kind"] == "action" and v2["parent_generation_id"] == task_id and v2["status"] == "completed"
+
+
+async def test_blend_and_describe(http: httpx.AsyncClient, midjourney: None) -> None:
+    blend_id = await submitted(
+        await http.post("/mj/submit/blend", json={"base64Array": [data_uri((255, 0, 0)), data_uri((0, 0, 255), "JPEG")], "dimensions": "LANDSCAPE"})
+    )
+    blend = await wait_task(http, blend_id)
+    assert (blend["status"], blend["action"], blend["description"]) == ("SUCCESS", "BLEND", f"/blend {blend_id} 2")
+    assert blend["imageUrl"]
+
+    describe_id = await submitted(await http.post("/mj/submit/describe", json={"base64": data_uri((0, 200, 0))}))
+    described = await wait_task(http, describe_id)
+    assert (described["status"], described["action"]) == ("SUCCESS", "DESCRIBE")
+    assert described["properties"]["finalPrompt"]
+    assert (await http.get(f"/api/v2/generate/{describe_id}")).json()["descriptions"]
+
+
+async def test_notify_hook_gets_the_task(http: httpx.AsyncClient, midjourney: None) -> None:
+    secret = (await http.get("/api/v2/webhooks/secret")).json()["secret"]
+    async with receiver() as rec:
+        task_id = await submitted(await http.post("/mj/submit/imagine", json={"prompt": "an owl", "notifyHook": rec.url}))
+        await rec.wait_calls(1, timeout=120)
+    headers, body = rec.calls[0]
+    verify(secret, headers, body)
+    task = json.loads(body)
+    assert (task["id"], task["status"], task["action"]) == (task_id, "SUCCESS", "IMAGINE")
+    assert task["properties"]["notifyHook"] == rec.url
+
+
+async def test_an_idempotent_retry_is_code_21(http: httpx.AsyncClient, midjourney: None) -> None:
+    key = {"Idempotency-Key": "mj-" + secrets.token_hex(8)}
+    task_id = await submitted(await http.post("/mj/submit/imagine", json={"prompt": "a heron"}, headers=key))
+    await wait_task(http, task_id)
+    again = (await http.post("/mj/submit/imagine", json={"prompt": "a heron"}, headers=key)).json()
+    assert (again["code"], again["result"], again["properties"]["status"]) == (21, task_id, "SUCCESS")
