@@ -22,6 +22,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from prometheus_client import Counter
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pricing import limits
 from pricing.db import accounts, api_keys, ledger_entries, reservations
@@ -33,6 +35,11 @@ from svckit.logging import get_logger
 from svckit.tariffs import final_cost
 
 log = get_logger(__name__)
+
+
+# Ledger totals (the rows are the truth; these let a dashboard follow the flow of money).
+LEDGER_ENTRIES = Counter("pixelmesh_ledger_entries_total", "Ledger rows written", ["kind"])
+LEDGER_TOKENS = Counter("pixelmesh_ledger_tokens_total", "Tokens moved by ledger rows (absolute)", ["kind"])
 
 
 @dataclass(frozen=True)
@@ -312,3 +319,5 @@ class Ledger:
                 model=model, images=images, note=note, created_ms=now,
             )
         )
+        LEDGER_TOKENS.labels(kind).inc(abs(amount))
+        LEDGER_ENTRIES.labels(kind).inc()
