@@ -19,9 +19,15 @@ from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
+from svckit.ids import new_generation_id
 
 CALL_TIMEOUT = 10.0
 UPLOAD_CHUNK = 256 * 1024
+
+
+def new_upload_id() -> str:
+    """Id of one request's uploaded inputs (`upl_` + ULID): their storage prefix."""
+    return "upl_" + new_generation_id().removeprefix("gen_")
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,14 @@ from pydantic import BaseModel, ValidationError
 from edge import mj_mapping as mjm
 from edge.deps import annotate, auth, json_body, mesh_dep
 from edge.jobs import idempotency_key
-from edge.mesh import Caller, Mesh
+from edge.mesh import Caller, Mesh, Upload, new_upload_id
 from pixelmesh.common.v1 import generation_pb2 as gen
-from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
-from svckit.errors import ErrorCode, GatewayError, invalid, rpc_errors
-from svckit.ids import generation_id_time_ms, new_generation_id
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.ids import generation_id_time_ms
 from svckit.shapes import mj_task
 
 router = APIRouter()
 
-# Input images are stored under an upload id of their own (upl_<ULID>), in an index range
-# apart from generated images, before the job is queued.
-INPUT_INDEX_BASE = 9000
-UPLOAD_CHUNK = 256 * 1024
 # A submit whose generation was created this long before the request is a replay
 # (Idempotency-Key): the proxies' code 21, "existed".
 EXISTED_MARGIN_MS = 1000
@@ -56,34 +51,15 @@ async def parse(model: type[B], request: Request) -> B:
 
 
 async def store_inputs(mesh: Mesh, who: Caller, images: list[str], param: str) -> list[gen.InputImage]:
-    """Decode, check and store the request's base64 images; the one place that uploads.
-
-    Uses StorageService.PutImage under a fresh upload id (index 9000+); point it at the
-    storage service's input-image RPC once that exists.
-    """
+    """Decode, check and store the request's base64 images (the storage service's input
+    uploads, as the OpenAI edits use) before the job is queued."""
     decoded = [mjm.decode_image(value, f"{param}[{i}]" if param.endswith("Array") else param) for i, value in enumerate(images)]
-    upload_id = new_generation_id().replace("gen_", "upl_", 1)
-
-    async def put(index: int, image: mjm.InputBytes) -> gen.InputImage:
-        header = storage_pb.PutImageHeader(
-            generation_id=upload_id,
-            index=INPUT_INDEX_BASE + index,
-            retention_class=who.retention_class,
-            output_format=image.output_format,
-            width=image.width,
-            height=image.height,
-        )
-
-        async def parts():
-            yield storage_pb.PutImageRequest(header=header)
-            for start in range(0, len(image.data), UPLOAD_CHUNK):
-                yield storage_pb.PutImageRequest(chunk=image.data[start : start + UPLOAD_CHUNK])
-
-        with rpc_errors():
-            stored = await mesh.storage.PutImage(parts(), timeout=60)
-        return gen.InputImage(object_key=stored.image.object_key, mime_type=image.mime_type, role="image")
-
-    return list(await asyncio.gather(*(put(i, img) for i, img in enumerate(decoded))))
+    upload_id = new_upload_id()
+    uploads = [
+        Upload(data=img.data, format=img.output_format, mime_type=img.mime_type, width=img.width, height=img.height, role="image")
+        for img in decoded
+    ]
+    return list(await asyncio.gather(*(mesh.store_input(who, upload_id, i, u) for i, u in enumerate(uploads))))
 
 
 async def task_json(mesh: Mesh, generation: gen.Generation) -> dict:

@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 from bus import is_terminal
 from edge import docs
 from edge.deps import annotate, auth, json_body, mesh_dep, settings_dep
-from edge.mesh import Caller, Mesh
+from edge.mesh import Caller, Mesh, new_upload_id
 from edge.presenters import failure, openai_images
 from edge.schemas import ImageForm, OpenAIImageBody, VariationForm, parse_body
 from edge.settings import EdgeSettings
@@ -20,7 +20,6 @@ from edge.streaming import image_events, timeout_error
 from edge.uploads import check_file, check_mask, fit_size, read_form
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.ids import new_generation_id
 
 router = APIRouter(tags=["OpenAI Images API"])
 MAX_IDEMPOTENCY_KEY = 255
@@ -101,7 +100,7 @@ async def submit_with_uploads(request: Request, who: Caller, mesh: Mesh, params:
         check_mask(uploads[-1], uploads[0])
     if checked.size == "auto":
         params.size = fit_size(list(rule.sizes), uploads[0].width, uploads[0].height) or "auto"
-    upload_id = "upl_" + new_generation_id().removeprefix("gen_")
+    upload_id = new_upload_id()
     stored = await asyncio.gather(*(mesh.store_input(who, upload_id, i, u) for i, u in enumerate(uploads)))
     del params.input_images[:]
     params.input_images.extend(stored)
