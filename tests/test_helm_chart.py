@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from svckit.server import LIVENESS_SERVICE
 from svckit.settings import env_name
 
 # The first test builds Helm from source when .cache has none (minutes on a busy 2-core box).
@@ -39,9 +41,12 @@ RELEASE = "pm"
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
 PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google"}
 SERVICES = ("edge", "routing", "pricing", "storage", "status")
-# The gRPC calls of DESIGN.md, by component; workers are added per provider.
-DESIGN_CALLS = {("edge", "routing"), ("edge", "pricing"), ("edge", "status"), ("edge", "storage"), ("routing", "pricing")}
-SECRET_ENV = re.compile(r"(_API_KEY|_API_TOKEN|^FAL_KEY|_SECRET_KEY|_ACCESS_KEY|DATABASE_URL|PASSWORD)$")
+# The gRPC calls of DESIGN.md, by component; workers are added per provider. Status calls
+# storage for the presigned image URLs of webhook bodies.
+DESIGN_CALLS = {("edge", "routing"), ("edge", "pricing"), ("edge", "status"), ("edge", "storage"), ("routing", "pricing"),
+                ("status", "storage")}
+SECRET_ENV = re.compile(r"(_API_KEY|_TOKEN|^FAL_KEY|_SECRET_KEY|_ACCESS_KEY|_SIGNING_KEY|DATABASE_URL|PASSWORD)$")
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
 
 # KEDA's ScaledObject is a CRD that Kubernetes' schemas lack: a schema of the fields KEDA documents.
 SCALED_OBJECT_SCHEMA = json.loads((ROOT / "helm/schemas/keda-scaledobject.schema.json").read_text())
@@ -146,12 +151,15 @@ def test_the_validators_reject_what_kubernetes_would(all_objects) -> None:
         (["--set", "kafka.bootstrapServers=http://kafka"], "/kafka/bootstrapServers"),
         (["--set", "s3.endpoint=http://minio:9000"], "/s3/endpoint"),
         (["--set", "providers.openai.enabled=true"], "providers.openai: enabled without an API key"),
+        (["--set", "providers.midjourney.enabled=true"], "providers.midjourney: enabled without a baseUrl"),
+        (["--set", "webhookSigningKey.value=too-short"], "/webhookSigningKey/value"),
         (["--set", "components.pricing.replicas=2"], "more than one replica needs a shared database"),
         (["--set", "providers.local.enabled=false"], "no provider is enabled"),
         (["--set", "keda.enabled=true"], "kafka.bootstrapServers is required"),
         (["--set", "worker.shutdownGraceSeconds=100"], "must be below terminationGracePeriodSeconds"),
     ],
-    ids=["schema-typo", "kafka-scheme", "s3-scheme", "key-missing", "pricing-sqlite", "no-provider", "keda-kafka", "grace"],
+    ids=["schema-typo", "kafka-scheme", "s3-scheme", "key-missing", "mj-base-url", "short-signing-key", "pricing-sqlite",
+         "no-provider", "keda-kafka", "grace"],
 )
 def test_bad_values_are_refused_with_a_message(helm, helm_env, args, message) -> None:
     r = run_helm(helm, helm_env, "template", RELEASE, str(CHART), *args)
@@ -240,8 +248,13 @@ def test_every_pod_is_probed_over_grpc_health(request, objects_fixture) -> None:
         c = container(d)
         grpc_port = {p["name"]: p["containerPort"] for p in c["ports"]}["grpc"]
         assert env_of(d)["GRPC_PORT"]["value"] == str(grpc_port)
+        # Readiness asks the whole server (SERVING only while its dependencies answer);
+        # startup and liveness ask svckit's "liveness", SERVING while the process runs, so a
+        # dependency outage takes pods out of the Service without restarting them.
+        assert c["readinessProbe"]["grpc"] == {"port": grpc_port}, component(d)
+        for probe in ("startupProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": grpc_port, "service": LIVENESS_SERVICE}, (component(d), probe)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"] == {"port": grpc_port}, (component(d), probe)
             assert set(c[probe]) - {"grpc"} <= {"periodSeconds", "failureThreshold", "timeoutSeconds", "initialDelaySeconds"}
 
 
@@ -327,7 +340,11 @@ def test_network_policies_open_only_the_designed_ways_out(all_objects) -> None:
 
     dns_kafka_otlp = {53, 9092, 4318}
     assert egress_ports("edge") == {53, 4318}
-    assert egress_ports("routing") == egress_ports("status") == dns_kafka_otlp
+    assert egress_ports("routing") == dns_kafka_otlp
+    assert egress_ports("status") == dns_kafka_otlp | {443, 80}  # webhook receivers
+    status_out = by_name(all_objects, "NetworkPolicy")["pm-pixelmesh-status"]["spec"]["egress"]
+    (webhooks,) = [r for r in status_out if {p["port"] for p in r["ports"]} == {443, 80}]
+    assert webhooks["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}]  # not into the cluster
     assert egress_ports("storage") == {53, 4318, 9000, 443}
     assert egress_ports("pricing") == dns_kafka_otlp | {5432}
     assert egress_ports("worker-openai") == dns_kafka_otlp | {443}
@@ -339,14 +356,15 @@ def test_network_policies_open_only_the_designed_ways_out(all_objects) -> None:
 # ---- configuration: secrets and environment ---------------------------------------------
 def test_secrets_only_through_secret_refs(all_objects, ci_values) -> None:
     inline = [p["apiKey"] for p in ci_values["providers"].values() if p.get("apiKey")]
-    inline += [ci_values["database"]["url"], ci_values["devApiKey"]["value"]]
+    inline += [ci_values["database"]["url"], ci_values["devApiKey"]["value"], ci_values["adminToken"]["value"]]
     rendered = yaml.safe_dump_all(all_objects)
     for value in inline:
         assert value not in rendered, "a secret in plain text"
     (secret,) = of_kind(all_objects, "Secret")
     stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert sorted(stored.values()) == sorted(inline)  # existingSecret ones are not copied
-    existing = {ci_values["s3"]["existingSecret"]} | {p["existingSecret"] for p in ci_values["providers"].values() if p.get("existingSecret")}
+    existing = {ci_values["s3"]["existingSecret"], ci_values["webhookSigningKey"]["existingSecret"]}
+    existing |= {p["existingSecret"] for p in ci_values["providers"].values() if p.get("existingSecret")}
     secret_vars = 0
     for d in of_kind(all_objects, "Deployment"):
         for name, entry in env_of(d).items():
@@ -355,7 +373,28 @@ def test_secrets_only_through_secret_refs(all_objects, ci_values) -> None:
                 assert "value" not in entry, (component(d), name)
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] in existing or (ref["name"] == secret["metadata"]["name"] and ref["key"] in stored), ref
-    assert secret_vars == 8 + 2 + 2  # the 8 provider keys, storage's S3 pair, pricing's dev key and database URL
+    # the 8 provider keys, storage's S3 pair, pricing's dev key, database URL and admin token,
+    # status's webhook signing key
+    assert secret_vars == 8 + 2 + 3 + 1
+
+
+def _adapter_settings(provider: str) -> type | None:
+    """The settings class of a provider's adapter (None: no settings, or no adapter on this branch)."""
+    from worker.providers import PROVIDERS
+    from worker.providers.settings import UpstreamSettings
+
+    if provider not in PROVIDERS:
+        return None
+    module = importlib.import_module(PROVIDERS[provider].partition(":")[0])
+    classes = [v for v in vars(module).values()
+               if isinstance(v, type) and issubclass(v, UpstreamSettings) and v.__module__ == module.__name__]
+    assert len(classes) <= 1, (provider, classes)
+    return classes[0] if classes else None
+
+
+def _aliases(cls: type) -> dict[str, str]:
+    """Field name -> the variable an adapter's settings read it from."""
+    return {name: info.validation_alias for name, info in cls.model_fields.items()}
 
 
 def test_provider_workers_get_their_key_and_base_url(all_objects) -> None:
@@ -365,8 +404,22 @@ def test_provider_workers_get_their_key_and_base_url(all_objects) -> None:
     for provider, key_env in expected.items():
         env = env_of(deployments[f"pm-pixelmesh-worker-{provider}"])
         assert [n for n in env if SECRET_ENV.search(n)] == [key_env]  # its own key, no other provider's
+        if cls := _adapter_settings(provider):  # the adapter reads exactly these names
+            aliases = _aliases(cls)
+            assert key_env == aliases.get("api_key", aliases.get("api_token")), provider
+            assert aliases["base_url"] == f"{provider.upper()}_BASE_URL", provider
     assert env_of(deployments["pm-pixelmesh-worker-midjourney"])["MIDJOURNEY_BASE_URL"]["value"] == "http://midjourney-proxy.midjourney:8080"
     assert env_of(deployments["pm-pixelmesh-worker-bfl"])["BFL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "provider-keys", "key": "bfl"}
+    assert env_of(deployments["pm-pixelmesh-worker-ideogram"])["IDEOGRAM_MAX_IN_FLIGHT"]["value"] == "5"  # providers.<name>.env
+
+
+def test_midjourney_proxy_key_is_optional(helm, helm_env) -> None:
+    """A Midjourney proxy without auth: its URL is required, its key is not."""
+    objects = render(helm, helm_env, "--set", "providers.midjourney.enabled=true",
+                     "--set", "providers.midjourney.baseUrl=http://mj-proxy:8080")
+    env = env_of(by_name(objects, "Deployment")["pm-pixelmesh-worker-midjourney"])
+    assert env["MIDJOURNEY_BASE_URL"]["value"] == "http://mj-proxy:8080"
+    assert "MIDJOURNEY_API_KEY" not in env
 
 
 def _settings_classes() -> dict:
@@ -381,27 +434,80 @@ def _settings_classes() -> dict:
             "storage": StorageSettings, "status": StatusSettings, "worker": WorkerSettings}
 
 
-# Variables the chart sets that a service's settings class may not declare yet: pricing's
-# database and Kafka (settlement) settings are being added; provider keys belong to adapters.
-PENDING = {"pricing": {"PRICING_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_REPLICATION_FACTOR", "KAFKA_PARTITIONS"}}
 NOT_SETTINGS = re.compile(r"^(OTEL_.*|POD_NAME|POD_NAMESPACE|PYTHONUNBUFFERED)$")
-PROVIDER_ENV = re.compile(r"^([A-Z]+_API_KEY|[A-Z]+_API_TOKEN|FAL_KEY|[A-Z]+_BASE_URL)$")
 
 
-def test_environment_matches_the_services_settings(all_objects) -> None:
-    """Every required setting is set, and every variable set is one the service reads."""
+def _provider_env(provider: str) -> tuple[set[str], set[str], re.Pattern | None]:
+    """(known, required) variables of a provider's adapter; for an adapter not on this branch
+    yet, only its own key and base URL are accepted (the pattern)."""
+    from worker.providers.settings import UpstreamSettings
+
+    shared = set(_aliases(UpstreamSettings).values())
+    cls = _adapter_settings(provider)
+    if cls is not None:
+        required = {info.validation_alias for info in cls.model_fields.values() if info.is_required()}
+        return shared | set(_aliases(cls).values()), required, None
+    from worker.providers import PROVIDERS
+
+    if provider in PROVIDERS:  # an adapter without settings of its own (local)
+        return shared, set(), None
+    prefix = provider.upper()
+    return shared, set(), re.compile(rf"^({prefix}_API_KEY|{prefix}_API_TOKEN|{prefix}_KEY|{prefix}_BASE_URL)$")
+
+
+@pytest.mark.parametrize("objects_fixture", ["default_objects", "all_objects"])
+def test_environment_matches_the_services_settings(request, objects_fixture) -> None:
+    """Every required setting is set, and every variable set is one the service (and a
+    worker's adapter) reads."""
     classes = _settings_classes()
-    for d in of_kind(all_objects, "Deployment"):
+    for d in of_kind(request.getfixturevalue(objects_fixture), "Deployment"):
         service = d["metadata"]["labels"]["pixelmesh.dev/service"]
         cls = classes[service]
         known = {env_name(cls, f) for f in cls.model_fields}
         required = {env_name(cls, f) for f, info in cls.model_fields.items() if info.is_required()}
         names = set(env_of(d))
-        assert required <= names, (component(d), required - names)
-        unknown = {n for n in names - known - PENDING.get(service, set()) if not NOT_SETTINGS.match(n)}
+        if objects_fixture == "default_objects":  # NOTES names what the defaults leave to the operator
+            required -= {"KAFKA_BOOTSTRAP_SERVERS", "STORAGE_ENDPOINT", "STORAGE_PUBLIC_ENDPOINT",
+                         "STORAGE_ACCESS_KEY", "STORAGE_SECRET_KEY"}
+        pending = None
         if service == "worker":
-            unknown = {n for n in unknown if not PROVIDER_ENV.match(n)}
+            provider_known, provider_required, pending = _provider_env(d["metadata"]["labels"]["pixelmesh.dev/provider"])
+            known |= provider_known
+            required |= provider_required
+        assert required <= names, (component(d), required - names)
+        unknown = {n for n in names - known if not NOT_SETTINGS.match(n) and not (pending and pending.match(n))}
         assert not unknown, (component(d), unknown)
+
+
+def test_pricing_sqlite_is_writable_on_a_read_only_root(default_objects, all_objects) -> None:
+    """Without a database, pricing's SQLite file lives on an emptyDir (one replica, as the
+    chart insists); with one, the URL comes from the Secret and no such volume exists."""
+    pricing = by_name(default_objects, "Deployment")["pm-pixelmesh-pricing"]
+    url = env_of(pricing)["PRICING_DATABASE_URL"]["value"]
+    assert url.startswith("sqlite+aiosqlite:////")
+    directory = str(Path(url.removeprefix("sqlite+aiosqlite:///")).parent)
+    pod = pricing["spec"]["template"]["spec"]
+    (mount,) = [m for m in container(pricing)["volumeMounts"] if m["mountPath"] == directory]
+    assert "readOnly" not in mount
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+    assert pricing["spec"]["replicas"] == 1
+    shared = by_name(all_objects, "Deployment")["pm-pixelmesh-pricing"]
+    assert "valueFrom" in env_of(shared)["PRICING_DATABASE_URL"]
+    assert [m["mountPath"] for m in container(shared)["volumeMounts"]] == ["/tmp"]
+
+
+def test_generated_secrets_are_long_and_referenced(default_objects) -> None:
+    """The dev API key and webhook signing key are generated when not given (and kept across
+    upgrades by looking up the release's Secret, which `helm template` cannot show)."""
+    (secret,) = of_kind(default_objects, "Secret")
+    stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(stored) == {"dev-api-key", "webhook-signing-key"}  # no admin token: admin RPCs off
+    assert len(stored["webhook-signing-key"]) >= 16 and len(stored["dev-api-key"]) >= 16
+    deployments = by_name(default_objects, "Deployment")
+    status = env_of(deployments["pm-pixelmesh-status"])
+    assert status["WEBHOOK_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "webhook-signing-key"}
+    assert "PRICING_ADMIN_TOKEN" not in env_of(deployments["pm-pixelmesh-pricing"])
 
 
 def test_addresses_and_providers_point_at_real_services(all_objects) -> None:

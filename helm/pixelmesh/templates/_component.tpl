@@ -27,7 +27,11 @@ and NetworkPolicy.
 {{- end -}}
 {{- /* ---- inline secret values this component reads, for the restart checksum ---- */ -}}
 {{- $secretInputs := list -}}
-{{- if eq $c.service "pricing" -}}{{- $secretInputs = concat $secretInputs (list $V.devApiKey $V.database.url $V.database.existingSecret) -}}{{- end -}}
+{{- if eq $c.service "pricing" -}}{{- $secretInputs = concat $secretInputs (list $V.devApiKey $V.adminToken $V.database.url $V.database.existingSecret) -}}{{- end -}}
+{{- if has "webhooks" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.webhookSigningKey) -}}{{- end -}}
+{{- /* pricing's built-in SQLite: a file on an emptyDir (the root filesystem is read-only) */ -}}
+{{- $sqliteDir := "" -}}
+{{- if and (has "database" $uses) (not (include "pixelmesh.databaseSecretName" $root)) -}}{{- $sqliteDir = $V.database.sqlite.dir -}}{{- end -}}
 {{- if has "s3" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.s3.accessKey $V.s3.secretKey $V.s3.existingSecret) -}}{{- end -}}
 {{- if $c.provider -}}{{- $secretInputs = concat $secretInputs (list $c.apiKey $c.existingSecret $c.existingSecretKey) -}}{{- end -}}
 ---
@@ -119,10 +123,19 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if $sqliteDir }}
+            - name: data
+              mountPath: {{ $sqliteDir }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $c.tmpSizeLimit }}
+        {{- if $sqliteDir }}
+        - name: data
+          emptyDir:
+            sizeLimit: {{ $V.database.sqlite.sizeLimit }}
+        {{- end }}
       {{- if $c.spreadAcrossNodes }}
       topologySpreadConstraints:
         - maxSkew: 1

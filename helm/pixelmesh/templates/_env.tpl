@@ -74,12 +74,22 @@ secretKeyRef, never as plain values.
 {{- end }}
 {{- /* ---- pricing ---- */}}
 {{- if eq $c.service "pricing" }}
-{{- include "pixelmesh.secretEnv" (dict "name" "PRICING_DEV_API_KEY" "secret" (include "pixelmesh.devApiKeySecretName" $root) "key" (include "pixelmesh.devApiKeySecretKey" $root)) | nindent 0 }}
+{{- include "pixelmesh.settingEnv" (dict "root" $root "name" "PRICING_DEV_API_KEY" "block" "devApiKey") | nindent 0 }}
+{{- with include "pixelmesh.settingEnv" (dict "root" $root "name" "PRICING_ADMIN_TOKEN" "block" "adminToken") }}
+{{- . | nindent 0 }}
+{{- end }}
 {{- end }}
 {{- if has "database" $uses }}
 {{- with include "pixelmesh.databaseSecretName" $root }}
 {{- include "pixelmesh.secretEnv" (dict "name" "PRICING_DATABASE_URL" "secret" . "key" (ternary $V.database.existingSecretKey "database-url" (ne $V.database.existingSecret ""))) | nindent 0 }}
+{{- else }}
+- name: PRICING_DATABASE_URL
+  value: {{ include "pixelmesh.sqliteUrl" $root | quote }}
 {{- end }}
+{{- end }}
+{{- /* ---- webhooks (status) ---- */}}
+{{- if has "webhooks" $uses }}
+{{- include "pixelmesh.settingEnv" (dict "root" $root "name" "WEBHOOK_SIGNING_KEY" "block" "webhookSigningKey") | nindent 0 }}
 {{- end }}
 {{- /* ---- S3 (storage) ---- */}}
 {{- if has "s3" $uses }}
@@ -112,14 +122,17 @@ secretKeyRef, never as plain values.
   value: {{ $c.maxInFlight | quote }}
 {{- if $c.apiKeyEnv }}
 {{- $ref := include "pixelmesh.providerKeyRef" (dict "root" $root "c" $c) | fromYaml }}
-{{- if not $ref.secret }}
+{{- if $ref.secret }}
+{{- include "pixelmesh.secretEnv" (dict "name" $c.apiKeyEnv "secret" $ref.secret "key" $ref.key) | nindent 0 }}
+{{- else if $c.apiKeyRequired }}
 {{- fail (printf "providers.%s: enabled without an API key: set providers.%s.apiKey or providers.%s.existingSecret" $c.provider $c.provider $c.provider) }}
 {{- end }}
-{{- include "pixelmesh.secretEnv" (dict "name" $c.apiKeyEnv "secret" $ref.secret "key" $ref.key) | nindent 0 }}
 {{- end }}
-{{- with $c.baseUrl }}
+{{- if $c.baseUrl }}
 - name: {{ printf "%s_BASE_URL" (upper $c.provider) }}
-  value: {{ . | quote }}
+  value: {{ $c.baseUrl | quote }}
+{{- else if $c.baseUrlRequired }}
+{{- fail (printf "providers.%s: enabled without a baseUrl: set providers.%s.baseUrl (the %s adapter has no default upstream)" $c.provider $c.provider $c.provider) }}
 {{- end }}
 {{- end }}
 {{- /* ---- extra variables of this component ---- */}}

@@ -195,10 +195,43 @@ key: {{ printf "%s-api-key" $p.provider }}
 {{- end -}}
 {{- end -}}
 
-{{- define "pixelmesh.devApiKeySecretName" -}}
-{{- .Values.devApiKey.existingSecret | default (include "pixelmesh.secretName" .) -}}
+{{/*
+Where a chart-level secret setting lives (dict root, v (its values block: value,
+existingSecret, existingSecretKey), key (its key in the chart's Secret), generated
+(the chart's Secret always has one)): "secret: ...\nkey: ...", or nothing when unset.
+*/}}
+{{- define "pixelmesh.valueRef" -}}
+{{- if .v.existingSecret -}}
+secret: {{ .v.existingSecret }}
+key: {{ .v.existingSecretKey }}
+{{- else if or .v.value .generated -}}
+secret: {{ include "pixelmesh.secretName" .root }}
+key: {{ .key }}
+{{- end -}}
 {{- end -}}
 
-{{- define "pixelmesh.devApiKeySecretKey" -}}
-{{- if .Values.devApiKey.existingSecret -}}{{ .Values.devApiKey.existingSecretKey }}{{- else -}}dev-api-key{{- end -}}
+{{/* The secret settings of the chart's values: block name, key in the chart's Secret, generated when unset, prefix of a generated value. */}}
+{{- define "pixelmesh.secretSettings" -}}
+- {block: devApiKey, key: dev-api-key, generated: true, prefix: pm-}
+- {block: adminToken, key: admin-token, generated: false, prefix: ""}
+- {block: webhookSigningKey, key: webhook-signing-key, generated: true, prefix: ""}
+{{- end -}}
+
+{{/* env entry of a secret setting (dict root, name (variable), block): nothing when unset. */}}
+{{- define "pixelmesh.settingEnv" -}}
+{{- $root := .root -}}
+{{- $block := .block -}}
+{{- range $s := include "pixelmesh.secretSettings" $root | fromYamlArray -}}
+{{- if eq $s.block $block -}}
+{{- $ref := include "pixelmesh.valueRef" (dict "root" $root "v" (index $root.Values $block) "key" $s.key "generated" $s.generated) | fromYaml -}}
+{{- if $ref.secret -}}
+{{- include "pixelmesh.secretEnv" (dict "name" $.name "secret" $ref.secret "key" $ref.key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* pricing's built-in SQLite file (no database configured), on the emptyDir at database.sqlite.dir. */}}
+{{- define "pixelmesh.sqliteUrl" -}}
+{{- printf "sqlite+aiosqlite:///%s/pricing.db" .Values.database.sqlite.dir -}}
 {{- end -}}

@@ -4,7 +4,8 @@ component's pods, so everything not listed here is denied, in and out.
   in:  gRPC from the services that call it (their `calls`), HTTP to the edge, metrics
        scrapes;
   out: DNS, gRPC to the services it calls, Kafka, the OTLP collector, and by `uses`:
-       S3 (storage), the database (pricing), the provider's API (workers).
+       S3 (storage), the database (pricing), the provider's API (workers), webhook
+       receivers (status).
 */}}
 {{- define "pixelmesh.networkPolicy" -}}
 {{- $root := .root -}}
@@ -90,6 +91,7 @@ spec:
     {{- if has "s3" $uses }}{{ $external = append $external (list "S3" $V.s3) }}{{ end }}
     {{- if has "database" $uses }}{{ $external = append $external (list "the database" $V.database) }}{{ end }}
     {{- if has "provider" $uses }}{{ $external = append $external (list "the provider API" $np.providerEgress) }}{{ end }}
+    {{- if has "webhooks" $uses }}{{ $external = append $external (list "webhook receivers" $np.webhookEgress) }}{{ end }}
     {{- range $dep := $external }}
     {{- $what := index $dep 0 }}
     {{- $cfg := index $dep 1 }}

@@ -4,6 +4,10 @@ Follows grpc's async_greeter_server_with_graceful_shutdown example: health start
 NOT_SERVING and turns SERVING only while every readiness check passes (the service's
 own dependencies answer); SIGTERM flips it to NOT_SERVING, stops background work and
 gives in-flight RPCs `shutdown_grace_seconds` to finish.
+
+The health service name `liveness` is SERVING from the moment the server listens until
+SIGTERM, whatever the dependencies do: a liveness probe on it restarts only a process
+that stopped answering, never one that waits out a Kafka or database outage.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 Hook = Callable[[], Awaitable[Any]]
 
 log = get_logger(__name__)
+
+# Health service name of "the process runs" (Kubernetes liveness probes ask for it).
+LIVENESS_SERVICE = "liveness"
 
 
 class GrpcService:
@@ -117,6 +124,7 @@ class GrpcService:
             start_http_server(s.metrics_port, addr=s.grpc_host)
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info("grpc server listening", port=self.port, services=self._service_names, metrics_port=s.metrics_port)
 
         loop = asyncio.get_running_loop()
@@ -129,6 +137,7 @@ class GrpcService:
 
         log.info("shutting down", grace_seconds=s.shutdown_grace_seconds)
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await readiness
         for hook in self._on_stop:
             try:
