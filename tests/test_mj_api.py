@@ -137,9 +137,9 @@ async def test_input_images_are_stored_before_queuing(mesh) -> None:
         png, jpeg = data_uri((9, 9, 9)), data_uri((200, 100, 0), "JPEG")
         stored = await store_inputs(client, Caller("acct_dev", "key_t", "pro", "days-7"), [png, jpeg], "base64Array")
         assert [(i.mime_type, i.role) for i in stored] == [("image/png", "image"), ("image/jpeg", "image")]
-        upload = stored[0].object_key.split("/")[1]
+        upload = stored[0].object_key.split("/")[2]
         assert upload.startswith("upl_")
-        assert [i.object_key for i in stored] == [f"days-7/{upload}/9000.png", f"days-7/{upload}/9001.jpg"]
+        assert [i.object_key for i in stored] == [f"days-7/uploads/{upload}/0.png", f"days-7/uploads/{upload}/1.jpg"]
         for uri, ref in zip((png, jpeg), stored, strict=True):
             assert await client.image_b64(gen.ImageRef(object_key=ref.object_key)) == uri.split(",", 1)[1]
     finally:

@@ -80,9 +80,11 @@ def test_edits_and_variations(report: dict) -> None:
 
 
 def test_models_and_typed_errors(report: dict) -> None:
-    assert report["models"] == [{"id": "pixelmesh-sketch", "capabilities": {
+    sketch = [m for m in report["models"] if m["id"] == "pixelmesh-sketch"]
+    assert sketch == [{"id": "pixelmesh-sketch", "capabilities": {
         "generations": True, "edits": True, "variations": True, "streaming": True, "image_input": True,
         "token_usage": False}}]
+    assert all(m["capabilities"]["generations"] for m in report["models"])
     assert report["error"] == {"name": "BadRequestError", "status": 400, "param": "size", "code": "invalid_request",
                                "type": "invalid_request_error"}
     assert report["not_found"] == {"name": "NotFoundError", "status": 404}

@@ -10,6 +10,8 @@ import openai
 import pytest
 from PIL import Image
 
+from tests.support.catalog import served_model_ids
+
 
 @pytest.fixture(scope="module")
 def client(edge_url: str, api_key: str) -> openai.OpenAI:
@@ -68,6 +70,7 @@ def test_perf_block_and_cost(edge_url: str, api_key: str) -> None:
     assert perf["latency_ms"] > 0
 
 
-def test_models_lists_the_enabled_models(client: openai.OpenAI) -> None:
+def test_models_lists_the_enabled_models(client: openai.OpenAI, mesh) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["pixelmesh-sketch"]
+    assert sorted(ids) == sorted(served_model_ids(mesh))
+    assert "pixelmesh-sketch" in ids and "imagen-3" not in ids  # imagen-3 has no enabled provider

@@ -9,15 +9,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Transparent retries of calls that never reached the peer's handler (UNAVAILABLE),
 # so a service restarting during a rolling update costs a little latency, not an error.
-# waitForReady: a call made while the channel is still reconnecting (its backoff outlasts
-# the peer's restart by a second or two) waits for it, within the call's deadline,
-# instead of failing at once.
+# Calls fail fast while a peer is down (callers have their own retries and fallbacks);
+# reads that should ride out a peer's restart pass wait_for_ready=True themselves.
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
                 "name": [{}],
-                "waitForReady": True,
                 "retryPolicy": {
                     "maxAttempts": 4,
                     "initialBackoff": "0.1s",

@@ -26,6 +26,15 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class MjResult(BaseModel):
+    """The Midjourney proxies' submit/cancel answer, also their way of failing."""
+
+    code: int
+    description: str
+    result: str | None = None
+    properties: dict[str, Any] = {}
+
+
 class ImageData(BaseModel):
     url: str | None = None
     b64_json: str | None = None
@@ -176,23 +185,30 @@ def multipart_body(model: type[BaseModel], files: tuple[str, ...], required: tup
 
 
 def add_error_responses(openapi: dict[str, Any]) -> dict[str, Any]:
-    """Every operation can answer any gateway error (auth, rate limit, dependencies down)."""
-    errors = {
-        str(status): {
-            "description": "OpenAI error object",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    """Every operation can answer any gateway error (auth, rate limit, dependencies down);
+    the Midjourney routes may also fail in the proxies' own result shape."""
+
+    def errors(schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {
+            str(status): {"description": description, "content": {"application/json": {"schema": schema}}}
+            for status in ERROR_STATUSES
         }
-        for status in ERROR_STATUSES
-    }
+
+    openai = errors({"$ref": "#/components/schemas/ErrorResponse"}, "OpenAI error object")
+    mj = errors(
+        {"anyOf": [{"$ref": "#/components/schemas/ErrorResponse"}, {"$ref": "#/components/schemas/MjResult"}]},
+        "OpenAI error object, or the Midjourney proxies' result with a failure code",
+    )
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}"))
-    for name, sub in ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items():
-        schemas.setdefault(name, sub)
-    schemas["ErrorResponse"].pop("$defs", None)
-    for path in openapi.get("paths", {}).values():
+    for model in (ErrorResponse, MjResult):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+        schemas.setdefault(model.__name__, schema)
+    for route, path in openapi.get("paths", {}).items():
         for op in path.values():
             responses = op.setdefault("responses", {})
-            for status, resp in errors.items():
+            for status, resp in (mj if route.startswith("/mj/") else openai).items():
                 responses.setdefault(status, resp)
             responses.pop("422", None)  # validation errors are 400 OpenAI error objects here
     return openapi

@@ -94,14 +94,20 @@ class Mesh:
     async def generation(self, caller: Caller, generation_id: str) -> gen.Generation:
         """A generation of the caller's account; another account's is NOT_FOUND, like a missing one."""
         with rpc_errors():
-            r = await self.status.GetGeneration(status_pb.GetGenerationRequest(generation_id=generation_id), timeout=CALL_TIMEOUT)
+            r = await self.status.GetGeneration(
+                status_pb.GetGenerationRequest(generation_id=generation_id), timeout=CALL_TIMEOUT, wait_for_ready=True
+            )
         if r.generation.account_id != caller.account_id:
             raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
         return r.generation
 
     async def watch(self, generation_id: str, timeout: float) -> AsyncIterator[gen.Generation]:
         """Every state of the generation until a terminal one; DEADLINE_EXCEEDED -> TIMEOUT."""
-        call = self.status.WatchGeneration(status_pb.WatchGenerationRequest(generation_id=generation_id), timeout=timeout)
+        # wait_for_ready: a poll or watch during a status restart waits for it (within the
+        # deadline) instead of failing while the channel is still reconnecting.
+        call = self.status.WatchGeneration(
+            status_pb.WatchGenerationRequest(generation_id=generation_id), timeout=timeout, wait_for_ready=True
+        )
         with rpc_errors():
             async for resp in call:
                 yield resp.generation
@@ -169,7 +175,7 @@ class Mesh:
         """Those of the generations that exist and belong to the caller's account, in order."""
         request = status_pb.BatchGetGenerationsRequest(generation_ids=generation_ids)
         with rpc_errors():
-            r = await self.status.BatchGetGenerations(request, timeout=CALL_TIMEOUT)
+            r = await self.status.BatchGetGenerations(request, timeout=CALL_TIMEOUT, wait_for_ready=True)
         return [g for g in r.generations if g.account_id == caller.account_id]
 
     async def cancel(self, caller: Caller, generation_id: str, reason: str) -> gen.Generation:
