@@ -74,3 +74,14 @@ def test_models_lists_the_enabled_models(client: openai.OpenAI, mesh) -> None:
     ids = [m.id for m in client.models.list()]
     assert sorted(ids) == sorted(served_model_ids(mesh))
     assert "pixelmesh-sketch" in ids and "imagen-3" not in ids  # imagen-3 has no enabled provider
+
+
+def test_request_metrics_name_the_route_and_the_model(client: openai.OpenAI, edge_url: str) -> None:
+    client.images.generate(model="pixelmesh-sketch", prompt="count me", size="256x256")
+    metrics = httpx.get(f"{edge_url}/metrics/").text
+    line = next(
+        (l for l in metrics.splitlines() if l.startswith("pixelmesh_http_requests_total{")
+         and 'route="/v1/images/generations"' in l and 'model="pixelmesh-sketch"' in l and 'status="200"' in l),
+        None,
+    )
+    assert line is not None and float(line.rsplit(" ", 1)[1]) >= 1, metrics[:2000]

@@ -12,6 +12,7 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import catalog_routes, docs, jobs, mj, openai_routes, usage
+from edge.deps import REQUEST_LABELS
 from edge.errors import openai_error
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
@@ -20,11 +21,11 @@ from svckit.logging import get_logger
 
 log = get_logger(__name__)
 
-HTTP_REQUESTS = Counter("pixelmesh_http_requests_total", "REST requests", ["route", "method", "status"])
+HTTP_REQUESTS = Counter("pixelmesh_http_requests_total", "REST requests", ["route", "method", "status", "model"])
 HTTP_LATENCY = Histogram(
     "pixelmesh_http_request_duration_seconds",
     "REST request latency",
-    ["route", "method"],
+    ["route", "method", "model"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 
@@ -38,11 +39,17 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     @app.middleware("http")
     async def measure(request: Request, call_next):
         started = time.monotonic()
-        response = await call_next(request)
+        labels: dict[str, str] = {}
+        token = REQUEST_LABELS.set(labels)
+        try:
+            response = await call_next(request)
+        finally:
+            REQUEST_LABELS.reset(token)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(path, request.method, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(path, request.method).observe(time.monotonic() - started)
+        model = labels.get("model", "")  # set by routes that submit a generation
+        HTTP_REQUESTS.labels(path, request.method, str(response.status_code), model).inc()
+        HTTP_LATENCY.labels(path, request.method, model).observe(time.monotonic() - started)
         return response
 
     @app.exception_handler(GatewayError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 
 from fastapi import Depends, Request
 from opentelemetry import trace
@@ -50,7 +51,15 @@ async def json_body(request: Request) -> object:
         raise invalid("We could not parse the JSON body of your request. Send a valid JSON object.") from None
 
 
+# The request being served, as the metrics middleware sees it: routes note the model here
+# (a dict shared by reference, since the route may run in another task than the middleware).
+REQUEST_LABELS: ContextVar[dict[str, str] | None] = ContextVar("request_labels", default=None)
+
+
 def annotate(generation: gen.Generation) -> None:
+    labels = REQUEST_LABELS.get()
+    if labels is not None:
+        labels["model"] = generation.model
     span = trace.get_current_span()
     span.set_attribute("pixelmesh.generation.id", generation.id)
     span.set_attribute("pixelmesh.model", generation.model)
