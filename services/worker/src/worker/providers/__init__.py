@@ -11,6 +11,7 @@ from worker.providers.base import GeneratedImage, Progress, Provider, ProviderEr
 # name -> "module:class"
 PROVIDERS: dict[str, str] = {
     "local": "worker.providers.local:LocalProvider",
+    "bfl": "worker.providers.bfl:BflProvider",
 }
 
 
