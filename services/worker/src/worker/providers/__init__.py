@@ -12,6 +12,7 @@ from worker.providers.base import GeneratedImage, Progress, Provider, ProviderEr
 PROVIDERS: dict[str, str] = {
     "local": "worker.providers.local:LocalProvider",
     "bfl": "worker.providers.bfl:BflProvider",
+    "midjourney": "worker.providers.midjourney:MidjourneyProvider",
 }
 
 
