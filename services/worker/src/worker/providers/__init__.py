@@ -13,6 +13,7 @@ PROVIDERS: dict[str, str] = {
     "local": "worker.providers.local:LocalProvider",
     "bfl": "worker.providers.bfl:BflProvider",
     "midjourney": "worker.providers.midjourney:MidjourneyProvider",
+    "replicate": "worker.providers.replicate:ReplicateProvider",
 }
 
 
