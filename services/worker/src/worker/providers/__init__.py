@@ -14,6 +14,7 @@ PROVIDERS: dict[str, str] = {
     "bfl": "worker.providers.bfl:BflProvider",
     "midjourney": "worker.providers.midjourney:MidjourneyProvider",
     "replicate": "worker.providers.replicate:ReplicateProvider",
+    "fal": "worker.providers.fal:FalProvider",
 }
 
 
