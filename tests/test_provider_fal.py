@@ -12,6 +12,7 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
+from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
 from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
 from worker.providers import ProviderError
 from worker.providers.fal import FalProvider, FalSettings
@@ -194,3 +195,46 @@ async def test_output_formats(fal, control, fmt, asked, got) -> None:
     result = await fal.generate(generation("flux-1.1-pro", output_format=fmt), Recorder().progress)
     assert submitted(control)[0]["input"]["output_format"] == asked
     assert image_info(result.images[0].data)[0] == got
+
+
+# ---- through the real mesh: Kafka, storage, status and a worker process for fal ----
+
+@pytest.fixture(scope="module")
+def fal_worker(mesh, emulator):
+    instance = start_worker(mesh, "fal", FAL_KEY=KEY, FAL_BASE_URL=emulator.url)
+    yield instance
+    mesh.stop(instance)
+
+
+async def test_mesh_sdxl_with_a_negative_prompt(mesh, fal_worker, control) -> None:
+    g = queued(generation("stable-diffusion-xl", "a bowl of fruit", width=896, height=1152, n=2, negative_prompt="blur",
+                          output_format=gen.OUTPUT_FORMAT_WEBP), "fal")
+    await dispatch(mesh, g)
+    done = await finished(mesh, g.id)
+    assert done.state == gen.GENERATION_STATE_SUCCEEDED, done
+    [req] = submitted(control)
+    assert req["input"]["negative_prompt"] == "blur" and done.attempts[0].upstream_id == req["id"]
+    assert [image_info(await fetch(mesh, ref.object_key)) for ref in done.images] == [("webp", 896, 1152)] * 2
+
+
+async def test_mesh_a_flagged_image_fails_without_a_second_route(mesh, fal_worker, control) -> None:
+    g = queued(generation("flux-dev", f"{REFUSED_WORD} thing"), "fal", routes=("bfl", "fal"))
+    g.attempt = 2
+    await dispatch(mesh, g)
+    done = await finished(mesh, g.id)
+    assert done.state == gen.GENERATION_STATE_FAILED and done.error.code == "content_policy_violation", done
+    assert done.error.provider == "fal"
+
+
+async def test_mesh_a_cancel_reaches_the_queue(mesh, fal_worker, control) -> None:
+    control.faults(job_seconds=60)
+    g = queued(generation("flux-dev", "slow"), "fal")
+    await dispatch(mesh, g)
+    running = await wait_for(mesh, g.id, lambda s: s.attempts and s.attempts[0].upstream_id)
+    await cancel(mesh, g.id)
+    for _ in range(100):
+        if submitted(control)[0]["cancelled"]:
+            break
+        await asyncio.sleep(0.1)
+    [req] = submitted(control)
+    assert req["cancelled"] and req["id"] == running.attempts[0].upstream_id

@@ -15,6 +15,8 @@ from svckit.errors import ErrorCode
 from tests.emulators import midjourney as mj_emulator
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
+from tests.support.polling import wait_finished
+from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, served_models, start_worker, store, wait_for
 from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
 from worker.providers import ProviderError
 from worker.providers.midjourney import MidjourneyProvider, MidjourneySettings
@@ -360,3 +362,77 @@ async def test_many_long_jobs_share_the_event_loop(emulators) -> None:
     assert all(len(r.images) == 1 for r in results)
     assert peak < 50, f"{peak} threads for 100 jobs"
     assert time.monotonic() - started < 50, "one by one they take 100 s"
+
+
+# ---- through the real mesh: Kafka, storage, status and a worker process for midjourney ----
+
+@pytest.fixture(scope="module")
+def mj_worker(mesh, emulators):
+    instance = start_worker(mesh, "midjourney", MIDJOURNEY_API_KEY=KEY, MIDJOURNEY_BASE_URL=emulators["trueai"].url,
+                            MIDJOURNEY_FLAVOR="trueai")
+    yield instance
+    mesh.stop(instance)
+
+
+@pytest.fixture
+def trueai(emulators) -> Control:
+    control = Control(emulators["trueai"].url)
+    control.reset()
+    return control
+
+
+async def test_mesh_imagine_then_press_a_button(mesh, mj_worker, trueai) -> None:
+    parent = queued(generation("midjourney-v6", "a castle", size="1:1"), "midjourney")
+    await dispatch(mesh, parent)
+    done = await finished(mesh, parent.id)
+    assert done.state == gen.GENERATION_STATE_SUCCEEDED, done
+    [task] = trueai.get("/_emulator/midjourney/tasks")["tasks"]
+    assert done.attempts[0].upstream_id == task["id"]
+    assert [b.label or b.emoji for b in done.buttons][:5] == ["U1", "U2", "U3", "U4", "🔄"]
+    assert image_info(await fetch(mesh, done.images[0].object_key)) == ("png", 512, 512)
+
+    # The action's worker finds the parent's upstream task and buttons through status.
+    child = queued(generation("midjourney-v6", "", size="1:1", kind=gen.GENERATION_KIND_ACTION,
+                              parent_generation_id=parent.id, action="U3"), "midjourney")
+    await dispatch(mesh, child)
+    upscaled = await finished(mesh, child.id)
+    assert upscaled.state == gen.GENERATION_STATE_SUCCEEDED, upscaled
+    sent = trueai.get("/_emulator/midjourney/tasks")["tasks"][-1]
+    assert (sent["action"], sent["parent"], sent["index"]) == ("UPSCALE", task["id"], 3)
+    assert sent["body"]["customId"] == done.buttons[2].custom_id
+    assert [b.label for b in upscaled.buttons] == ["Upscale (Subtle)", "Vary (Subtle)", "Vary (Strong)"]
+
+
+async def test_mesh_describe_a_stored_image(mesh, mj_worker, trueai) -> None:
+    g = queued(generation("midjourney-v6", "", kind=gen.GENERATION_KIND_DESCRIBE), "midjourney")
+    key = await store(mesh, g.id, png(48, 48, (200, 30, 30)), index=900)
+    g.params.input_images.add(object_key=key, role="image")
+    await dispatch(mesh, g)
+    done = await finished(mesh, g.id)
+    assert done.state == gen.GENERATION_STATE_SUCCEEDED, done
+    assert not done.images and len(done.descriptions) == 4
+    assert done.descriptions[0].startswith("a red square")  # the stored bytes reached the proxy as base64
+
+
+async def test_mesh_a_cancel_reaches_the_proxy(mesh, mj_worker, trueai) -> None:
+    trueai.faults(job_seconds=60)
+    g = queued(generation("midjourney-v6", "a slow castle", size="1:1"), "midjourney")
+    await dispatch(mesh, g)
+    running = await wait_for(mesh, g.id, lambda s: s.attempts and s.attempts[0].upstream_id)
+    await cancel(mesh, g.id)
+    for _ in range(100):
+        if trueai.get("/_emulator/midjourney/tasks")["tasks"][0]["cancelled"]:
+            break
+        await asyncio.sleep(0.1)
+    [task] = trueai.get("/_emulator/midjourney/tasks")["tasks"]
+    assert task["cancelled"] and task["id"] == running.attempts[0].upstream_id
+
+
+async def test_mesh_through_the_edge(mesh, mj_worker, trueai, http, edge_url, api_key) -> None:
+    if "midjourney-v6" not in await served_models(edge_url, api_key):
+        pytest.skip("routing does not serve midjourney yet: ROUTING_PROVIDERS must include midjourney")
+    r = await http.post("/api/v2/generate", json={"model": "midjourney", "prompt": "a lighthouse", "size": "16:9"})
+    assert r.status_code == 200, r.text
+    body = await wait_finished(http, r.json()["id"])
+    assert body["status"] == "completed", body
+    assert trueai.get("/_emulator/midjourney/tasks")["tasks"][0]["body"]["prompt"].startswith("a lighthouse --ar 16:9 --seed ")

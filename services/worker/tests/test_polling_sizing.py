@@ -47,13 +47,13 @@ async def test_fanout_reports_the_mean_only_when_it_moves() -> None:
         seen.append(percent)
 
     fan = Fanout(Progress(report, ids.append), 2)
-    fan.upstream(1, "b")
-    fan.upstream(0, "a")
+    await fan.upstream(1, "b")
+    await fan.upstream(0, "a")
     await fan.report(0, 50.0)
     await fan.report(0, 50.4)
     await fan.report(1, 100.0)
     await fan.report(0, 100.0)
-    assert seen == [25.0, 75.2, 100.0]
+    assert seen == [0.0, 0.0, 25.0, 75.2, 100.0]
     assert ids == ["b", "a,b"]
 
 

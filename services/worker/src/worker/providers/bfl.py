@@ -151,7 +151,7 @@ class BflProvider(Provider):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl accepted the job without an id or polling_url", retryable=True)
         if not self._trusted(polling_url):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl returned a polling_url on a foreign host", retryable=True)
-        fan.upstream(index, task_id)
+        await fan.upstream(index, task_id)
         clock = PollClock(self.name, self._settings)
         warned = False
         while True:

@@ -159,6 +159,7 @@ class FalProvider(Provider):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "fal returned request URLs on a foreign host", retryable=True)
         self._cancel_urls[request_id] = urls["cancel_url"]
         progress.upstream(request_id)
+        await progress(0.0)  # records the request id now, so a cancel can reach it
         try:
             await self._wait(urls["status_url"], progress)
             result = await self._result(urls["response_url"])
@@ -181,7 +182,7 @@ class FalProvider(Provider):
     async def _wait(self, status_url: str, progress: Progress) -> None:
         clock = PollClock(self.name, self._settings)
         url = httpx.URL(status_url).copy_merge_params({"logs": "1"})
-        reported = -1.0
+        reported = 0.0
         while True:
             await clock.wait()
             status = (await self._up.request("GET", str(url))).json()

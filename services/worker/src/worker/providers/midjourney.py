@@ -166,6 +166,7 @@ class MidjourneyProvider(Provider):
 
         task_id = await self._submit(prefix + path, body)
         progress.upstream(task_id)
+        await progress(0.0)  # records the task id now, so a cancel can reach it
         try:
             task = await self._wait(prefix, task_id, progress)
         except ProviderError as exc:
@@ -236,7 +237,7 @@ class MidjourneyProvider(Provider):
 
     async def _wait(self, prefix: str, task_id: str, progress: Progress) -> dict:
         clock = PollClock(self.name, self._settings)
-        missing, reported = 0, -1.0
+        missing, reported = 0, 0.0
         while True:
             await clock.wait()
             task = _json(await self._up.request("GET", f"{prefix}/mj/task/{task_id}/fetch"))

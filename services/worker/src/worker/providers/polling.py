@@ -74,10 +74,13 @@ class Fanout:
         self._reported = -1.0
         self._ids: list[str] = [""] * n
 
-    def upstream(self, index: int, job_id: str) -> None:
-        """Name the index-th upstream job; the attempt records them all, comma-separated."""
+    async def upstream(self, index: int, job_id: str) -> None:
+        """Name the index-th upstream job; the attempt records them all, comma-separated, with
+        the progress event sent now (so a cancel can find them before the job moves)."""
         self._ids[index] = job_id
         self._progress.upstream(",".join(i for i in self._ids if i))
+        self._reported = max(self._reported, 0.0)
+        await self._progress(self._reported)
 
     async def report(self, index: int, percent: float) -> None:
         self._parts[index] = percent

@@ -191,7 +191,7 @@ class ReplicateProvider(Provider):
         prediction_id = prediction.get("id")
         if not prediction_id:
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate created a prediction without an id", retryable=True)
-        fan.upstream(index, prediction_id)
+        await fan.upstream(index, prediction_id)
         get_url = (prediction.get("urls") or {}).get("get") or f"/predictions/{prediction_id}"
         if httpx.URL(get_url).host not in ("", self._host):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate returned a prediction URL on a foreign host", retryable=True)
