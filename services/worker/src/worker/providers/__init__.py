@@ -15,6 +15,10 @@ PROVIDERS: dict[str, str] = {
     "stability": "worker.providers.stability:StabilityProvider",
     "ideogram": "worker.providers.ideogram:IdeogramProvider",
     "google": "worker.providers.google:GoogleProvider",
+    "bfl": "worker.providers.bfl:BflProvider",
+    "midjourney": "worker.providers.midjourney:MidjourneyProvider",
+    "replicate": "worker.providers.replicate:ReplicateProvider",
+    "fal": "worker.providers.fal:FalProvider",
 }
 
 

@@ -10,6 +10,7 @@ ever travel to the upstream: they are never logged or put in an error message.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import ipaddress
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
+from svckit.grpc_client import channel
 from worker.providers.base import ProviderError
 from worker.providers.images import MAX_PIXELS
 from worker.providers.settings import UpstreamSettings
@@ -49,8 +51,6 @@ class StorageAddress(BaseSettings):
 
 
 def storage_from_env() -> storage_service_pb2_grpc.StorageServiceStub | None:
-    from svckit.grpc_client import channel
-
     addr = StorageAddress().storage_addr
     return storage_service_pb2_grpc.StorageServiceStub(channel(addr)) if addr else None
 
@@ -119,12 +119,15 @@ class InputReader:
         refs = list(params.input_images)
         if params.image_url and not any(ref.url == params.image_url for ref in refs):
             refs.append(gen.InputImage(url=params.image_url, role="image"))
-        return [await self._read(ref) for ref in refs]
+        return [await self.read(ref) for ref in refs]
 
-    async def _read(self, ref: gen.InputImage) -> InputFile:
+    async def read(self, ref: gen.InputImage) -> InputFile:
+        """One input image, from storage or its URL (data: URLs decoded), probed."""
         role = ref.role or "image"
         if ref.object_key:
             data = await self._from_storage(ref.object_key)
+        elif ref.url.startswith("data:"):
+            data = _decode_data_url(ref.url)
         elif ref.url:
             data = await self._from_url(ref.url)
         else:
@@ -177,3 +180,67 @@ async def _refuse_private(url: str) -> None:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if not address.is_global or address.is_multicast:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "input image URLs must point to public hosts")
+
+
+def _decode_data_url(url: str) -> bytes:
+    _header, _, payload = url.partition(",")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError as exc:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, "an input image is not valid base64") from exc
+
+
+def images_of(generation: gen.Generation, role: str = "image") -> list[gen.InputImage]:
+    """The inputs with that role ("" counts as "image"); params.image_url counts as one image."""
+    found = [i for i in generation.params.input_images if (i.role or "image") == role]
+    if role == "image" and not found and generation.params.image_url:
+        found = [gen.InputImage(url=generation.params.image_url)]
+    return found
+
+
+class InputImages:
+    """Input images as submit-then-poll upstreams take them (bytes, base64, data URLs, or
+    the client's own URL passed through), read with `InputReader`'s rules."""
+
+    def __init__(
+        self, provider: str, storage_addr: str, upstream: Upstream, max_bytes: int, *, allow_private_urls: bool = False
+    ) -> None:
+        self._provider = provider
+        self._storage_addr = storage_addr
+        self._upstream = upstream
+        self._max_bytes = max_bytes
+        self._allow_private = allow_private_urls
+        self._channel: grpc.aio.Channel | None = None
+        self._reader: InputReader | None = None
+
+    def _inputs(self) -> InputReader:
+        if self._reader is None:  # the storage channel opens on first use, inside the event loop
+            stub = None
+            if self._storage_addr:
+                self._channel = channel(self._storage_addr)
+                stub = storage_service_pb2_grpc.StorageServiceStub(self._channel)
+            self._reader = InputReader(self._upstream, self._max_bytes, stub, allow_private_urls=self._allow_private)
+        return self._reader
+
+    async def read(self, image: gen.InputImage) -> tuple[bytes, str]:
+        """(bytes, mime type) of one input image."""
+        item = await self._inputs().read(image)
+        return item.data, item.mime_type
+
+    async def data_url(self, image: gen.InputImage) -> str:
+        data, mime = await self.read(image)
+        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+    async def b64(self, image: gen.InputImage) -> str:
+        data, _ = await self.read(image)
+        return base64.b64encode(data).decode()
+
+    async def url_or_data_url(self, image: gen.InputImage) -> str:
+        """The client's http(s) URL when it gave one (the upstream fetches it), else a data URL."""
+        if image.url.startswith(("http://", "https://")) and not image.object_key:
+            return image.url
+        return await self.data_url(image)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()

@@ -1,0 +1,223 @@
+"""Replicate predictions: official models at POST /v1/models/{owner}/{name}/predictions,
+community models (SDXL) at POST /v1/predictions with a version; `Prefer: wait=N` lets a
+fast model answer in the create call, otherwise `urls.get` is polled until succeeded,
+failed or canceled. Outputs live on replicate.delivery for an hour: downloaded at once.
+Cancel: POST /v1/predictions/{id}/cancel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+
+import httpx
+from pydantic import Field
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import formats
+from svckit.errors import ErrorCode
+from svckit.logging import get_logger
+from svckit.settings import load_settings
+from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
+from worker.providers.detail import response_detail
+from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
+from worker.providers.polling import Fanout, PollClock, percent_of, run_all
+from worker.providers.sizing import deliver, fit, nearest_ratio
+from worker.providers.upstream import Upstream
+
+log = get_logger(__name__)
+FLUX_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+KONTEXT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2"]
+TERMINAL = {"succeeded", "failed", "canceled"}
+# Model-level refusals arrive as a failed prediction; the wording is the model's.
+_REFUSAL = re.compile(r"nsfw|sensitive|\bE005\b|safety|content policy|flagged", re.I)
+
+
+class ReplicateSettings(InputUpstreamSettings):
+    api_token: str = Field(validation_alias="REPLICATE_API_TOKEN", min_length=1)
+    base_url: str = Field("https://api.replicate.com/v1", validation_alias="REPLICATE_BASE_URL")
+    # Prefer: wait=N on create (1-60 s); 0 sends no Prefer header (pure polling).
+    prefer_wait_seconds: int = Field(30, validation_alias="REPLICATE_PREFER_WAIT_SECONDS", ge=0, le=60)
+    # stability-ai/sdxl is a community model: addressed by version.
+    sdxl_version: str = Field(
+        "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc", validation_alias="REPLICATE_SDXL_VERSION"
+    )
+    storage_addr: str = Field("", validation_alias="STORAGE_ADDR")
+
+
+@dataclass(frozen=True)
+class ReplicateModel:
+    name: str  # owner/name
+    # "custom": aspect_ratio=custom + width/height (256-1440, /32); "ratio": one of `ratios`;
+    # "pixels": width/height as asked.
+    sizing: str
+    ratios: tuple[str, ...] = ()
+    multi: bool = False  # num_outputs: n images in one prediction
+    formats: tuple[str, ...] = ("webp", "jpg", "png")
+    image_input: str = ""  # the input's name for the image to edit
+    negative_prompt: bool = False
+    community: bool = False  # POST /v1/predictions with a version
+
+
+MODELS: dict[str, ReplicateModel] = {
+    "flux-1.1-pro": ReplicateModel("black-forest-labs/flux-1.1-pro", "custom"),
+    "flux-pro": ReplicateModel("black-forest-labs/flux-pro", "custom"),
+    "flux-dev": ReplicateModel("black-forest-labs/flux-dev", "ratio", tuple(FLUX_RATIOS), multi=True),
+    "flux-kontext-pro": ReplicateModel(
+        "black-forest-labs/flux-kontext-pro", "ratio", tuple(KONTEXT_RATIOS), formats=("jpg", "png"), image_input="input_image"
+    ),
+    "stable-diffusion-xl": ReplicateModel("stability-ai/sdxl", "pixels", multi=True, formats=("png",), negative_prompt=True, community=True),
+}
+
+
+def model_input(generation: gen.Generation, model: ReplicateModel, image: str = "") -> dict:
+    """The prediction's `input` for the whole generation (n images where the model can)."""
+    params = generation.params
+    kind = params.kind or gen.GENERATION_KIND_GENERATE
+    if kind not in (gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT):
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"replicate cannot do {gen.GenerationKind.Name(kind)}")
+    if kind == gen.GENERATION_KIND_EDIT and not (model.image_input and image):
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} on replicate edits no images")
+    if params.negative_prompt and not model.negative_prompt:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} on replicate takes no negative_prompt")
+    wants = {"jpeg": "jpg"}.get(formats.of(generation.output_format).name, formats.of(generation.output_format).name)
+    body: dict = {"prompt": params.prompt, "seed": generation.seed, "output_format": wants if wants in model.formats else "png"}
+    if model.community:
+        del body["output_format"]  # SDXL makes png only
+    if model.sizing == "custom":
+        body["aspect_ratio"] = "custom"
+        body["width"], body["height"] = fit(generation.width, generation.height, lo=256, hi=1440, step=32)
+    elif model.sizing == "ratio":
+        body["aspect_ratio"] = nearest_ratio(generation.width, generation.height, list(model.ratios))
+    else:
+        body["width"], body["height"] = generation.width, generation.height
+    if model.multi:
+        body["num_outputs"] = params.n or 1
+    if params.negative_prompt:
+        body["negative_prompt"] = params.negative_prompt
+    if image:
+        body[model.image_input] = image
+        body["safety_tolerance"] = 2  # the most Replicate allows with an input image
+    return body
+
+
+def outputs_of(prediction: dict) -> list[str]:
+    """`output` is one URL or a list of them, depending on the model."""
+    output = prediction.get("output")
+    if isinstance(output, str):
+        return [output]
+    if isinstance(output, list):
+        return [o for o in output if isinstance(o, str)]
+    return []
+
+
+def failure_of(prediction: dict) -> ProviderError:
+    error = " ".join(str(prediction.get("error") or "").split())[:300]
+    if prediction.get("status") == "canceled":
+        return ProviderError(ErrorCode.PROVIDER_ERROR, "the prediction was canceled on replicate", retryable=True)
+    if _REFUSAL.search(error):
+        return ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's model refused: {error}")
+    return ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate's prediction failed: {error or 'no reason given'}", retryable=True)
+
+
+class ReplicateProvider(Provider):
+    name = "replicate"
+
+    def __init__(self, settings: ReplicateSettings) -> None:
+        self._settings = settings
+        self._up = Upstream(
+            self.name,
+            settings.base_url,
+            headers={"Authorization": f"Bearer {settings.api_token}"},
+            secret=settings.api_token,
+            retry=settings.retry_policy(),
+            timeout=max(settings.request_timeout_seconds, settings.prefer_wait_seconds + 15),
+            classify=self._classify,
+        )
+        self._inputs = InputImages(
+            self.name, settings.storage_addr, self._up, settings.download_max_bytes,
+            allow_private_urls=settings.input_urls_allow_private,
+        )
+        self._host = httpx.URL(settings.base_url).host
+
+    @classmethod
+    def from_env(cls) -> ReplicateProvider:
+        return cls(load_settings(ReplicateSettings))
+
+    async def close(self) -> None:
+        await self._inputs.close()
+        await self._up.close()
+
+    def _classify(self, response: httpx.Response) -> ProviderError | None:
+        status = response.status_code
+        if status == 422 and response_detail(response).startswith("The specified version"):
+            return ProviderError(ErrorCode.PROVIDER_ERROR, "replicate does not know REPLICATE_SDXL_VERSION", retryable=True)
+        if status == 422:  # RFC 7807: {"title": "Input validation failed", "detail": "- input.width: ..."}
+            return ProviderError(ErrorCode.INVALID_REQUEST, f"replicate rejected the input: {self._up.scrub(response_detail(response))}")
+        if status == 404 and "/cancel" not in response.request.url.path:
+            return ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate does not know this model or prediction: {response_detail(response)}", retryable=True)
+        return None
+
+    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+        model = MODELS.get(generation.model)
+        if model is None:
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate does not serve {generation.model}", retryable=True)
+        inputs = images_of(generation) if model.image_input else []
+        if len(inputs) > 1:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one input image")
+        body = model_input(generation, model, await self._inputs.url_or_data_url(inputs[0]) if inputs else "")
+        n = generation.params.n or 1
+        runs = 1 if model.multi else n
+        fan = Fanout(progress, runs)
+
+        def job(index: int):
+            return lambda: self._predict(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan)
+
+        urls = [url for batch in await run_all([job(i) for i in range(runs)]) for url in batch]
+        if len(urls) < n:
+            raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's safety checker withheld {n - len(urls)} of {n} images")
+        images = []
+        for url in urls[:n]:
+            data = await self._up.download(url, self._settings.download_max_bytes)
+            images.append(await deliver(data, generation, self.name))
+        return ProviderResult(images)
+
+    async def _predict(self, model: ReplicateModel, body: dict, index: int, fan: Fanout) -> list[str]:
+        headers = {"Prefer": f"wait={self._settings.prefer_wait_seconds}"} if self._settings.prefer_wait_seconds else {}
+        if model.community:
+            path, payload = "/predictions", {"version": self._settings.sdxl_version, "input": body}
+        else:
+            path, payload = f"/models/{model.name}/predictions", {"input": body}
+        prediction = (await self._up.request("POST", path, json=payload, headers=headers)).json()
+        prediction_id = prediction.get("id")
+        if not prediction_id:
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate created a prediction without an id", retryable=True)
+        await fan.upstream(index, prediction_id)
+        get_url = (prediction.get("urls") or {}).get("get") or f"/predictions/{prediction_id}"
+        if httpx.URL(get_url).host not in ("", self._host):
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate returned a prediction URL on a foreign host", retryable=True)
+        clock = PollClock(self.name, self._settings)
+        try:
+            while prediction.get("status") not in TERMINAL:
+                if (percent := percent_of(prediction.get("logs"))) is not None:
+                    await fan.report(index, min(percent, 99.0))
+                await clock.wait()
+                prediction = (await self._up.request("GET", get_url)).json()
+        except ProviderError as exc:
+            if exc.code is ErrorCode.TIMEOUT:
+                with contextlib.suppress(ProviderError):
+                    await self.cancel(prediction_id)  # abandoned here: stop paying for it upstream
+            raise
+        if prediction["status"] != "succeeded":
+            raise failure_of(prediction)
+        urls = outputs_of(prediction)
+        if not urls:
+            removed = " (its data was already removed)" if prediction.get("data_removed") else ""
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate's prediction succeeded without output{removed}", retryable=True)
+        await fan.report(index, 100.0)
+        return urls
+
+    async def cancel(self, upstream_id: str) -> None:
+        for prediction_id in filter(None, upstream_id.split(",")):
+            await self._up.request("POST", f"/predictions/{prediction_id}/cancel")

@@ -1,0 +1,90 @@
+"""What the provider adapter tests share: generations as routing makes them, a progress
+recorder, and the emulator's control surface over HTTP."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+from PIL import Image
+
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.ids import new_generation_id
+from worker.providers import GeneratedImage, Progress
+
+
+def generation(
+    model: str,
+    prompt: str = "a lighthouse at dusk",
+    *,
+    width: int = 1024,
+    height: int = 1024,
+    n: int = 1,
+    output_format: int = gen.OUTPUT_FORMAT_PNG,
+    seed: int = 42,
+    size: str = "",
+    **params,
+) -> gen.Generation:
+    """A QUEUED generation as routing admits it (resolved size, seed and format)."""
+    p = gen.GenerationParams(model=model, prompt=prompt, n=n, size=size or f"{width}x{height}", output_format=output_format, **params)
+    return gen.Generation(
+        id=new_generation_id(),
+        account_id="acct_dev",
+        params=p,
+        model=model,
+        state=gen.GENERATION_STATE_QUEUED,
+        version=1,
+        attempt=1,
+        seed=seed,
+        width=width,
+        height=height,
+        output_format=output_format or gen.OUTPUT_FORMAT_PNG,
+        retention_class="days-7",
+    )
+
+
+class Recorder:
+    """A Progress whose reports are kept for assertions."""
+
+    def __init__(self) -> None:
+        self.percents: list[float] = []
+        self.partials: list[GeneratedImage] = []
+        self.upstream_ids: list[str] = []
+
+        async def report(percent: float, partial: GeneratedImage | None) -> None:
+            self.percents.append(percent)
+            if partial is not None:
+                self.partials.append(partial)
+
+        self.progress = Progress(report, self.upstream_ids.append)
+
+
+def image_info(data: bytes) -> tuple[str, int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return (image.format or "").lower(), image.width, image.height
+
+
+def png(width: int = 64, height: int = 64, color=(200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, "PNG")
+    return out.getvalue()
+
+
+class Control:
+    """The emulator's /_emulator surface, over HTTP as any client would use it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_emulator/reset").raise_for_status()
+
+    def faults(self, **faults) -> None:
+        httpx.post(f"{self.url}/_emulator/faults", json=faults).raise_for_status()
+
+    def calls(self, method: str | None = None, prefix: str = "") -> list[dict]:
+        calls = httpx.get(f"{self.url}/_emulator/calls").json()["calls"]
+        return [c for c in calls if (method is None or c["method"] == method) and c["path"].startswith(prefix)]
+
+    def get(self, path: str) -> dict:
+        return httpx.get(f"{self.url}{path}").json()
