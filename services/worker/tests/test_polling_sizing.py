@@ -115,3 +115,12 @@ def test_detail_messages() -> None:
     assert detail_message({"detail": [{"loc": ["body", "width"], "msg": "too big"}, {"loc": ["body"], "msg": "bad"}]}) == "width: too big; bad"
     assert detail_message({"detail": "Not authenticated"}) == "Not authenticated"
     assert detail_message({"title": "Input validation failed", "status": 422}) == "Input validation failed"
+
+
+async def test_a_long_job_is_first_polled_later() -> None:
+    s = UpstreamSettings(WORKER_POLL_INTERVAL_SECONDS=0.01, WORKER_POLL_MAX_INTERVAL_SECONDS=0.2)
+    for eta, low, high in ((0, 0.005, 0.05), (1.0, 0.07, 0.15), (60, 0.15, 0.3)):
+        clock = PollClock("x", s, eta_seconds=eta)
+        started = time.monotonic()
+        await clock.wait()
+        assert low <= time.monotonic() - started <= high, eta

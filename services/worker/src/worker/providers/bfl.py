@@ -21,7 +21,7 @@ from svckit.settings import load_settings
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import Fanout, PollClock, percent_of, run_all
+from worker.providers.polling import POLL_CONNECTIONS, Fanout, PollClock, percent_of, run_all
 from worker.providers.sizing import aspect_ratio, deliver, fit
 from worker.providers.upstream import Upstream
 
@@ -101,6 +101,7 @@ class BflProvider(Provider):
             retry=settings.retry_policy(),
             timeout=settings.request_timeout_seconds,
             classify=self._classify,
+            max_connections=POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
             self.name, settings.storage_addr, self._up, settings.download_max_bytes,
@@ -140,13 +141,13 @@ class BflProvider(Provider):
 
         def job(index: int):
             # Same seed, same image: each of the n tasks gets its own.
-            return lambda: self._run_task(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan)
+            return lambda: self._run_task(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds)
 
         samples = await run_all([job(i) for i in range(n)])
         images = [await deliver(data, generation, self.name) for data in samples]
         return ProviderResult(images)
 
-    async def _run_task(self, model: BflModel, body: dict, index: int, fan: Fanout) -> bytes:
+    async def _run_task(self, model: BflModel, body: dict, index: int, fan: Fanout, eta: float = 0) -> bytes:
         submitted = (await self._up.request("POST", f"/v1/{model.endpoint}", json=body)).json()
         task_id, polling_url = submitted.get("id"), submitted.get("polling_url")
         if not task_id or not polling_url:
@@ -154,7 +155,7 @@ class BflProvider(Provider):
         if not self._trusted(polling_url):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl returned a polling_url on a foreign host", retryable=True)
         await fan.upstream(index, task_id)
-        clock = PollClock(self.name, self._settings)
+        clock = PollClock(self.name, self._settings, eta_seconds=eta)
         warned = False
         while True:
             await clock.wait()

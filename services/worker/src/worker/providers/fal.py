@@ -25,7 +25,7 @@ from worker.providers.base import Progress, Provider, ProviderError, ProviderRes
 from worker.providers.detail import response_detail
 from worker.providers.images import decode_b64
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import PollClock, percent_of
+from worker.providers.polling import POLL_CONNECTIONS, PollClock, percent_of
 from worker.providers.sizing import deliver, nearest_ratio
 from worker.providers.upstream import RETRYABLE_STATUSES, Upstream, retry_after_seconds
 
@@ -120,6 +120,7 @@ class FalProvider(Provider):
             retry=self._retry,
             timeout=settings.request_timeout_seconds,
             classify=self._classify,
+            max_connections=POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
             self.name, settings.storage_addr, self._up, settings.download_max_bytes,
@@ -163,7 +164,7 @@ class FalProvider(Provider):
         progress.upstream(request_id)
         await progress(0.0)  # records the request id now, so a cancel can reach it
         try:
-            await self._wait(urls["status_url"], progress)
+            await self._wait(urls["status_url"], progress, generation.eta_seconds)
             result = await self._result(urls["response_url"])
         except asyncio.CancelledError:
             raise  # cancelled by its owner: cancel() comes next and needs the cancel URL
@@ -181,8 +182,8 @@ class FalProvider(Provider):
         await progress(100.0)
         return ProviderResult(images)
 
-    async def _wait(self, status_url: str, progress: Progress) -> None:
-        clock = PollClock(self.name, self._settings)
+    async def _wait(self, status_url: str, progress: Progress, eta: float = 0) -> None:
+        clock = PollClock(self.name, self._settings, eta_seconds=eta)
         url = httpx.URL(status_url).copy_merge_params({"logs": "1"})
         reported = 0.0
         while True:

@@ -32,7 +32,7 @@ from svckit.settings import load_settings
 from worker.providers import midjourney_api as mj
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import PollClock, percent_of
+from worker.providers.polling import POLL_CONNECTIONS, PollClock, percent_of
 from worker.providers.sizing import deliver
 from worker.providers.upstream import Upstream
 
@@ -98,7 +98,7 @@ class MidjourneyProvider(Provider):
             retry=settings.retry_policy(),
             timeout=settings.request_timeout_seconds,
             classify=self._classify,
-            max_connections=100,
+            max_connections=POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
             self.name, settings.storage_addr, self._up, settings.download_max_bytes,
@@ -170,7 +170,7 @@ class MidjourneyProvider(Provider):
         progress.upstream(task_id)
         await progress(0.0)  # records the task id now, so a cancel can reach it
         try:
-            task = await self._wait(prefix, task_id, progress)
+            task = await self._wait(prefix, task_id, progress, generation.eta_seconds)
         except ProviderError as exc:
             if exc.code is ErrorCode.TIMEOUT and self._flavor.can_cancel:
                 with contextlib.suppress(ProviderError):
@@ -237,8 +237,8 @@ class MidjourneyProvider(Provider):
                 log.info("midjourney queue full, retrying", attempt=attempt, wait_s=round(wait, 2))
                 await asyncio.sleep(wait)
 
-    async def _wait(self, prefix: str, task_id: str, progress: Progress) -> dict:
-        clock = PollClock(self.name, self._settings)
+    async def _wait(self, prefix: str, task_id: str, progress: Progress, eta: float = 0) -> dict:
+        clock = PollClock(self.name, self._settings, eta_seconds=eta)
         missing, reported = 0, 0.0
         while True:
             await clock.wait()

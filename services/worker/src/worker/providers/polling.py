@@ -23,16 +23,23 @@ from worker.providers.base import Progress, ProviderError
 from worker.providers.settings import UpstreamSettings
 
 T = TypeVar("T")
+# HTTP connections per polling adapter. Polls are short requests: a few connections carry
+# thousands of jobs, and httpcore's pool does work quadratic in its size on every request.
+POLL_CONNECTIONS = 8
 GROWTH = 1.5
 JITTER = 0.2  # +-20 %, so jobs submitted together do not poll in lockstep
+ETA_FRACTION = 10  # the first poll after a tenth of the expected run (within the bounds)
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 
 
 class PollClock:
-    def __init__(self, provider: str, settings: UpstreamSettings, *, first_interval: float | None = None) -> None:
+    """`eta_seconds` (the catalog's estimate) sets a later first poll for long jobs: a
+    Midjourney run of a minute is not polled every second at first."""
+
+    def __init__(self, provider: str, settings: UpstreamSettings, *, eta_seconds: float = 0) -> None:
         self._provider = provider
-        self._interval = first_interval or settings.poll_interval_seconds
-        self._max = max(settings.poll_max_interval_seconds, self._interval)
+        self._max = settings.poll_max_interval_seconds
+        self._interval = max(settings.poll_interval_seconds, min(self._max, eta_seconds / ETA_FRACTION))
         self._timeout = settings.job_timeout_seconds
         self._deadline = time.monotonic() + settings.job_timeout_seconds
 

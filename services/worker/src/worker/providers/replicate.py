@@ -22,7 +22,7 @@ from svckit.settings import load_settings
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import Fanout, PollClock, percent_of, run_all
+from worker.providers.polling import POLL_CONNECTIONS, Fanout, PollClock, percent_of, run_all
 from worker.providers.sizing import deliver, fit, nearest_ratio
 from worker.providers.upstream import Upstream
 
@@ -134,6 +134,8 @@ class ReplicateProvider(Provider):
             retry=settings.retry_policy(),
             timeout=max(settings.request_timeout_seconds, settings.prefer_wait_seconds + 15),
             classify=self._classify,
+            # Prefer: wait holds a connection for the whole wait.
+            max_connections=64 if settings.prefer_wait_seconds else POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
             self.name, settings.storage_addr, self._up, settings.download_max_bytes,
@@ -172,7 +174,7 @@ class ReplicateProvider(Provider):
         fan = Fanout(progress, runs)
 
         def job(index: int):
-            return lambda: self._predict(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan)
+            return lambda: self._predict(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds)
 
         urls = [url for batch in await run_all([job(i) for i in range(runs)]) for url in batch]
         if len(urls) < n:
@@ -183,7 +185,7 @@ class ReplicateProvider(Provider):
             images.append(await deliver(data, generation, self.name))
         return ProviderResult(images)
 
-    async def _predict(self, model: ReplicateModel, body: dict, index: int, fan: Fanout) -> list[str]:
+    async def _predict(self, model: ReplicateModel, body: dict, index: int, fan: Fanout, eta: float = 0) -> list[str]:
         headers = {"Prefer": f"wait={self._settings.prefer_wait_seconds}"} if self._settings.prefer_wait_seconds else {}
         if model.community:
             path, payload = "/predictions", {"version": self._settings.sdxl_version, "input": body}
@@ -197,7 +199,7 @@ class ReplicateProvider(Provider):
         get_url = (prediction.get("urls") or {}).get("get") or f"/predictions/{prediction_id}"
         if httpx.URL(get_url).host not in ("", self._host):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate returned a prediction URL on a foreign host", retryable=True)
-        clock = PollClock(self.name, self._settings)
+        clock = PollClock(self.name, self._settings, eta_seconds=eta)
         try:
             while prediction.get("status") not in TERMINAL:
                 if (percent := percent_of(prediction.get("logs"))) is not None:
