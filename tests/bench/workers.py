@@ -187,7 +187,8 @@ class Ends:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await self._consumer.stop()
 
 
 async def feed(bootstrap: str, jobs: list[gen.Generation]) -> None:
@@ -280,9 +281,13 @@ async def hold(mesh, bootstrap: str, args) -> dict:
             "peak_in_flight": peak_in_flight, "failed": ends.failed(ids), "ended": ends.quantiles(ids, started),
         }
     finally:
-        await ends.stop()
-        workers.stop()
-        emulator.stop()
+        try:
+            await ends.stop()
+        finally:
+            try:
+                workers.stop()
+            finally:
+                emulator.stop()
 
 
 async def throughput(mesh, bootstrap: str, args, processes: int, emulator: Emulator) -> dict:
@@ -312,8 +317,10 @@ async def throughput(mesh, bootstrap: str, args, processes: int, emulator: Emula
         return {"processes": processes, "jobs": len(jobs), "seconds": seconds, "jobs_per_s": len(jobs) / seconds,
                 "worker_cpu_seconds": sum(cpu_seconds(p) for p in workers.pids()) - cpu0, "failed": ends.failed(ids)}
     finally:
-        await ends.stop()
-        workers.stop()
+        try:
+            await ends.stop()
+        finally:
+            workers.stop()
 
 
 async def main(args) -> None:
