@@ -7,10 +7,10 @@ UV := $(CACHE)/tools/bin/uv
 PY := .venv/bin/python
 BUF := $(CACHE)/node/node_modules/.bin/buf
 
-.PHONY: help install up down status test unit protos protos-check lint-protos clean
+.PHONY: help install up down status test unit protos protos-check lint-protos clean bench-workers
 
 help:
-	@echo "make up | down | status | test | unit | protos | protos-check | lint-protos | clean"
+	@echo "make up | down | status | test | unit | bench-workers | protos | protos-check | lint-protos | clean"
 
 $(UV):
 	python3 -m venv $(CACHE)/tools
@@ -56,6 +56,11 @@ unit: .venv/.synced
 
 test: install
 	$(PY) -m pytest -q
+
+# Provider worker benchmark (issue 4): one midjourney worker holding 1,000 30 s jobs
+# (RSS, CPU, drain) and jobs/s of 1 vs 2 bfl workers. A few minutes; prints its figures.
+bench-workers: install
+	$(PY) -m tests.bench.workers
 
 clean: down
 	rm -rf .run
