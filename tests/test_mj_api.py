@@ -2,13 +2,14 @@
 
 The first tests run on any mesh (tasks are generations, so a pixelmesh-sketch generation
 reads as a task). The `midjourney` ones need the mesh to serve the catalog's `midjourney`
-model (a midjourney worker and its upstream emulator); they skip, saying so, until then.
+model: they start a midjourney worker against the trueai-flavour proxy emulator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import secrets
@@ -17,7 +18,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.emulators import midjourney as mj_emulator
+from tests.emulators.harness import EmulatorServer
 from tests.support.polling import wait_finished
+from tests.support.ports import free_port
+from tests.support.provider_mesh import start_worker
+from tests.support.provider_runs import require_route
 from tests.support.webhooks import receiver, verify
 
 
@@ -149,11 +155,18 @@ async def test_input_images_are_stored_before_queuing(mesh) -> None:
 # ---- with the midjourney worker ---------------------------------------------------------
 
 
-@pytest.fixture
-async def midjourney(http: httpx.AsyncClient) -> None:
-    served = {name for m in (await http.get("/v1/models")).json()["data"] for name in [m["id"], *m.get("aliases", [])]}
-    if "midjourney" not in served:
-        pytest.skip("the mesh does not serve the `midjourney` model (needs the midjourney worker and its emulator)")
+@pytest.fixture(scope="module")
+def midjourney(mesh):
+    """A midjourney pool in the mesh: the trueai-flavour proxy emulator and a worker for it."""
+    require_route(mesh, "midjourney")
+    key = "mj-" + secrets.token_hex(8)
+    server = EmulatorServer("midjourney", free_port(), api_key=key,
+                            create_app=functools.partial(mj_emulator.create_app, flavor="trueai")).start()
+    instance = start_worker(mesh, "midjourney", MIDJOURNEY_API_KEY=key, MIDJOURNEY_BASE_URL=server.url,
+                            MIDJOURNEY_FLAVOR="trueai", WORKER_INPUT_URLS_ALLOW_PRIVATE="true")
+    yield
+    mesh.stop(instance)
+    server.stop()
 
 
 async def test_imagine_then_buttons(http: httpx.AsyncClient, midjourney: None) -> None:

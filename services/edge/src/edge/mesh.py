@@ -21,6 +21,8 @@ from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
 from svckit.ids import new_generation_id
 
+# Set by routing on a submit answered with the generation an Idempotency-Key already made.
+REPLAYED_METADATA = "pixelmesh-idempotent-replay"
 CALL_TIMEOUT = 10.0
 UPLOAD_CHUNK = 256 * 1024
 
@@ -78,6 +80,13 @@ class Mesh:
         return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)
 
     async def submit(self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = "") -> gen.Generation:
+        generation, _replayed = await self.submit_once(caller, params, idempotency_key=idempotency_key)
+        return generation
+
+    async def submit_once(
+        self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = ""
+    ) -> tuple[gen.Generation, bool]:
+        """Submit; (the generation, True when the Idempotency-Key had already made it)."""
         request = routing_pb.SubmitGenerationRequest(
             params=params,
             account_id=caller.account_id,
@@ -86,10 +95,13 @@ class Mesh:
             idempotency_key=idempotency_key,
         )
         with rpc_errors():
-            op = await self.routing.SubmitGeneration(request, timeout=CALL_TIMEOUT)
+            call = self.routing.SubmitGeneration(request, timeout=CALL_TIMEOUT)
+            op = await call
+            metadata = await call.initial_metadata()
         generation = gen.Generation()
         op.metadata.Unpack(generation)
-        return generation
+        replayed = any(k == REPLAYED_METADATA and v == "true" for k, v in metadata or ())
+        return generation, replayed
 
     async def generation(self, caller: Caller, generation_id: str) -> gen.Generation:
         """A generation of the caller's account; another account's is NOT_FOUND, like a missing one."""

@@ -11,7 +11,6 @@ NIJI_JOURNEY: `niji`).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -25,14 +24,10 @@ from edge.jobs import idempotency_key
 from edge.mesh import Caller, Mesh, Upload, new_upload_id
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.ids import generation_id_time_ms
 from svckit.shapes import mj_task
 
 router = APIRouter()
 
-# A submit whose generation was created this long before the request is a replay
-# (Idempotency-Key): the proxies' code 21, "existed".
-EXISTED_MARGIN_MS = 1000
 MAX_LIST_IDS = 500
 
 B = TypeVar("B", bound=BaseModel)
@@ -71,18 +66,17 @@ async def task_json(mesh: Mesh, generation: gen.Generation) -> dict:
 
 async def mj_submit(request: Request, build: Callable[[], Awaitable[gen.GenerationParams]], mesh: Mesh, who: Caller) -> JSONResponse:
     """Build the params, submit, answer with a SubmitResultVO (errors as proxy codes)."""
-    started_ms = int(time.time() * 1000)
     try:
         key = idempotency_key(request)
         params = await build()
-        generation = await mesh.submit(who, params, idempotency_key=key)
+        generation, replayed = await mesh.submit_once(who, params, idempotency_key=key)
     except GatewayError as err:
         status = 404 if err.code is ErrorCode.NOT_FOUND else 200
         return JSONResponse(mjm.failure_result(err), status_code=status)
     annotate(generation)
-    born = generation_id_time_ms(generation.id) or started_ms
-    if key and born < started_ms - EXISTED_MARGIN_MS:
-        task = await task_json(mesh, generation)
+    if replayed:
+        # The first submit's generation, as it is now (the reservation kept its first state).
+        task = await task_json(mesh, await mesh.generation(who, generation.id))
         body = mjm.submit_result(mjm.EXISTED, "Task already exists", generation.id, status=task["status"], imageUrl=task["imageUrl"])
     else:
         body = mjm.submit_result(mjm.SUCCESS, "Submit success", generation.id, model=generation.model, etaSeconds=generation.eta_seconds)

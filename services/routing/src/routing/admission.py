@@ -68,6 +68,11 @@ def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageIn
             raise invalid("Every input image needs a stored object key or a URL, and role image or mask.", "image")
 
 
+# Kinds whose inputs say what to make: a blend of images, a description of one, a button
+# pressed on an earlier result (which carries its own prompt).
+PROMPTLESS_KINDS = frozenset({gen.GENERATION_KIND_BLEND, gen.GENERATION_KIND_DESCRIBE, gen.GENERATION_KIND_ACTION})
+
+
 def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str, int]:
     """Check the request against the model; return (size, quality, n) with defaults filled.
 
@@ -82,16 +87,18 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     if spec is not None and not spec.prompt:
         if prompt:
             raise invalid(f"Image {route} take no prompt.", "prompt")
-    elif not prompt.strip():
+    elif not prompt.strip() and params.kind not in PROMPTLESS_KINDS:
         raise invalid("The prompt must not be empty.", "prompt")
     if len(prompt) > entry.max_prompt_chars:
         raise invalid(
             f"The prompt is {len(prompt)} characters long; {entry.id} takes at most {entry.max_prompt_chars}.",
             "prompt",
         )
+    if params.kind in PROMPTLESS_KINDS and "midjourney" not in entry.providers:
+        raise invalid(f"{entry.id} takes no Midjourney blend, describe or button actions.", "model")
     if spec is not None:
         _check_inputs(entry, params, spec, route)
-    elif params.input_images and not params.image_url:
+    elif params.input_images and not params.image_url and params.kind not in PROMPTLESS_KINDS:
         raise invalid("Input images go to /v1/images/edits or /v1/images/variations.", "image")
     n = params.n or 1
     if not 1 <= n <= entry.max_images:

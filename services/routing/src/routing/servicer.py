@@ -20,6 +20,8 @@ from svckit.logging import get_logger
 
 log = get_logger(__name__)
 PRODUCER = "routing"
+# Initial metadata of a submit answered with the generation its Idempotency-Key already made.
+REPLAYED_METADATA = "pixelmesh-idempotent-replay"
 
 
 def operation_for(generation: gen.Generation) -> operations_pb2.Operation:
@@ -45,6 +47,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         try:
             generation, reservation = await self._admit(request)
             if reservation.HasField("existing"):  # a retry with the same Idempotency-Key
+                await context.send_initial_metadata(((REPLAYED_METADATA, "true"),))
                 return operation_for(reservation.existing)
             await self._dispatch(generation)
         except GatewayError as err:
