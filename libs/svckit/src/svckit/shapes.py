@@ -92,10 +92,24 @@ def webhook_deliveries(generation: gen.Generation) -> list[dict]:
     ]
 
 
+def attempts(generation: gen.Generation) -> list[dict]:
+    """Every try on every route (fallbacks add attempts), with the failure of each."""
+    return [
+        {
+            "attempt": a.number,
+            "provider": a.provider,
+            "started_at": iso(a.start_time),
+            "ended_at": iso(a.end_time),
+            "error": {"code": a.error.code, "message": a.error.message} if a.error.code else None,
+        }
+        for a in generation.attempts
+    ]
+
+
 def v2_generation(generation: gen.Generation, urls: list[str]) -> dict:
     """Seed 000's generation object (id, status, model_slug, result_url, tokens_spent,
     result_metadata, seed, created_at, eta_seconds), plus the lifecycle `state`, progress,
-    the error, every result URL, webhook deliveries, and seed 004's `perf` block."""
+    the error, every result URL, every attempt, webhook deliveries, and seed 004's `perf` block."""
     p = generation.params
     status = V2_STATUS.get(generation.state, "pending")
     terminal = generation.state in TERMINAL
@@ -127,6 +141,7 @@ def v2_generation(generation: gen.Generation, urls: list[str]) -> dict:
         "error": None,
         "callback_url": p.callback_url or None,
         "webhook_deliveries": webhook_deliveries(generation),
+        "attempts": attempts(generation),
     }
     if p.parent_generation_id:
         body["parent_generation_id"] = p.parent_generation_id
