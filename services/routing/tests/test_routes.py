@@ -116,3 +116,15 @@ def test_outcomes_feed_the_breaker() -> None:
     assert breaker.state("replicate") is Circuit.CLOSED
     observe(gen.Generation(state=gen.GENERATION_STATE_SUCCEEDED, provider="bfl"), planner)
     assert breaker.state("bfl") is Circuit.CLOSED
+
+
+def test_catalog_route_weights_are_checked_and_used() -> None:
+    from routing.catalog import Catalog
+
+    catalog = Catalog.load({"bfl", "replicate", "fal"})
+    entry = catalog.get("flux-1.1-pro")
+    assert entry.route_weights == {"bfl": 1, "replicate": 0, "fal": 0}
+    planner = RoutePlanner(CircuitBreaker(), random.Random(1))
+    assert {planner.plan(routes_for(catalog.routes(entry), entry.route_weights))[0] for _ in range(50)} == {"bfl"}
+    with pytest.raises(ValueError, match="route_weights"):
+        type(entry).model_validate({**entry.model_dump(), "route_weights": {"openai": 1}})

@@ -99,7 +99,10 @@ class ModelEntry(BaseModel):
     aliases: list[str] = []
     display_name: str = ""
     owned_by: str
+    # Routes in fallback order; `route_weights` (optional) shares first attempts among
+    # them (weight 0: fallback only). Without weights the first route takes them all.
     providers: list[str] = Field(min_length=1)
+    route_weights: dict[str, float] = {}
     sizes: list[str] = Field(min_length=1)
     default_size: str
     custom_size: CustomSize | None = None
@@ -123,6 +126,8 @@ class ModelEntry(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
+        if set(self.route_weights) - set(self.providers) or any(w < 0 for w in self.route_weights.values()):
+            raise ValueError(f"{self.id}: route_weights must name its providers, with weights >= 0")
         for size in self.sizes + [s for spec in (self.edits, self.variations) if spec for s in spec.sizes]:
             if size != "auto" and not PIXEL_SIZE.match(size) and size not in ASPECT_PIXELS:
                 raise ValueError(f"{self.id}: bad size {size!r}")

@@ -60,7 +60,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         params = request.params
         entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
-        routes = self._planner.plan(routes_for(self._catalog.routes(entry)))
+        routes = self._planner.plan(routes_for(self._catalog.routes(entry), entry.route_weights))
         provider = routes[0]
         generation = admit(
             entry,
