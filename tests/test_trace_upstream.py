@@ -49,8 +49,13 @@ def test_the_trace_reaches_the_upstream_call(openai_upstream: EmulatorServer, ed
                 and upstream_host in str(s.attributes.get("url.full", s.attributes.get("http.url", "")))]
 
     def complete(spans) -> bool:
+        """Every span the assertions read has been exported (services flush in batches)."""
         found = worker_process(spans)
-        return bool(found) and bool(upstream_calls(spans, found[0].trace_id))
+        if not found or not upstream_calls(spans, found[0].trace_id):
+            return False
+        ids = {s.span_id for s in spans}
+        edge_served = any(s.trace_id == found[0].trace_id and s.service == "edge" and s.kind == "SERVER" for s in spans)
+        return found[0].parent_span_id in ids and edge_served
 
     spans = otlp_sink.wait_for(complete)
     process = worker_process(spans)[0]
