@@ -10,8 +10,7 @@ import pytest
 from tests.emulators.harness import EmulatorServer, REFUSED_WORD
 from tests.support.polling import wait_finished
 from tests.support.ports import free_port
-from tests.support.provider_mesh import start_worker
-from tests.support.provider_runs import require_route
+from tests.support.provider_mesh import require_route, start_worker
 
 KEY = "fallback-test-key"
 

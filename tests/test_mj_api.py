@@ -22,8 +22,7 @@ from tests.emulators import midjourney as mj_emulator
 from tests.emulators.harness import EmulatorServer
 from tests.support.polling import wait_finished
 from tests.support.ports import free_port
-from tests.support.provider_mesh import start_worker
-from tests.support.provider_runs import require_route
+from tests.support.provider_mesh import require_route, start_worker
 from tests.support.webhooks import receiver, verify
 
 

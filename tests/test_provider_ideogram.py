@@ -12,8 +12,9 @@ from svckit.errors import ErrorCode
 from tests.emulators import ideogram as emu
 from tests.emulators.harness import EmulatorServer
 from tests.support.ports import free_port
+from tests.support.provider_mesh import require_route, start_worker
 from tests.support.provider_runs import (
-    FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+    FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset,
 )
 from worker.providers import ProviderError
 from worker.providers.ideogram import IdeogramProvider, IdeogramSettings

@@ -15,8 +15,9 @@ from svckit.grpc_client import channel as grpc_channel
 from tests.emulators import openai as emu
 from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
+from tests.support.provider_mesh import require_route, start_worker
 from tests.support.provider_runs import (
-    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, require_route, reset, start_worker,
+    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset,
 )
 from worker.providers import ProviderError
 from worker.providers.openai import OpenAIProvider, OpenAISettings

@@ -9,7 +9,7 @@ import pytest
 from tests.emulators.harness import EmulatorServer
 from tests.support.otlp_sink import OtlpSink
 from tests.support.ports import free_port
-from tests.support.provider_runs import require_route
+from tests.support.provider_mesh import require_route, start_worker
 
 KEY = "sk-test-trace-0123456789"
 
@@ -18,10 +18,8 @@ KEY = "sk-test-trace-0123456789"
 def openai_upstream(mesh):
     require_route(mesh, "openai")
     srv = EmulatorServer("openai", free_port(), api_key=KEY).start()
-    instance, port = "worker-openai-trace", free_port()
-    mesh.start("worker", instance=instance, WORKER_PROVIDER="openai", GRPC_PORT=str(port), METRICS_PORT=str(free_port()),
-               OPENAI_API_KEY=KEY, OPENAI_BASE_URL=f"{srv.url}/v1")
-    mesh.wait_serving(port, instance)
+    instance = start_worker(mesh, "openai", instance="worker-openai-trace", OPENAI_API_KEY=KEY,
+                            OPENAI_BASE_URL=f"{srv.url}/v1")
     yield srv
     mesh.stop(instance)
     srv.stop()

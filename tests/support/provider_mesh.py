@@ -21,12 +21,22 @@ from tests.support.ports import free_port
 FAST_POLLING = {"WORKER_POLL_INTERVAL_SECONDS": "0.1", "WORKER_POLL_MAX_INTERVAL_SECONDS": "0.5", "WORKER_RETRY_BUDGET_SECONDS": "3"}
 
 
-def start_worker(mesh, provider: str, **env: str) -> str:
-    """A worker process for `provider` on its own ports; returns its instance name."""
-    instance = f"worker-{provider}"
+def require_route(mesh, provider: str) -> None:
+    """Skip unless routing sends this provider's models to a worker pool in this mesh
+    (tests/conftest.py sets ROUTING_PROVIDERS; the provider must be in it)."""
+    import pytest
+
+    if provider not in mesh.ports["ROUTING_PROVIDERS"].split(","):
+        pytest.skip(f"ROUTING_PROVIDERS={mesh.ports['ROUTING_PROVIDERS']!r} does not route to {provider!r}")
+
+
+def start_worker(mesh, provider: str, *, instance: str = "", **env: str) -> str:
+    """A worker process for `provider` on its own ports, polling and retrying fast unless
+    `env` says otherwise; returns its instance name."""
+    instance = instance or f"worker-{provider}"
     port = free_port()
-    mesh.start("worker", instance=instance, WORKER_PROVIDER=provider, GRPC_PORT=str(port), METRICS_PORT="0",
-               **FAST_POLLING, **env)
+    mesh.start("worker", instance=instance, WORKER_PROVIDER=provider, GRPC_PORT=str(port),
+               METRICS_PORT=str(free_port()), **{**FAST_POLLING, **env})
     mesh.wait_serving(port, instance)
     return instance
 

@@ -75,27 +75,3 @@ def received(server: EmulatorServer) -> list[dict]:
 
 def api_calls(server: EmulatorServer) -> list:
     return list(server.state.calls)
-
-
-# ---- one provider's worker in the real mesh ----------------------------------------------
-
-
-def require_route(mesh, provider: str) -> None:
-    """Skip unless routing sends this provider's models to a worker pool in this mesh
-    (tests/conftest.py sets ROUTING_PROVIDERS; the provider must be in it)."""
-    import pytest
-
-    if provider not in mesh.ports["ROUTING_PROVIDERS"].split(","):
-        pytest.skip(f"ROUTING_PROVIDERS={mesh.ports['ROUTING_PROVIDERS']!r} does not route to {provider!r}")
-
-
-def start_worker(mesh, provider: str, **env: str) -> str:
-    """A worker process for one provider pool, on its own ports; returns its instance name."""
-    from tests.support.ports import free_port
-
-    instance = f"worker-{provider}"
-    grpc_port = free_port()
-    mesh.start("worker", instance=instance, WORKER_PROVIDER=provider, GRPC_PORT=str(grpc_port),
-               METRICS_PORT=str(free_port()), **env)
-    mesh.wait_serving(grpc_port, instance)
-    return instance
