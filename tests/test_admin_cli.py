@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -60,10 +62,19 @@ async def test_keys_credits_ledger_and_usage_from_the_cli(mesh, edge_url) -> Non
     assert lines[-1] == "balance: 22 available, 0 reserved"
     assert "pixelmesh-sketch" in cli(mesh, "usage", account).stdout
 
-    revoked = cli(mesh, "keys", "revoke", key_id)
-    assert revoked.returncode == 0 and key_id in revoked.stdout
     async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {secret}"}) as http:
-        assert (await http.get("/v1/models")).status_code == 401
+        assert (await http.get("/v1/models")).status_code == 200  # the edge now remembers the key
+        revoked = cli(mesh, "keys", "revoke", key_id)
+        assert revoked.returncode == 0 and key_id in revoked.stdout
+        # Spending is refused at once (pricing checks the key inside the reservation), even
+        # while the edge may still remember the key ...
+        r = await http.post("/api/v2/generate", json={"model": "pixelmesh-sketch", "prompt": "after revoke", "size": "256x256"})
+        assert r.status_code == 401, r.text
+        # ... and every call within a second (EDGE_AUTH_CACHE_SECONDS).
+        revoked_at = time.monotonic()
+        while (await http.get("/v1/models")).status_code != 401:
+            assert time.monotonic() - revoked_at < 1.5, "a revoked key still worked after the cache's second"
+            await asyncio.sleep(0.05)
 
 
 def test_the_cli_needs_the_admin_token(mesh) -> None:  # noqa: ANN001

@@ -1,7 +1,7 @@
 """Kafka bus: topic names and creation, protobuf producer, at-least-once consumers."""
 
 from bus.consumer import Consumer, Record
-from bus.events import TERMINAL_STATES, advance, generation_event, is_terminal, supersede
+from bus.events import TERMINAL_STATES, EventHeaders, advance, generation_event, is_terminal, supersede
 from bus.producer import Producer
 from bus.reader import TopicReader
 from bus.records import PoisonMessage
@@ -17,6 +17,7 @@ __all__ = [
     "supersede",
     "EVENTS_TOPIC",
     "Consumer",
+    "EventHeaders",
     "KafkaServiceSettings",
     "PoisonMessage",
     "Producer",

@@ -9,13 +9,20 @@
   `<topic>.dlq` with the error in its headers, and is then committed: it never loops.
 - On rebalance and on stop, in-flight records are finished (bounded by a grace period)
   and committed before the partitions are handed back.
+- Commits are grouped: finished offsets are committed at most `commit_interval` seconds
+  later, in one request for every partition (a commit per record cost the broker and the
+  client more than most handlers). A crash in between redelivers those records, which
+  at-least-once handlers absorb anyway.
+- `accept` looks at a record's headers before anything else: a record it refuses is done
+  at once, never decoded, traced or handed to the handler (the events topic carries every
+  state of every generation, and most consumer groups act on a few of them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -31,6 +38,14 @@ from svckit.logging import get_logger
 log = get_logger(__name__)
 
 Handler = Callable[[Record[M]], Awaitable[None]]
+# A filter on a record's headers: False means "not for this group", done without decoding.
+Accept = Callable[[Sequence[tuple[str, bytes]]], bool]
+# How long the broker holds a fetch open while the topic has nothing new (it answers at once
+# when a record arrives), and how long getmany waits: long, so that an idle consumer wakes
+# a few times a minute rather than several times a second.
+IDLE_FETCH_WAIT_MS = 5_000
+# Records fetched at once: enough to skip runs of refused records in one go.
+FETCH_BATCH = 100
 
 
 class _PartitionProgress:
@@ -68,6 +83,8 @@ class Consumer(Generic[M]):
         # Where a group with no committed offset starts: "earliest" for work queues (no job
         # is lost), "latest" for reactions to live events that must not replay history.
         auto_offset_reset: str = "earliest",
+        accept: Accept | None = None,
+        commit_interval: float = 0.2,
     ) -> None:
         self.topic = topic
         self.group_id = group_id
@@ -77,6 +94,8 @@ class Consumer(Generic[M]):
         self._max_in_flight = max(1, max_in_flight)
         self._handler_attempts = handler_attempts
         self._grace = shutdown_grace_seconds
+        self._accept = accept
+        self._commit_interval = commit_interval
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -86,9 +105,15 @@ class Consumer(Generic[M]):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
             max_poll_interval_ms=600_000,
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
             isolation_level="read_committed",
         )
         self._progress: dict[TopicPartition, _PartitionProgress] = {}
+        # Per partition, the end offset when this process was assigned it: records from
+        # there on were appended since, so no other member of the group has handled them.
+        self._fresh_from: dict[TopicPartition, int] = {}
+        self._to_commit: set[TopicPartition] = set()
+        self._commit_task: asyncio.Task[None] | None = None
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
         self._slot_free = asyncio.Event()
         self._running = False
@@ -116,31 +141,46 @@ class Consumer(Generic[M]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         await self._drain(set(self._progress))
+        if self._commit_task:
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_task
         await self._consumer.stop()
 
     async def _run(self) -> None:
         while self._running:
-            if self.in_flight >= self._max_in_flight:
-                assigned = self._consumer.assignment()
-                self._consumer.pause(*assigned)
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                self._consumer.resume(*self._consumer.assignment())
-                continue
             try:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_in_flight - self.in_flight)
+                batch = await self._consumer.getmany(
+                    timeout_ms=IDLE_FETCH_WAIT_MS, max_records=max(FETCH_BATCH, self._max_in_flight)
+                )
             except KafkaError as exc:
                 log.warning("fetch failed", topic=self.topic, error=repr(exc))
                 await asyncio.sleep(1)
                 continue
             self._report_lag()
             for tp, raws in batch.items():
-                progress = self._progress.setdefault(tp, _PartitionProgress())
                 for raw in raws:
+                    if self._accept is not None and not self._accept(raw.headers or ()):
+                        self._done(tp, raw.offset)
+                        continue
+                    if self.in_flight >= self._max_in_flight:
+                        await self._wait_for_slot()
+                    progress = self._progress.get(tp)
+                    if progress is None:
+                        break  # revoked while we waited: its new owner handles the rest
                     progress.in_flight.add(raw.offset)
                     task = asyncio.create_task(self._handle(raw))
                     self._tasks[task] = tp
                     task.add_done_callback(self._finished)
+
+    async def _wait_for_slot(self) -> None:
+        """Full: pause fetching (the group membership stays) until a handler finishes."""
+        self._consumer.pause(*self._consumer.assignment())
+        self._slot_free.clear()
+        while self.in_flight >= self._max_in_flight:
+            await self._slot_free.wait()
+            self._slot_free.clear()
+        self._consumer.resume(*self._consumer.assignment())
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -151,7 +191,8 @@ class Consumer(Generic[M]):
         try:
             with process_span(raw, self.group_id) as span:
                 try:
-                    record = decode(raw, self._message_type)
+                    fresh = raw.offset >= self._fresh_from.get(tp, 1 << 62)
+                    record = decode(raw, self._message_type, maybe_seen=not fresh)
                     await self._call_with_retries(record)
                 except PoisonMessage as exc:
                     span.record_exception(exc)
@@ -162,12 +203,23 @@ class Consumer(Generic[M]):
             log.error("record not handled", topic=raw.topic, offset=raw.offset, error=repr(exc))
             return
         # (A cancelled handler also stays in flight: handed back uncommitted.)
+        self._done(tp, raw.offset)
+
+    def _done(self, tp: TopicPartition, offset: int) -> None:
+        """The record at `offset` is finished: its offset is committed with the next group."""
         progress = self._progress.get(tp)
         if progress is None:
             return  # partition revoked meanwhile; its new owner redoes the record
-        progress.in_flight.discard(raw.offset)
-        progress.highest_done = max(progress.highest_done, raw.offset)
-        await self._commit(tp)
+        progress.in_flight.discard(offset)
+        progress.highest_done = max(progress.highest_done, offset)
+        self._to_commit.add(tp)
+        if self._commit_task is None or self._commit_task.done():
+            self._commit_task = asyncio.create_task(self._commit_soon(), name=f"commit {self.topic}")
+
+    async def _commit_soon(self) -> None:
+        await asyncio.sleep(self._commit_interval)
+        partitions, self._to_commit = self._to_commit, set()
+        await self._commit(partitions)
 
     async def _call_with_retries(self, record: Record[M]) -> None:
         delay = 0.5
@@ -194,18 +246,24 @@ class Consumer(Generic[M]):
         await self._producer.send_raw(dlq_topic(raw.topic), raw.key, raw.value, headers)
         log.error("record sent to dead-letter topic", topic=raw.topic, offset=raw.offset, error=str(exc))
 
-    async def _commit(self, tp: TopicPartition) -> None:
-        progress = self._progress.get(tp)
-        offset = progress.commit_offset() if progress else None
-        if offset is None:
+    async def _commit(self, partitions: set[TopicPartition]) -> None:
+        """Commit how far each of these partitions is done, in one request."""
+        offsets = {}
+        for tp in partitions:
+            progress = self._progress.get(tp)
+            offset = progress.commit_offset() if progress else None
+            if offset is not None:
+                offsets[tp] = offset
+        if not offsets:
             return
         try:
-            await self._consumer.commit({tp: offset})
+            await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # Lost the partition in a rebalance: the new owner redelivers from the last commit.
-            log.warning("commit failed", partition=tp.partition, offset=offset, error=repr(exc))
+            log.warning("commit failed", partitions=sorted(tp.partition for tp in offsets), error=repr(exc))
             return
-        self._report_lag(tp)
+        for tp in offsets:
+            self._report_lag(tp)
 
     def _report_lag(self, only: TopicPartition | None = None) -> None:
         """Records not yet finished per partition: the broker's end offset minus what this
@@ -228,9 +286,10 @@ class Consumer(Generic[M]):
             done, pending = await asyncio.wait(tasks, timeout=self._grace)
             for t in pending:
                 t.cancel()  # handed back: the next owner redoes them
+        await self._commit(partitions)
         for tp in partitions:
-            await self._commit(tp)
             self._progress.pop(tp, None)
+            self._fresh_from.pop(tp, None)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -243,3 +302,11 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             self._c._progress.setdefault(tp, _PartitionProgress())
+        if not assigned:
+            return
+        try:
+            ends = await self._c._consumer.end_offsets(list(assigned))
+        except KafkaError as exc:  # unknown: every record counts as possibly seen
+            log.warning("end offsets unknown", topic=self._c.topic, error=repr(exc))
+            return
+        self._c._fresh_from.update(ends)

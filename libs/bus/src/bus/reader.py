@@ -15,6 +15,7 @@ from typing import Generic
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bus.consumer import IDLE_FETCH_WAIT_MS
 from bus.records import M, PoisonMessage, Record, decode, process_span
 from svckit.logging import get_logger
 
@@ -40,6 +41,7 @@ class TopicReader(Generic[M]):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
             isolation_level="read_committed",
         )
         # End offset of each partition at start-up: reaching them all means "caught up".
@@ -89,7 +91,7 @@ class TopicReader(Generic[M]):
     async def _run(self) -> None:
         while True:
             try:
-                batch = await self._consumer.getmany(timeout_ms=500)
+                batch = await self._consumer.getmany(timeout_ms=IDLE_FETCH_WAIT_MS)
             except KafkaError as exc:
                 log.warning("fetch failed", topic=self.topic, error=repr(exc))
                 await asyncio.sleep(1)

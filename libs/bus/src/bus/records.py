@@ -27,9 +27,13 @@ class Record(Generic[M]):
     offset: int
     key: str
     message: M
+    # False only when this consumer group cannot have handled the record before: it was
+    # appended after this process took its partition over (bus.Consumer knows). A record
+    # that may be a redelivery (a crash before its commit) has True.
+    maybe_seen: bool = True
 
 
-def decode(raw: ConsumerRecord, message_type: type[M]) -> Record[M]:
+def decode(raw: ConsumerRecord, message_type: type[M], *, maybe_seen: bool = True) -> Record[M]:
     if raw.value is None:
         raise PoisonMessage("record has no value")
     try:
@@ -37,7 +41,7 @@ def decode(raw: ConsumerRecord, message_type: type[M]) -> Record[M]:
     except DecodeError as exc:
         raise PoisonMessage(f"not a {message_type.DESCRIPTOR.full_name}: {exc}") from exc
     key = raw.key.decode(errors="replace") if raw.key else ""
-    return Record(raw.topic, raw.partition, raw.offset, key, msg)
+    return Record(raw.topic, raw.partition, raw.offset, key, msg, maybe_seen)
 
 
 class _HeaderGetter:

@@ -1,4 +1,7 @@
-"""gRPC client channels to other services, and a health probe for readiness checks."""
+"""gRPC client channels to other services, and a health probe for readiness checks.
+
+Every channel is a svckit.grpc_tracing.TracedChannel: each call through it is a CLIENT
+span carrying the trace context to the peer."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from svckit.grpc_tracing import TracedChannel
 
 # Transparent retries of calls that never reached the peer's handler (UNAVAILABLE),
 # so a service restarting during a rolling update costs a little latency, not an error.
@@ -31,8 +36,8 @@ _SERVICE_CONFIG = json.dumps(
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
+def channel(address: str) -> TracedChannel:
+    return TracedChannel(grpc.aio.insecure_channel(
         address,
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
@@ -41,10 +46,10 @@ def channel(address: str) -> grpc.aio.Channel:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
-    )
+    ))
 
 
-async def is_serving(chan: grpc.aio.Channel, service: str = "", timeout: float = 1.0) -> bool:
+async def is_serving(chan: grpc.aio.Channel | TracedChannel, service: str = "", timeout: float = 1.0) -> bool:
     """True when the peer's grpc.health.v1 says SERVING for `service`."""
     try:
         resp = await health_pb2_grpc.HealthStub(chan).Check(

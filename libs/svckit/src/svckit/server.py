@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from svckit.grpc_tracing import traced_servicer
 from svckit.logging import configure_logging, get_logger
 from svckit.settings import ServiceSettings
 from svckit.telemetry import setup_telemetry, shutdown_telemetry
@@ -58,8 +59,9 @@ class GrpcService:
         self.port: int | None = None
 
     def add_servicer(self, add_fn: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
-        """Register a servicer (`add_FooServicer_to_server`, instance, 'pkg.v1.FooService')."""
-        add_fn(servicer, self.server)
+        """Register a servicer (`add_FooServicer_to_server`, instance, 'pkg.v1.FooService');
+        each of its RPCs runs in a SERVER span (svckit.grpc_tracing)."""
+        add_fn(traced_servicer(servicer, full_name), self.server)
         self._service_names.append(full_name)
 
     def readiness_check(self, check: ReadinessCheck) -> None:

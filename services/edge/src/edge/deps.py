@@ -19,11 +19,13 @@ NO_KEY = (
 )
 
 
-def get_mesh(request: Request) -> Mesh:
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread,
+# two thread hops per request for a dictionary lookup.
+async def get_mesh(request: Request) -> Mesh:
     return request.app.state.mesh
 
 
-def get_settings(request: Request) -> EdgeSettings:
+async def get_settings(request: Request) -> EdgeSettings:
     return request.app.state.settings
 
 
@@ -32,7 +34,7 @@ async def get_caller(request: Request) -> Caller:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise GatewayError(ErrorCode.UNAUTHENTICATED, NO_KEY)
-    who = await get_mesh(request).authenticate(key.strip())
+    who = await request.app.state.mesh.authenticate(key.strip())
     trace.get_current_span().set_attribute("pixelmesh.account.id", who.account_id)
     return who
 

@@ -7,6 +7,7 @@ import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from edge.auth_cache import AuthCache
 from edge.settings import EdgeSettings
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
@@ -64,6 +65,7 @@ class Mesh:
         self.pricing = pricing_service_pb2_grpc.PricingServiceStub(self._channels["pricing"])
         self.status = status_service_pb2_grpc.StatusServiceStub(self._channels["status"])
         self.storage = storage_service_pb2_grpc.StorageServiceStub(self._channels["storage"])
+        self._callers = AuthCache(self._authenticate, settings.edge_auth_cache_seconds)
 
     async def close(self) -> None:
         for ch in self._channels.values():
@@ -75,6 +77,10 @@ class Mesh:
         return dict(zip(names, results, strict=True))
 
     async def authenticate(self, api_key: str) -> Caller:
+        """The caller behind an API key (remembered briefly, see edge.auth_cache)."""
+        return await self._callers.get(api_key)
+
+    async def _authenticate(self, api_key: str) -> Caller:
         with rpc_errors():
             r = await self.pricing.Authenticate(pricing_pb.AuthenticateRequest(api_key=api_key), timeout=CALL_TIMEOUT)
         return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)

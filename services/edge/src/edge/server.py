@@ -24,7 +24,8 @@ async def serve(settings: EdgeSettings) -> None:
     service = GrpcService(settings)
     mesh = Mesh(settings)
     app = create_app(settings, mesh)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    # One SERVER span per request; no span per ASGI send/receive message.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
     http = _Uvicorn(
         uvicorn.Config(
             app,

@@ -14,13 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bus import EVENTS_TOPIC, Consumer, Producer, Record, is_terminal
+from bus import EVENTS_TOPIC, Consumer, EventHeaders, Producer, Record, is_terminal
 from pixelmesh.events.v1 import events_pb2
 from pricing.ledger import Ledger
 from svckit.logging import get_logger
 
 log = get_logger(__name__)
 DEFAULT_GROUP = "pixelmesh-pricing-ledger"
+
+
+def settles(headers) -> bool:  # noqa: ANN001
+    """Only terminal states move money: the others are skipped undecoded."""
+    h = EventHeaders.of(headers)
+    return not h.known or h.terminal
 
 
 class Settler:
@@ -47,6 +53,7 @@ def settlement_consumer(
         max_in_flight=1,
         handler_attempts=5,
         client_id="pricing-ledger",
+        accept=settles,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bus import EVENTS_TOPIC, Producer, Record, advance, generation_event, requests_topic
+from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, requests_topic
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from routing.routes import REROUTES, RoutePlanner
@@ -74,6 +74,19 @@ def observe(generation: gen.Generation, planner: RoutePlanner) -> None:
         planner.breaker.record_failure(failed.provider)
     else:
         planner.breaker.record_success(failed.provider)  # it answered: a refusal is not an outage
+
+
+# States whose events can carry an attempt's outcome (a hand-back is QUEUED with an error).
+_OUTCOME_STATES = frozenset(
+    gen.GenerationState.Name(s).encode()
+    for s in (gen.GENERATION_STATE_QUEUED, gen.GENERATION_STATE_SUCCEEDED, gen.GENERATION_STATE_FAILED)
+)
+
+
+def reports_outcome(headers) -> bool:  # noqa: ANN001
+    """The events this consumer acts on: another service's QUEUED, SUCCEEDED or FAILED."""
+    h = EventHeaders.of(headers)
+    return not h.known or (h.state in _OUTCOME_STATES and h.producer != PRODUCER.encode())
 
 
 class FallbackHandler:

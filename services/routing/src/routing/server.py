@@ -4,7 +4,7 @@ from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from pixelmesh.events.v1 import events_pb2
 from routing.catalog import Catalog
-from routing.fallback import FALLBACK_GROUP, FallbackHandler
+from routing.fallback import FALLBACK_GROUP, FallbackHandler, reports_outcome
 from routing.routes import CircuitBreaker, RoutePlanner
 from routing.servicer import RoutingServicer
 from routing.settings import RoutingSettings
@@ -32,6 +32,7 @@ async def serve(settings: RoutingSettings) -> None:
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         client_id="routing-fallback",
         auto_offset_reset="latest",  # a new group must not re-dispatch old hand-backs
+        accept=reports_outcome,
     )
     service.add_servicer(
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server, servicer, "pixelmesh.routing.v1.RoutingService"

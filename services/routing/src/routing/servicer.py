@@ -92,15 +92,16 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         return generation, reservation
 
     async def _dispatch(self, generation: gen.Generation) -> None:
-        """QUEUED state first (so status knows it), then the job for the provider pool."""
+        """QUEUED state (so status knows it) and the job for the provider pool, in this order
+        and in one produce request; if either is refused, the generation fails and its
+        reservation is released."""
         try:
-            await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER))
-        except Exception as exc:
-            log.error("could not record generation", generation_id=generation.id, error=repr(exc))
-            await self._release(generation.id)
-            raise GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable; try again.") from exc
-        try:
-            await self._producer.send(requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation))
+            await self._producer.send_all(
+                [
+                    (EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER)),
+                    (requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation)),
+                ]
+            )
         except Exception as exc:
             log.error("could not dispatch generation", generation_id=generation.id, error=repr(exc))
             failed = advance(generation, gen.GENERATION_STATE_FAILED)
@@ -108,7 +109,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             try:
                 await self._producer.send(EVENTS_TOPIC, failed.id, generation_event(failed, PRODUCER))
             except Exception:
-                pass  # the queue is down; the QUEUED state stays and is reported as such
+                pass  # the queue is down; the QUEUED state (if it was written) stays and is reported as such
             await self._release(generation.id)
             raise GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable; try again.") from exc
         log.info("generation queued", generation_id=generation.id, model=generation.model, provider=generation.provider)

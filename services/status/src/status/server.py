@@ -11,7 +11,7 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from status.core import GenerationStore
 from status.servicer import OperationsServicer, StatusServicer
 from status.settings import StatusSettings
-from status.webhooks import GROUP, RetryPolicy, WebhookDispatcher
+from status.webhooks import GROUP, RetryPolicy, WebhookDispatcher, announces
 from svckit.errors import rpc_errors
 from svckit.grpc_client import channel
 from svckit.server import GrpcService
@@ -64,6 +64,7 @@ async def serve(settings: StatusSettings) -> None:
         max_in_flight=WEBHOOKS_IN_FLIGHT,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         client_id="status-webhooks",
+        accept=announces,
     )
     service.add_servicer(
         status_service_pb2_grpc.add_StatusServiceServicer_to_server,

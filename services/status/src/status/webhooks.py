@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bus import EVENTS_TOPIC, Producer, Record, advance, generation_event, is_terminal
+from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from status.core import GenerationStore
@@ -88,6 +88,13 @@ def webhook_json(generation: gen.Generation, urls: list[str]) -> dict:
     if generation.params.webhook_format == "mj":
         return shapes.mj_task(generation, urls)
     return shapes.v2_generation(generation, urls)
+
+
+def announces(headers) -> bool:  # noqa: ANN001
+    """The events that may need a delivery: a terminal state of a generation with a
+    callback_url, not one of our own attempt records."""
+    h = EventHeaders.of(headers)
+    return not h.known or (h.terminal and h.callback and h.producer != PRODUCER.encode())
 
 
 class WebhookDispatcher:

@@ -1,9 +1,12 @@
 """Runs one generation job: RUNNING, the provider call, storage, then a terminal event.
 
-Idempotent by (generation id, attempt): a redelivered job first asks status whether the
-generation already ended (then it is skipped); if status has not seen the end yet, the
-job runs again and, because versions, object keys and (for deterministic providers) the
-bytes are the same, the redo lands as the same result, never a second different one.
+Idempotent by (generation id, attempt): a job that may be a redelivery (one that was in
+its topic before this worker took the partition over, see bus.Record.maybe_seen) first
+asks status whether the generation already ended (then it is skipped); if status has not
+seen the end yet, the job runs again and, because versions, object keys and (for
+deterministic providers) the bytes are the same, the redo lands as the same result, never
+a second different one. A job dispatched while this worker held its partition cannot
+have been run before, so it goes straight to the provider.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class JobRunner:
         span.set_attribute("pixelmesh.model", job.model)
         span.set_attribute("pixelmesh.provider", self._provider.name)
         span.set_attribute("pixelmesh.attempt", job.attempt)
-        if job.id in self._cancelled or await self._already_ended(job.id):
+        if job.id in self._cancelled or (record.maybe_seen and await self._already_ended(job.id)):
             log.info("skipping a job that already ended", generation_id=job.id)
             return
         started = time.monotonic()
@@ -97,11 +100,16 @@ class JobRunner:
         """RUNNING, progress, then SUCCEEDED, FAILED, or back to QUEUED for the next route."""
         state = advance(job, gen.GENERATION_STATE_RUNNING)
         _current_attempt(state, self._provider.name)
-        await self._emit(state)
+        # The provider call starts while RUNNING is on its way to the broker; every later
+        # event waits for its acknowledgement first (so a bus outage still fails the job).
+        running = asyncio.ensure_future(self._emit(state))
         partials: list[gen.ImageRef] = []
 
         async def report(percent: float, partial: GeneratedImage | None) -> None:
             nonlocal state
+            await running
+            if partial is None and percent >= 100.0:
+                return  # the terminal state follows at once and says as much
             state = advance(state)
             state.progress_percent = percent
             if partial is not None:
@@ -118,6 +126,11 @@ class JobRunner:
         task = asyncio.create_task(self._provider.generate(state, progress))
         self._running[job.id] = task
         try:
+            try:
+                await running
+            except BaseException:
+                task.cancel()
+                raise
             result = await task
             refs = [await self._store(job, i, img) for i, img in enumerate(result.images)]
         except asyncio.CancelledError:

@@ -28,20 +28,29 @@ def decode_b64(data: str, provider: str) -> bytes:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned an image that is not valid base64") from exc
 
 
-def _convert(data: bytes, target: int, compression: int | None, provider: str, revised_prompt: str) -> GeneratedImage:
+def _probe(data: bytes, provider: str) -> tuple[str, int, int]:
+    """(format, width, height) of upstream bytes, checked without decoding the pixels:
+    the header, the size bound, and the container's own integrity checks (PNG's CRCs)."""
     try:
         with Image.open(io.BytesIO(data)) as probe:
             if probe.width * probe.height > MAX_PIXELS:
                 raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels")
-            source_format = (probe.format or "").lower()
-            probe.load()
-            image = probe.copy()
+            fmt, width, height = (probe.format or "").lower(), probe.width, probe.height
+            probe.verify()
+    except ProviderError:
+        raise
+    except Exception as exc:  # Pillow raises several kinds (SyntaxError, OSError, struct.error) for broken files
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned bytes that are not an image") from exc
+    return ("jpeg" if fmt == "jpg" else fmt), width, height
+
+
+def _encode(data: bytes, fmt: formats.ImageFormat, compression: int | None, provider: str, revised_prompt: str) -> GeneratedImage:
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            image = opened.copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned bytes that are not an image") from exc
-    fmt = formats.of(target or gen.OUTPUT_FORMAT_PNG)
-    same = source_format == fmt.name or (source_format == "jpg" and fmt.name == "jpeg")
-    if same and compression is None:
-        return GeneratedImage(data, image.width, image.height, fmt.enum, revised_prompt)
     out = io.BytesIO()
     if fmt.name == "jpeg":
         if image.mode not in ("RGB", "L"):
@@ -60,7 +69,13 @@ def _convert(data: bytes, target: int, compression: int | None, provider: str, r
 
 
 async def to_requested(data: bytes, generation: gen.Generation, provider: str, revised_prompt: str = "") -> GeneratedImage:
-    """Decode upstream bytes and re-encode them as the generation asks (off the event loop)."""
+    """Upstream bytes as the generation asks for them. Bytes already in the asked format
+    (and no compression asked) pass through untouched, checked but never decoded; others
+    are decoded and re-encoded off the event loop."""
     params = generation.params
     compression = params.output_compression if params.HasField("output_compression") else None
-    return await asyncio.to_thread(_convert, data, generation.output_format, compression, provider, revised_prompt)
+    fmt = formats.of(generation.output_format or gen.OUTPUT_FORMAT_PNG)
+    source, width, height = _probe(data, provider)
+    if source == fmt.name and compression is None:
+        return GeneratedImage(data, width, height, fmt.enum, revised_prompt)
+    return await asyncio.to_thread(_encode, data, fmt, compression, provider, revised_prompt)
