@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import inspect
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from pricing.db import create_engine, metadata, migrate
+from pricing.db import metadata, migrate, open_database
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
@@ -43,7 +43,7 @@ class Store:
     keys: KeyStore
     ledger: Ledger
     clock: Clock
-    engines: list
+    databases: list
 
 
 @pytest.fixture(scope="session")
@@ -61,20 +61,20 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def open_store(url: str, clock: Clock) -> tuple[KeyStore, Ledger, object]:
-    engine = create_engine(url)
-    await migrate(engine)
+    db = open_database(url)
+    await migrate(db)
     plans, prices = Plans.load(), PriceTable.load()
-    return KeyStore(engine, plans, clock), Ledger(engine, prices, plans, clock), engine
+    return KeyStore(db, plans, clock), Ledger(db, prices, plans, clock), db
 
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[Store]:
     clock = Clock()
-    keys, ledger, engine = await open_store(database_url, clock)
-    s = Store(database_url, keys, ledger, clock, [engine])
+    keys, ledger, db = await open_store(database_url, clock)
+    s = Store(database_url, keys, ledger, clock, [db])
     yield s
-    for e in s.engines:
-        await e.dispose()
+    for d in s.databases:
+        await d.close()
 
 
 def generation(key, n: int = 1, model: str = "pixelmesh-sketch", idempotency_key: str = "", **params) -> gen.Generation:  # noqa: ANN001
@@ -105,12 +105,11 @@ async def explain(s: Store, account_id: str) -> list:
 
 
 async def test_migrations_build_the_schema_the_code_uses(store: Store) -> None:
-    engine = store.engines[0]
-    async with engine.connect() as conn:
-        tables = await conn.run_sync(lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)} for t in inspect(c).get_table_names()})
+    db = store.databases[0]
+    tables = await db.run(lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)} for t in inspect(c).get_table_names()})
     for table in metadata.sorted_tables:
         assert tables.get(table.name) == {c.name for c in table.columns}, table.name
-    await migrate(engine)  # a second start finds the schema at head
+    await migrate(db)  # a second start finds the schema at head
 
 
 async def test_success_captures_the_images_produced(store: Store) -> None:
@@ -158,9 +157,9 @@ async def test_failure_releases_everything(store: Store) -> None:
 async def test_fifty_concurrent_reserves_against_ten_images(store: Store) -> None:
     key = await funded_key(store, 10)
     ledgers = [store.ledger]
-    if store.url.startswith("postgresql"):  # a second "replica": its own engine and pool
-        _, second, engine = await open_store(store.url, store.clock)
-        store.engines.append(engine)
+    if store.url.startswith("postgresql"):  # a second "replica": its own database and pool
+        _, second, db = await open_store(store.url, store.clock)
+        store.databases.append(db)
         ledgers.append(second)
     gens = [generation(key) for _ in range(50)]
     results = await asyncio.gather(
@@ -341,7 +340,7 @@ async def test_usage_per_day_model_and_key(store: Store) -> None:
     await store.ledger.reserve(g)
     await store.ledger.capture(g.id, 1)
     today = dt.datetime.fromtimestamp(store.clock.ms / 1000, dt.UTC).date()
-    rows = await usage(store.engines[0], a.account_id, today - dt.timedelta(days=1), today)
+    rows = await usage(store.databases[0], a.account_id, today - dt.timedelta(days=1), today)
     assert [(r.date, r.model, r.api_key_id, r.generations, r.images, r.tokens) for r in rows] == [
         ("2026-11-18", "dall-e-2", b.id, 1, 1, 2),
         ("2026-11-18", "pixelmesh-sketch", a.id, 2, 3, 3),
@@ -352,8 +351,8 @@ async def test_usage_per_day_model_and_key(store: Store) -> None:
 
 async def test_dev_keys_are_seeded_once_even_by_two_replicas(store: Store) -> None:
     spec = "pm-dev-a, pm-dev-b@acct_other"
-    keys2, _, engine = await open_store(store.url, store.clock)
-    store.engines.append(engine)
+    keys2, _, db = await open_store(store.url, store.clock)
+    store.databases.append(db)
     seeded, _ = await asyncio.gather(store.keys.seed_dev_keys(spec, 1_000_000), keys2.seed_dev_keys(spec, 1_000_000))
     assert [p.account_id for p in seeded] == ["acct_dev", "acct_other"]
     await store.keys.seed_dev_keys(spec, 1_000_000)  # a restart

@@ -11,7 +11,7 @@ import pytest
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
-from pricing.db import create_engine, migrate
+from pricing.db import migrate, open_database
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
@@ -26,21 +26,21 @@ ADMIN = ((ADMIN_METADATA, TOKEN),)
 
 @pytest.fixture
 async def stub(tmp_path: Path) -> AsyncIterator[pricing_service_pb2_grpc.PricingServiceStub]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
-    await migrate(engine)
+    db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    await migrate(db)
     plans, prices = Plans.load(), PriceTable.load()
-    keys = KeyStore(engine, plans)
+    keys = KeyStore(db, plans)
     await keys.seed_dev_keys("pm-dev", 1000)
     server = grpc.aio.server()
     pricing_service_pb2_grpc.add_PricingServiceServicer_to_server(
-        PricingServicer(keys, Ledger(engine, prices, plans), prices, TOKEN), server
+        PricingServicer(keys, Ledger(db, prices, plans), prices, TOKEN), server
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield pricing_service_pb2_grpc.PricingServiceStub(ch)
     await server.stop(None)
-    await engine.dispose()
+    await db.close()
 
 
 def generation(key: pb.ApiKey, n: int = 1) -> gen.Generation:

@@ -1,9 +1,11 @@
-"""The storage of record: tables, the engine, and migrations at start-up.
+"""The storage of record: tables, the database runner, and migrations at start-up.
 
 SQLite (a file) by default, PostgreSQL when pricing runs as several replicas. Times are
 epoch milliseconds (integers), so both databases compare and group them the same way.
 The schema itself is created by the Alembic migrations in pricing/migrations; the tables
 here describe it for queries and must match the latest migration (a test checks that).
+Every query runs through pricing.database (`open_database`): group commits on SQLite,
+one transaction per operation on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    event,
     text,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from pricing.database import Database, open_database
+
+__all__ = ["Database", "accounts", "alembic_config", "api_keys", "ledger_entries", "metadata", "migrate", "open_database", "reservations"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Key of the PostgreSQL advisory lock that serialises start-up migrations of replicas.
@@ -117,25 +120,6 @@ ledger_entries = Table(
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets one connection (it serialises writes anyway), WAL and a busy timeout."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-
-
 def alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -144,9 +128,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-async def migrate(engine: AsyncEngine) -> None:
+async def migrate(database: Database) -> None:
     """`alembic upgrade head`, once even when replicas start together (PostgreSQL advisory lock)."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))
+    await database.run(_upgrade)
+
+
+def _upgrade(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    command.upgrade(alembic_config(conn), "head")

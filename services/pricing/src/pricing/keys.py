@@ -13,11 +13,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries
 from pricing.plans import Plans
 from svckit.errors import ErrorCode, GatewayError, invalid
@@ -29,6 +30,16 @@ LIMIT_NAMES = ("images_per_minute", "images_per_day", "max_concurrent")
 # The development keys' limits: none (they serve every engineer's tests at full speed).
 DEV_KEY_LIMITS = {name: 0 for name in LIMIT_NAMES}
 WRONG_KEY = "Incorrect API key provided."
+
+# Built once (the compiled-statement cache then hits on every call); bound per call.
+_BY_HASH = select(api_keys.c.id, api_keys.c.account_id, api_keys.c.plan, api_keys.c.revoked_ms).where(
+    api_keys.c.key_hash == bindparam("key_hash")
+)
+_ACCOUNT_EXISTS = select(accounts.c.id).where(accounts.c.id == bindparam("account_id"))
+_KEY_EXISTS = select(api_keys.c.id).where(api_keys.c.id == bindparam("key_id"))
+_INSERT_ACCOUNT = insert(accounts)
+_INSERT_KEY = insert(api_keys)
+_INSERT_ENTRY = insert(ledger_entries)
 
 
 def now_ms() -> int:
@@ -74,20 +85,20 @@ def check_limits(limits: dict[str, int] | None) -> dict[str, int]:
     return out
 
 
-async def ensure_account(conn: AsyncConnection, account_id: str, created_ms: int) -> None:
+def ensure_account(conn: Connection, account_id: str, created_ms: int) -> None:
     """Open the account (balance 0) unless it exists; safe when two replicas race."""
-    if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first():
+    if conn.execute(_ACCOUNT_EXISTS, {"account_id": account_id}).first():
         return
     try:
-        async with conn.begin_nested():
-            await conn.execute(insert(accounts).values(id=account_id, balance_tokens=0, created_ms=created_ms))
+        with conn.begin_nested():
+            conn.execute(_INSERT_ACCOUNT, {"id": account_id, "balance_tokens": 0, "created_ms": created_ms})
     except IntegrityError:
         pass  # opened meanwhile by another transaction
 
 
 class KeyStore:
-    def __init__(self, engine: AsyncEngine, plans: Plans, clock: Clock = now_ms) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, plans: Plans, clock: Clock = now_ms) -> None:
+        self._db = database
         self._plans = plans
         self._clock = clock
 
@@ -96,10 +107,10 @@ class KeyStore:
         return self._plans.default
 
     async def authenticate(self, secret: str) -> Principal:
+        """One indexed read, every call: a revoked key is refused at once on every replica."""
         if not secret:
             raise GatewayError(ErrorCode.UNAUTHENTICATED, WRONG_KEY)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == digest(secret)))).first()
+        row = await self._db.run(partial(_find_key, digest(secret)), write=False)
         if row is None or row.revoked_ms is not None:
             raise GatewayError(ErrorCode.UNAUTHENTICATED, WRONG_KEY)
         return Principal(row.account_id, row.id, row.plan, self._plans.get(row.plan).retention_class)
@@ -120,14 +131,16 @@ class KeyStore:
         if len(account_id) > 64:
             raise invalid("An account id is at most 64 characters.", "account_id")
         now = self._clock()
-        async with self._engine.begin() as conn:
-            await ensure_account(conn, account_id, now)
-            await conn.execute(
-                insert(api_keys).values(
-                    id=key_id, account_id=account_id, key_hash=digest(secret), prefix=secret[:10], name=name.strip(),
-                    plan=plan, limits=limits or None, created_ms=now, revoked_ms=None,
-                )
-            )
+        row = {
+            "id": key_id, "account_id": account_id, "key_hash": digest(secret), "prefix": secret[:10], "name": name.strip(),
+            "plan": plan, "limits": limits or None, "created_ms": now, "revoked_ms": None,
+        }
+
+        def create_key(conn: Connection) -> None:
+            ensure_account(conn, account_id, now)
+            conn.execute(_INSERT_KEY, row)
+
+        await self._db.run(create_key)
         log.info("api key created", api_key_id=key_id, account_id=account_id, plan=plan)
         return KeyInfo(key_id, account_id, name.strip(), plan, secret[:10], now, None, limits), secret
 
@@ -135,15 +148,18 @@ class KeyStore:
         query = select(api_keys).order_by(api_keys.c.created_ms, api_keys.c.id)
         if account_id:
             query = query.where(api_keys.c.account_id == account_id)
-        async with self._engine.connect() as conn:
-            return [_info(r) for r in await conn.execute(query)]
+        return await self._db.run(lambda conn: [_info(r) for r in conn.execute(query)], write=False)
 
     async def revoke(self, key_id: str) -> KeyInfo:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None)).values(revoked_ms=self._clock())
+        revoked_ms = self._clock()
+
+        def revoke_key(conn: Connection):  # noqa: ANN202
+            conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None)).values(revoked_ms=revoked_ms)
             )
-            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+            return conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+
+        row = await self._db.run(revoke_key)
         if row is None:
             raise GatewayError(ErrorCode.NOT_FOUND, f"No API key with id '{key_id}'.", param="api_key_id")
         log.info("api key revoked", api_key_id=key_id, account_id=row.account_id)
@@ -158,30 +174,34 @@ class KeyStore:
             secret, _, account_id = entry.partition("@")
             account_id = account_id or "acct_dev"
             key_id = "key_" + hashlib.sha256(secret.encode()).hexdigest()[:12]
-            now = self._clock()
             try:
-                async with self._engine.begin() as conn:
-                    await self._seed_account(conn, account_id, balance_tokens, now)
-                    if not (await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))).first():
-                        await conn.execute(
-                            insert(api_keys).values(
-                                id=key_id, account_id=account_id, key_hash=digest(secret), prefix=secret[:10],
-                                name="development key", plan="pro", limits=DEV_KEY_LIMITS, created_ms=now, revoked_ms=None,
-                            )
-                        )
+                await self._db.run(partial(_seed, account_id, key_id, secret, balance_tokens, self._clock()))
             except IntegrityError:
                 pass  # another replica seeded it at the same moment
             seeded.append(Principal(account_id, key_id, "pro", self._plans.get("pro").retention_class))
         return seeded
 
-    async def _seed_account(self, conn: AsyncConnection, account_id: str, balance: int, now: int) -> None:
-        if (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first():
-            return
-        await conn.execute(insert(accounts).values(id=account_id, balance_tokens=balance, created_ms=now))
-        await conn.execute(
-            insert(ledger_entries).values(
-                account_id=account_id, kind="credit", reference=f"dev-seed:{account_id}", amount_tokens=balance,
-                balance_after=balance, charged_tokens=0, charged_usd_micros=0, api_key_id="", model="", images=0,
-                note="development account", created_ms=now,
-            )
+
+def _find_key(key_hash: str, conn: Connection):  # noqa: ANN202
+    return conn.execute(_BY_HASH, {"key_hash": key_hash}).first()
+
+
+def _seed(account_id: str, key_id: str, secret: str, balance: int, now: int, conn: Connection) -> None:
+    if not conn.execute(_ACCOUNT_EXISTS, {"account_id": account_id}).first():
+        conn.execute(_INSERT_ACCOUNT, {"id": account_id, "balance_tokens": balance, "created_ms": now})
+        conn.execute(
+            _INSERT_ENTRY,
+            {
+                "account_id": account_id, "kind": "credit", "reference": f"dev-seed:{account_id}", "amount_tokens": balance,
+                "balance_after": balance, "charged_tokens": 0, "charged_usd_micros": 0, "api_key_id": "", "model": "",
+                "images": 0, "note": "development account", "created_ms": now,
+            },
+        )
+    if not conn.execute(_KEY_EXISTS, {"key_id": key_id}).first():
+        conn.execute(
+            _INSERT_KEY,
+            {
+                "id": key_id, "account_id": account_id, "key_hash": digest(secret), "prefix": secret[:10],
+                "name": "development key", "plan": "pro", "limits": DEV_KEY_LIMITS, "created_ms": now, "revoked_ms": None,
+            },
         )

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import math
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, func, select
 
 from pricing.db import reservations
 from pricing.plans import Limits
@@ -24,6 +23,20 @@ from svckit.errors import ErrorCode, GatewayError
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
+
+
+# Built once (the compiled-statement cache then hits on every call); bound per call.
+_WINDOW = (
+    select(reservations.c.created_ms, reservations.c.n)
+    .where(reservations.c.api_key_id == bindparam("key_id"), reservations.c.created_ms > bindparam("since"))
+    .order_by(reservations.c.created_ms)
+)
+_DAY_USED = select(func.coalesce(func.sum(reservations.c.n), 0)).where(
+    reservations.c.api_key_id == bindparam("key_id"),
+    reservations.c.created_ms >= bindparam("since"),
+    reservations.c.status != "released",
+)
+_RUNNING = select(func.count()).where(reservations.c.api_key_id == bindparam("key_id"), reservations.c.status == "reserved")
 
 
 def _seconds(ms: int) -> int:
@@ -41,24 +54,18 @@ def _limited(message: str, *, retry_ms: int, limit: int, remaining: int, reset_m
     )
 
 
-async def check(conn: AsyncConnection, key_id: str, limits: Limits, n: int, now: int) -> None:
+def check(conn: Connection, key_id: str, limits: Limits, n: int, now: int) -> None:
     """Raise RATE_LIMITED when `n` more images would break one of the key's limits."""
     if limits.images_per_minute:
-        await _per_minute(conn, key_id, limits.images_per_minute, n, now)
+        _per_minute(conn, key_id, limits.images_per_minute, n, now)
     if limits.images_per_day:
-        await _per_day(conn, key_id, limits.images_per_day, n, now)
+        _per_day(conn, key_id, limits.images_per_day, n, now)
     if limits.max_concurrent:
-        await _concurrent(conn, key_id, limits.max_concurrent, now)
+        _concurrent(conn, key_id, limits.max_concurrent, now)
 
 
-async def _per_minute(conn: AsyncConnection, key_id: str, limit: int, n: int, now: int) -> None:
-    window = (
-        await conn.execute(
-            select(reservations.c.created_ms, reservations.c.n)
-            .where(reservations.c.api_key_id == key_id, reservations.c.created_ms > now - MINUTE_MS)
-            .order_by(reservations.c.created_ms)
-        )
-    ).all()
+def _per_minute(conn: Connection, key_id: str, limit: int, n: int, now: int) -> None:
+    window = conn.execute(_WINDOW, {"key_id": key_id, "since": now - MINUTE_MS}).all()
     used = sum(r.n for r in window)
     if used + n <= limit:
         return
@@ -84,17 +91,9 @@ async def _per_minute(conn: AsyncConnection, key_id: str, limit: int, n: int, no
     )
 
 
-async def _per_day(conn: AsyncConnection, key_id: str, limit: int, n: int, now: int) -> None:
+def _per_day(conn: Connection, key_id: str, limit: int, n: int, now: int) -> None:
     day_start = now - now % DAY_MS
-    used = (
-        await conn.execute(
-            select(func.coalesce(func.sum(reservations.c.n), 0)).where(
-                reservations.c.api_key_id == key_id,
-                reservations.c.created_ms >= day_start,
-                reservations.c.status != "released",
-            )
-        )
-    ).scalar_one()
+    used = conn.execute(_DAY_USED, {"key_id": key_id, "since": day_start}).scalar_one()
     if used + n <= limit:
         return
     retry_ms = day_start + DAY_MS - now
@@ -108,12 +107,8 @@ async def _per_day(conn: AsyncConnection, key_id: str, limit: int, n: int, now: 
     )
 
 
-async def _concurrent(conn: AsyncConnection, key_id: str, limit: int, now: int) -> None:
-    running = (
-        await conn.execute(
-            select(func.count()).where(reservations.c.api_key_id == key_id, reservations.c.status == "reserved")
-        )
-    ).scalar_one()
+def _concurrent(conn: Connection, key_id: str, limit: int, now: int) -> None:
+    running = conn.execute(_RUNNING, {"key_id": key_id}).scalar_one()
     if running < limit:
         return
     raise _limited(

@@ -3,7 +3,7 @@ from sqlalchemy import text
 from bus import EVENTS_TOPIC, Producer, ensure_topics
 from bus.topics import dlq_spec, events_spec
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
-from pricing.db import create_engine, migrate
+from pricing.db import migrate, open_database
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
@@ -16,9 +16,9 @@ from svckit.server import GrpcService
 
 async def serve(settings: PricingSettings) -> None:
     service = GrpcService(settings)
-    engine = create_engine(settings.pricing_database_url)
+    db = open_database(settings.pricing_database_url)
     plans, prices = Plans.load(settings.pricing_plans), PriceTable.load(settings.pricing_price_table)
-    keys, ledger = KeyStore(engine, plans), Ledger(engine, prices, plans)
+    keys, ledger = KeyStore(db, plans), Ledger(db, prices, plans)
     servicer = PricingServicer(keys, ledger, prices, settings.pricing_admin_token.get_secret_value())
     service.add_servicer(
         pricing_service_pb2_grpc.add_PricingServiceServicer_to_server, servicer, "pixelmesh.pricing.v1.PricingService"
@@ -28,7 +28,7 @@ async def serve(settings: PricingSettings) -> None:
     expirer = Expirer(ledger, settings.pricing_reservation_ttl_seconds)
 
     async def prepare_database() -> None:
-        await migrate(engine)
+        await migrate(db)
         await keys.seed_dev_keys(settings.pricing_dev_api_key.get_secret_value(), settings.pricing_dev_balance_tokens)
 
     async def create_topics() -> None:
@@ -36,15 +36,14 @@ async def serve(settings: PricingSettings) -> None:
         await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
 
     async def database_answers() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await db.run(lambda conn: conn.execute(text("SELECT 1")).scalar(), write=False)
         return True
 
     async def stop() -> None:
         await expirer.stop()
         await settler.stop()
         await producer.stop()
-        await engine.dispose()
+        await db.close()
 
     service.on_start(prepare_database)
     service.on_start(create_topics)

@@ -55,7 +55,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         self._ledger = ledger
         self._prices = prices
         self._admin_token = admin_token
-        self._engine = ledger._engine  # noqa: SLF001 (usage reads the same database)
+        self._db = ledger.database  # usage reads the same database
 
     async def _run(self, context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
         try:
@@ -130,7 +130,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             first, last = usage_core.period(request.start_date, request.end_date, dt.datetime.now(dt.UTC).date())
         except GatewayError as err:
             await abort_with(context, err)
-        rows = await usage_core.usage(self._engine, account_id, first, last)
+        rows = await usage_core.usage(self._db, account_id, first, last)
         out = pb.GetUsageResponse(account_id=account_id, start_date=first.isoformat(), end_date=last.isoformat())
         for r in rows:
             out.rows.add(

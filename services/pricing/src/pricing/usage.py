@@ -6,8 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
+from pricing.database import Database
 from pricing.db import ledger_entries
 from pricing.limits import DAY_MS
 from svckit.errors import invalid
@@ -49,7 +48,7 @@ def _ms(day: dt.date) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
-async def usage(engine: AsyncEngine, account_id: str, first: dt.date, last: dt.date) -> list[UsageRow]:
+async def usage(database: Database, account_id: str, first: dt.date, last: dt.date) -> list[UsageRow]:
     le = ledger_entries
     day = (le.c.created_ms // DAY_MS).label("day")
     query = (
@@ -71,8 +70,7 @@ async def usage(engine: AsyncEngine, account_id: str, first: dt.date, last: dt.d
         .group_by(day, le.c.model, le.c.api_key_id)
         .order_by(day, le.c.model, le.c.api_key_id)
     )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await database.run(lambda conn: conn.execute(query).all(), write=False)
     epoch = dt.date(1970, 1, 1)
     return [
         UsageRow(
