@@ -114,11 +114,11 @@ class GroupCommitDatabase(Database):
         self.operations = 0
         self._max_group = max(1, max_group)
         # pysqlite would BEGIN on its own before DML only (and COMMIT before DDL), which
-        # breaks SAVEPOINTs: it is switched off and the transaction begun here instead.
+        # breaks SAVEPOINTs: it is switched off (isolation_level None) and each group
+        # begins its transaction itself. (Straight on the driver rather than in a "begin"
+        # event: any connection event makes SQLAlchemy dispatch events on every statement.)
         self._engine = create_sync_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30, "check_same_thread": False})
-        self._begin = "BEGIN IMMEDIATE"
         event.listen(self._engine, "connect", self._on_connect)
-        event.listen(self._engine, "begin", self._on_begin)
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: Connection | None = None  # used on the thread only
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -133,11 +133,6 @@ class GroupCommitDatabase(Database):
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
-
-    def _on_begin(self, conn: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so another process writing the same
-        # file makes this wait (busy timeout) instead of failing when a read turns into a write.
-        conn.exec_driver_sql(self._begin)
 
     # ---- the event loop's side ---------------------------------------------------------
     async def run(self, op: Op[T], *, write: bool = True) -> T:
@@ -207,9 +202,11 @@ class GroupCommitDatabase(Database):
             if self._conn is None:
                 self._conn = self._engine.connect()
             conn = self._conn
-            self._begin = "BEGIN IMMEDIATE" if any(write for _, write in ops) else "BEGIN"
-            trans = conn.begin()
+            trans = conn.begin()  # SQLAlchemy's side: pysqlite's begin is a no-op
             raw = conn.connection.dbapi_connection
+            # IMMEDIATE takes the write lock up front, so another process writing the same file
+            # makes this wait (busy timeout) rather than fail when a read turns into a write.
+            raw.execute("BEGIN IMMEDIATE" if any(write for _, write in ops) else "BEGIN")
             for op, write in ops:
                 if write:
                     # The savepoint straight on the driver: SQLAlchemy's begin_nested() costs
