@@ -93,6 +93,8 @@ reservations = Table(
     UniqueConstraint("account_id", "idempotency_key", name="uq_reservations_idempotency"),
     Index("ix_reservations_key_time", "api_key_id", "created_ms"),
     Index("ix_reservations_status_time", "status", "created_ms"),
+    # The concurrency limit counts a key's open reservations (migration 0002).
+    Index("ix_reservations_key_status", "api_key_id", "status"),
 )
 
 ledger_entries = Table(

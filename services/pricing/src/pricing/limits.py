@@ -13,6 +13,7 @@ ratelimit_remaining_requests, ratelimit_reset_requests (OpenAI's duration form, 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from sqlalchemy import Connection, bindparam, func, select
@@ -28,15 +29,24 @@ DAY_MS = 86_400_000
 # Built once (the compiled-statement cache then hits on every call); bound per call.
 _WINDOW = (
     select(reservations.c.created_ms, reservations.c.n)
-    .where(reservations.c.api_key_id == bindparam("key_id"), reservations.c.created_ms > bindparam("since"))
+    .where(reservations.c.api_key_id == bindparam("key_id"), reservations.c.created_ms > bindparam("minute_start"))
     .order_by(reservations.c.created_ms)
+)
+_MINUTE_USED = select(func.coalesce(func.sum(reservations.c.n), 0)).where(
+    reservations.c.api_key_id == bindparam("key_id"), reservations.c.created_ms > bindparam("minute_start")
 )
 _DAY_USED = select(func.coalesce(func.sum(reservations.c.n), 0)).where(
     reservations.c.api_key_id == bindparam("key_id"),
-    reservations.c.created_ms >= bindparam("since"),
+    reservations.c.created_ms >= bindparam("day_start"),
     reservations.c.status != "released",
 )
 _RUNNING = select(func.count()).where(reservations.c.api_key_id == bindparam("key_id"), reservations.c.status == "reserved")
+# One statement reads the counts of every limit the key has: (per minute, per day, running).
+_USAGE = {
+    wanted: select(*(q.scalar_subquery() for q, on in zip((_MINUTE_USED, _DAY_USED, _RUNNING), wanted, strict=True) if on))
+    for wanted in itertools.product((False, True), repeat=3)
+    if any(wanted)
+}
 
 
 def _seconds(ms: int) -> int:
@@ -56,17 +66,20 @@ def _limited(message: str, *, retry_ms: int, limit: int, remaining: int, reset_m
 
 def check(conn: Connection, key_id: str, limits: Limits, n: int, now: int) -> None:
     """Raise RATE_LIMITED when `n` more images would break one of the key's limits."""
+    wanted = (bool(limits.images_per_minute), bool(limits.images_per_day), bool(limits.max_concurrent))
+    if not any(wanted):
+        return
+    params = {"key_id": key_id, "minute_start": now - MINUTE_MS, "day_start": now - now % DAY_MS}
+    counts = iter(conn.execute(_USAGE[wanted], params).one())
     if limits.images_per_minute:
-        _per_minute(conn, key_id, limits.images_per_minute, n, now)
+        _per_minute(conn, key_id, limits.images_per_minute, n, now, next(counts))
     if limits.images_per_day:
-        _per_day(conn, key_id, limits.images_per_day, n, now)
+        _per_day(key_id, limits.images_per_day, n, now, next(counts))
     if limits.max_concurrent:
-        _concurrent(conn, key_id, limits.max_concurrent, now)
+        _concurrent(key_id, limits.max_concurrent, next(counts))
 
 
-def _per_minute(conn: Connection, key_id: str, limit: int, n: int, now: int) -> None:
-    window = conn.execute(_WINDOW, {"key_id": key_id, "since": now - MINUTE_MS}).all()
-    used = sum(r.n for r in window)
+def _per_minute(conn: Connection, key_id: str, limit: int, n: int, now: int, used: int) -> None:
     if used + n <= limit:
         return
     if n > limit:
@@ -74,6 +87,7 @@ def _per_minute(conn: Connection, key_id: str, limit: int, n: int, now: int) -> 
             ErrorCode.INVALID_REQUEST, f"n={n} is more than this key's limit of {limit} images per minute.", param="n"
         )
     # The request fits once enough of the oldest images have left the window.
+    window = conn.execute(_WINDOW, {"key_id": key_id, "minute_start": now - MINUTE_MS}).all()
     must_free, freed, free_at = used + n - limit, 0, now + MINUTE_MS
     for row in window:
         freed += row.n
@@ -91,9 +105,8 @@ def _per_minute(conn: Connection, key_id: str, limit: int, n: int, now: int) -> 
     )
 
 
-def _per_day(conn: Connection, key_id: str, limit: int, n: int, now: int) -> None:
+def _per_day(key_id: str, limit: int, n: int, now: int, used: int) -> None:
     day_start = now - now % DAY_MS
-    used = conn.execute(_DAY_USED, {"key_id": key_id, "since": day_start}).scalar_one()
     if used + n <= limit:
         return
     retry_ms = day_start + DAY_MS - now
@@ -107,8 +120,7 @@ def _per_day(conn: Connection, key_id: str, limit: int, n: int, now: int) -> Non
     )
 
 
-def _concurrent(conn: Connection, key_id: str, limit: int, now: int) -> None:
-    running = conn.execute(_RUNNING, {"key_id": key_id}).scalar_one()
+def _concurrent(key_id: str, limit: int, running: int) -> None:
     if running < limit:
         return
     raise _limited(
