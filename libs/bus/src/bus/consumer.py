@@ -103,7 +103,7 @@ class Consumer(Generic[M]):
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
+            heartbeat_interval_ms=3_000,
             max_poll_interval_ms=600_000,
             fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
             isolation_level="read_committed",

@@ -27,6 +27,9 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = 0
     # Seconds a SIGTERM'd server lets in-flight RPCs finish.
     shutdown_grace_seconds: float = 10.0
+    # How often the dependencies are checked while they answer (health SERVING); a failing
+    # check is retried every quarter second. Each check is a call to Kafka or a peer.
+    readiness_interval_seconds: float = 5.0
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -7,6 +7,10 @@ import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
+
+from bus import is_terminal
 from edge.auth_cache import AuthCache
 from edge.settings import EdgeSettings
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -64,6 +68,7 @@ class Mesh:
         self.routing = routing_service_pb2_grpc.RoutingServiceStub(self._channels["routing"])
         self.pricing = pricing_service_pb2_grpc.PricingServiceStub(self._channels["pricing"])
         self.status = status_service_pb2_grpc.StatusServiceStub(self._channels["status"])
+        self.operations = operations_pb2_grpc.OperationsStub(self._channels["status"])
         self.storage = storage_service_pb2_grpc.StorageServiceStub(self._channels["storage"])
         self._callers = AuthCache(self._authenticate, settings.edge_auth_cache_seconds)
 
@@ -129,6 +134,31 @@ class Mesh:
         with rpc_errors():
             async for resp in call:
                 yield resp.generation
+
+    async def wait_terminal(self, generation_id: str, timeout: float) -> gen.Generation:
+        """The generation once it ended; TIMEOUT when it has not within `timeout` seconds.
+
+        One WaitOperation call rather than a watch stream: a synchronous call needs only the
+        end. A status restart meanwhile (UNAVAILABLE) is waited out within the same deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            request = operations_pb2.WaitOperationRequest(
+                name=f"generations/{generation_id}", timeout=Duration(seconds=int(left), nanos=int(left % 1 * 1e9))
+            )
+            try:
+                with rpc_errors():
+                    op = await self.operations.WaitOperation(request, timeout=left + CALL_TIMEOUT, wait_for_ready=True)
+            except GatewayError as err:
+                if err.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+                continue
+            generation = gen.Generation()
+            op.metadata.Unpack(generation)
+            if is_terminal(generation):
+                return generation
+        raise GatewayError(ErrorCode.TIMEOUT, f"generation {generation_id} did not end within {timeout:g} s")
 
     async def image_url(self, ref: gen.ImageRef) -> str:
         with rpc_errors():

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from bus import is_terminal
 from edge import docs
 from edge.deps import annotate, auth, json_body, mesh_dep, settings_dep
 from edge.mesh import Caller, Mesh, new_upload_id
@@ -120,11 +119,9 @@ async def respond(mesh: Mesh, generation: gen.Generation, settings: EdgeSettings
 
 
 async def wait_terminal(mesh: Mesh, generation: gen.Generation, timeout: float) -> gen.Generation:
-    """Follow the generation to a terminal state; past the timeout, 504 naming its id."""
+    """The generation's terminal state; past the timeout, 504 naming its id."""
     try:
-        async for state in mesh.watch(generation.id, timeout):
-            if is_terminal(state):
-                return state
+        return await mesh.wait_terminal(generation.id, timeout)
     except GatewayError as err:
         if err.code is not ErrorCode.TIMEOUT:
             raise
