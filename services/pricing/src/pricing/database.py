@@ -3,8 +3,9 @@
 An operation is a plain synchronous function of a SQLAlchemy `Connection` that is
 already in a transaction (`op(conn) -> T`); `await database.run(op)` returns its result
 once the transaction that ran it has committed, or raises its own exception (nothing it
-wrote stays). Operations never commit, roll back or await themselves; they may open
-savepoints of their own (`conn.begin_nested()`).
+wrote stays). Operations never commit, roll back or await themselves, and return plain
+values (rows fetched, not results to read later); they may open savepoints of their own
+(`conn.begin_nested()`). `write=False` marks a read: no savepoint (nothing to undo).
 
 - SQLite (`GroupCommitDatabase`): one writer, so operations commit in groups. Callers
   queue their operations; one task takes every operation waiting (at most `max_group`)
@@ -113,11 +114,12 @@ class GroupCommitDatabase(Database):
         self.commits = 0
         self.operations = 0
         self._max_group = max(1, max_group)
-        # pysqlite would BEGIN on its own before DML only (and COMMIT before DDL), which
-        # breaks SAVEPOINTs: it is switched off (isolation_level None) and each group
-        # begins its transaction itself. (Straight on the driver rather than in a "begin"
-        # event: any connection event makes SQLAlchemy dispatch events on every statement.)
-        self._engine = create_sync_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30, "check_same_thread": False})
+        # One connection, held by the group thread (the pool only lends it). pysqlite would
+        # BEGIN on its own before DML only (and COMMIT before DDL), which breaks SAVEPOINTs:
+        # that is switched off (isolation_level None) and each group begins its transaction
+        # itself, on the driver rather than in a "begin" event (any connection event makes
+        # SQLAlchemy dispatch events on every statement).
+        self._engine = create_sync_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(self._engine, "connect", self._on_connect)
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: Connection | None = None  # used on the thread only
@@ -229,8 +231,10 @@ class GroupCommitDatabase(Database):
                 if not raw.in_transaction:  # SQLite rolled the whole transaction back
                     raise TransactionLost("The database ended the transaction (I/O error or disk full); nothing of it was written.")
             self._commit(trans)
-        except Exception as exc:  # the commit (or the transaction) failed: every operation of the group with it
+        except BaseException as exc:  # the commit (or the transaction) failed: every operation of the group with it
             self._discard()
+            if not isinstance(exc, Exception):  # SystemExit and the like, from an operation: not for a caller's task
+                exc = RuntimeError(f"The group's transaction was abandoned: {exc!r}")
             return [(False, exc)] * len(ops)
         self.commits += 1
         self.operations += len(ops)
