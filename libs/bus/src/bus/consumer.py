@@ -46,6 +46,8 @@ Accept = Callable[[Sequence[tuple[str, bytes]]], bool]
 IDLE_FETCH_WAIT_MS = 5_000
 # Records fetched at once: enough to skip runs of refused records in one go.
 FETCH_BATCH = 100
+# What a delay-tolerant group's fetch waits to fill (or its max_delay_seconds to pass).
+BATCH_FETCH_BYTES = 256 * 1024
 
 
 class _PartitionProgress:
@@ -85,6 +87,11 @@ class Consumer(Generic[M]):
         auto_offset_reset: str = "earliest",
         accept: Accept | None = None,
         commit_interval: float = 0.2,
+        # How long a record may wait before this group sees it. 0 for work on the critical
+        # path (jobs, the status read model); groups that only settle or react afterwards
+        # (ledger, webhooks, fallbacks) take a few hundred milliseconds, and under load the
+        # broker then answers each of their fetches with many records rather than one.
+        max_delay_seconds: float = 0.0,
     ) -> None:
         self.topic = topic
         self.group_id = group_id
@@ -105,7 +112,8 @@ class Consumer(Generic[M]):
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
             max_poll_interval_ms=600_000,
-            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
+            fetch_max_wait_ms=int(max_delay_seconds * 1000) if max_delay_seconds > 0 else IDLE_FETCH_WAIT_MS,
+            fetch_min_bytes=BATCH_FETCH_BYTES if max_delay_seconds > 0 else 1,
             isolation_level="read_committed",
         )
         self._progress: dict[TopicPartition, _PartitionProgress] = {}

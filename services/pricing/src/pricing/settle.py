@@ -53,7 +53,7 @@ def settlement_consumer(
         max_in_flight=1,
         handler_attempts=5,
         client_id="pricing-ledger",
-        accept=settles,
+        accept=settles,  # no max_delay_seconds: an open reservation counts against the key's concurrency
     )
 
 
