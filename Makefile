@@ -7,10 +7,10 @@ UV := $(CACHE)/tools/bin/uv
 PY := .venv/bin/python
 BUF := $(CACHE)/node/node_modules/.bin/buf
 
-.PHONY: help install up down status test unit protos protos-check lint-protos clean bench-workers
+.PHONY: help install up down status test unit protos protos-check lint-protos clean bench bench-install bench-workers
 
 help:
-	@echo "make up | down | status | test | unit | bench-workers | protos | protos-check | lint-protos | clean"
+	@echo "make up | down | status | test | unit | bench | bench-workers | protos | protos-check | lint-protos | clean"
 
 $(UV):
 	python3 -m venv $(CACHE)/tools
@@ -56,6 +56,20 @@ unit: .venv/.synced
 
 test: install
 	$(PY) -m pytest -q
+
+# What the bench needs besides the mesh: wrk (Debian's package) and the LiteLLM proxy
+# (pinned, in its own venv under .cache/litellm, never in .venv).
+bench-install: install
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+		{ echo "make bench: could not install wrk (apt-get install -y wrk)" >&2; exit 1; }
+	@bash deploy/local/litellm.sh install
+
+# The one benchmark command (issue 10): a fake OpenAI upstream, the whole mesh with an
+# openai worker on it and the LiteLLM proxy on it, driven by wrk with the same load, in
+# one run; then the worker benchmark. ~15 minutes; prints its figures, asserts nothing.
+bench: bench-install
+	$(PY) -m tests.bench.gateway
+	$(PY) -m tests.bench.workers
 
 # Provider worker benchmark (issue 4): one midjourney worker holding 1,000 30 s jobs
 # (RSS, CPU, drain) and jobs/s of 1 vs 2 bfl workers. A few minutes; prints its figures.

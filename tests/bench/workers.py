@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import secrets
 import subprocess
@@ -35,35 +34,16 @@ from bus import EVENTS_TOPIC, TERMINAL_STATES, Producer, generation_event, reque
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from routing.catalog import Catalog
+from tests.bench.procs import cpu_seconds, load_mesh_module, rss_mb
+from tests.bench.procs import pid_from_file as _pid_file
 from tests.support.ports import free_port
 from tests.support.provider_jobs import generation
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "bench-" + secrets.token_hex(8)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def load_mesh_module():
-    spec = importlib.util.spec_from_file_location("pixelmesh_local_mesh", ROOT / "deploy/local/mesh.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pixelmesh_local_mesh"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- processes --------------------------------------------------------------------------
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
 
 class Emulator:
     """An upstream emulator as a process of its own (`python -m tests.emulators`)."""
@@ -216,18 +196,6 @@ async def group_members(bootstrap: str, group: str) -> int:
         return 0
     finally:
         await admin.close()
-
-
-def _pid_file(folder: Path) -> int | None:
-    """The pid kafka.sh / minio.sh recorded, if the process is alive."""
-    for candidate in folder.glob("*.pid"):
-        try:
-            pid = int(candidate.read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except (ValueError, OSError):
-            continue
-    return None
 
 
 def jobs_for(provider: str, model: str, count: int, label: str, **kw) -> list[gen.Generation]:

@@ -1,0 +1,85 @@
+"""What the benchmarks read about processes (from /proc) and how they load the local mesh."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def load_mesh_module():
+    """deploy/local/mesh.py as a module (it is a script, not a package)."""
+    if "pixelmesh_local_mesh" in sys.modules:
+        return sys.modules["pixelmesh_local_mesh"]
+    spec = importlib.util.spec_from_file_location("pixelmesh_local_mesh", ROOT / "deploy/local/mesh.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pixelmesh_local_mesh"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def pid_from_file(folder: Path) -> int | None:
+    """The pid kafka.sh / minio.sh / litellm.sh recorded in FOLDER/*.pid, if it is alive."""
+    for candidate in folder.glob("*.pid"):
+        try:
+            pid = int(candidate.read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (ValueError, OSError):
+            continue
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    """PID and every live process below it (a server that forks workers is counted whole)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass  # ended meanwhile
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            total += rss_mb(p)
+        except OSError:
+            pass
+    return total
