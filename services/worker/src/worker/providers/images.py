@@ -17,6 +17,9 @@ from worker.providers.base import GeneratedImage, ProviderError
 # Refuse decompression bombs: far above any upstream's largest size (4096 x 4096 ~ 16.8 MP).
 MAX_PIXELS = 40_000_000
 DEFAULT_COMPRESSION = 90  # quality of lossy encodings when the client gave none
+# libwebp's effort (0-6, Pillow's default 4). Measured on a 1024x1024 picture here: 2 takes
+# half the CPU of 4 (24 vs 49 ms) for a file 2 % larger at the same quality.
+WEBP_METHOD = 2
 
 
 def decode_b64(data: str, provider: str) -> bytes:
@@ -60,7 +63,8 @@ def _encode(data: bytes, fmt: formats.ImageFormat, compression: int | None, prov
             image = background
         image.save(out, "JPEG", quality=compression if compression is not None else DEFAULT_COMPRESSION, optimize=True)
     elif fmt.name == "webp":
-        image.save(out, "WEBP", quality=compression if compression is not None else DEFAULT_COMPRESSION)
+        quality = compression if compression is not None else DEFAULT_COMPRESSION
+        image.save(out, "WEBP", quality=quality, method=WEBP_METHOD)
     else:
         # PNG is lossless: compression 0-100 maps onto zlib levels 0-9.
         level = 6 if compression is None else round(compression * 9 / 100)
