@@ -12,8 +12,10 @@ have been run before, so it goes straight to the provider.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -100,14 +102,12 @@ class JobRunner:
         """RUNNING, progress, then SUCCEEDED, FAILED, or back to QUEUED for the next route."""
         state = advance(job, gen.GENERATION_STATE_RUNNING)
         _current_attempt(state, self._provider.name)
-        # The provider call starts while RUNNING is on its way to the broker; every later
-        # event waits for its acknowledgement first (so a bus outage still fails the job).
-        running = asyncio.ensure_future(self._emit(state))
+        running = _Announcement(self._emit(state))
         partials: list[gen.ImageRef] = []
 
         async def report(percent: float, partial: GeneratedImage | None) -> None:
             nonlocal state
-            await running
+            await running.settle()
             if partial is None and percent >= 100.0:
                 return  # the terminal state follows at once and says as much
             state = advance(state)
@@ -127,11 +127,9 @@ class JobRunner:
         self._running[job.id] = task
         try:
             try:
-                await running
-            except BaseException:
-                task.cancel()
-                raise
-            result = await task
+                result = await task
+            finally:
+                await running.settle()
             refs = [await self._store(job, i, img) for i, img in enumerate(result.images)]
         except asyncio.CancelledError:
             if job.id not in self._cancelled:
@@ -229,6 +227,39 @@ class JobRunner:
 
 class _StorageFailed(Exception):
     pass
+
+
+# A job still running after this long is announced RUNNING; one that ends sooner goes from
+# QUEUED to its end in one event (a state nobody could have seen costs an event on the bus
+# and a read by every consumer group; start_time is kept either way).
+RUNNING_ANNOUNCE_SECONDS = 0.05
+
+
+class _Announcement:
+    """The RUNNING event of a job, sent once the job has run RUNNING_ANNOUNCE_SECONDS.
+
+    `settle()` comes before any later event of the job: an announcement not yet due is
+    dropped (that event supersedes it); one already sending is awaited, so its failure
+    (the bus is down) fails the job as any other event's would."""
+
+    def __init__(self, send: Coroutine[Any, Any, None]) -> None:
+        self._send = send
+        self._sending = False
+        self._task = asyncio.ensure_future(self._announce())
+
+    async def _announce(self) -> None:
+        await asyncio.sleep(RUNNING_ANNOUNCE_SECONDS)
+        self._sending = True
+        await self._send
+
+    async def settle(self) -> None:
+        if not self._sending:
+            self._task.cancel()
+            self._send.close()  # never started: nothing was sent
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            return
+        await asyncio.shield(self._task)
 
 
 def _current_attempt(generation: gen.Generation, provider: str) -> gen.Attempt:

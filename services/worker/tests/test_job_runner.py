@@ -1,0 +1,92 @@
+"""JobRunner's events: what a fast job, a slow job and a job reporting progress put on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bus import Record
+from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.events.v1 import events_pb2
+from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
+from worker import core
+from worker.core import JobRunner
+from worker.providers import GeneratedImage, ProviderResult
+
+IMAGE = GeneratedImage(b"\x89PNG fake", 8, 8, gen.OUTPUT_FORMAT_PNG)
+
+
+class Bus:
+    def __init__(self, fail: bool = False) -> None:
+        self.states: list[gen.Generation] = []
+        self.fail = fail
+
+    async def send(self, topic: str, key: str, message: events_pb2.GenerationEvent) -> None:
+        await asyncio.sleep(0.001)
+        if self.fail:
+            raise ConnectionError("the bus is down")
+        self.states.append(message.generation)
+
+
+class Storage:
+    async def PutImage(self, parts, timeout: float) -> storage_pb.PutImageResponse:  # noqa: N802, ANN001
+        header = None
+        async for part in parts:
+            header = header or part.header
+        return storage_pb.PutImageResponse(image=gen.ImageRef(object_key=f"days-7/{header.generation_id}/0.png"))
+
+
+class Provider:
+    name = "fake"
+
+    def __init__(self, seconds: float, progress_at: float | None = None) -> None:
+        self.seconds, self.progress_at = seconds, progress_at
+
+    async def generate(self, generation: gen.Generation, progress) -> ProviderResult:  # noqa: ANN001
+        if self.progress_at is not None:
+            await asyncio.sleep(self.progress_at)
+            await progress(50.0)
+        await asyncio.sleep(self.seconds)
+        return ProviderResult([IMAGE])
+
+    async def cancel(self, upstream_id: str) -> None:
+        pass
+
+
+def job() -> Record[events_pb2.GenerationJob]:
+    g = gen.Generation(id="gen_01TEST", state=gen.GENERATION_STATE_QUEUED, version=1, width=8, height=8, attempt=1)
+    return Record("pixelmesh.generation.requests.fake", 0, 0, g.id, events_pb2.GenerationJob(generation=g), maybe_seen=False)
+
+
+def names(bus: Bus) -> list[str]:
+    return [gen.GenerationState.Name(s.state).removeprefix("GENERATION_STATE_") for s in bus.states]
+
+
+async def test_a_job_done_before_the_announcement_goes_from_queued_to_its_end_in_one_event() -> None:
+    bus = Bus()
+    await JobRunner(Provider(0.0), Storage(), None, bus).handle(job())
+    assert names(bus) == ["SUCCEEDED"]
+    done = bus.states[-1]
+    assert done.version > 1 and done.HasField("start_time") and done.HasField("end_time")
+
+
+async def test_a_slow_job_is_announced_running_then_ends() -> None:
+    bus = Bus()
+    await JobRunner(Provider(core.RUNNING_ANNOUNCE_SECONDS * 4), Storage(), None, bus).handle(job())
+    assert names(bus) == ["RUNNING", "SUCCEEDED"]
+    assert bus.states[0].version < bus.states[1].version
+
+
+async def test_progress_before_the_announcement_takes_its_place() -> None:
+    bus = Bus()
+    await JobRunner(Provider(0.0, progress_at=0.0), Storage(), None, bus).handle(job())
+    assert names(bus) == ["RUNNING", "SUCCEEDED"]
+    assert bus.states[0].progress_percent == 50.0
+
+
+async def test_a_bus_outage_fails_the_handler_so_the_job_is_redelivered() -> None:
+    with pytest.raises(ConnectionError):
+        await JobRunner(Provider(core.RUNNING_ANNOUNCE_SECONDS * 4), Storage(), None, Bus(fail=True)).handle(job())
+    with pytest.raises(ConnectionError):
+        await JobRunner(Provider(0.0), Storage(), None, Bus(fail=True)).handle(job())
