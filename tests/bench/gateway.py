@@ -59,7 +59,7 @@ import httpx
 from PIL import Image
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from tests.bench.procs import ROOT, load_mesh_module, pid_from_file, tree_cpu_seconds, tree_rss_mb
+from tests.bench.procs import ROOT, load_mesh_module, pid_from_file, tree_cpu_seconds, tree_rss_mb, wait_http
 from tests.bench.workers import Ends
 from tests.support.ports import free_port
 
@@ -167,16 +167,11 @@ class Upstream:
         self._log = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.bench.fake_openai", "--port", str(self.port)],
                                      cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"the fake upstream did not start; see {log}") from None
-                time.sleep(0.1)
+        try:
+            wait_http(f"{self.url}/healthz", self.proc, f"the fake upstream (see {log})")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stats(self) -> dict:
         return httpx.get(f"{self.url}/_stats", timeout=5).json()
@@ -776,7 +771,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--submits", type=int, default=10000, help="async submits (0: skip the async part)")
     parser.add_argument("--submit-concurrency", type=int, default=64)
     parser.add_argument("--submit-max-seconds", type=int, default=60, help="wrk -d cap of the submits")
-    parser.add_argument("--drain-timeout", type=float, default=150.0, help="seconds after the last submit to wait for the backlog")
+    parser.add_argument("--drain-timeout", type=float, default=420.0, help="seconds after the last submit to wait for the backlog")
     parser.add_argument("--idle-settle", type=float, default=5.0)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--worker-in-flight", type=int, default=64, help="WORKER_MAX_IN_FLIGHT of the openai worker")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -83,3 +87,16 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             pass
     return total
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    """Until `url` answers 2xx; RuntimeError naming `what` when `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)

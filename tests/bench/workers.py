@@ -34,7 +34,7 @@ from bus import EVENTS_TOPIC, TERMINAL_STATES, Producer, generation_event, reque
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from routing.catalog import Catalog
-from tests.bench.procs import cpu_seconds, load_mesh_module, rss_mb
+from tests.bench.procs import cpu_seconds, load_mesh_module, rss_mb, wait_http
 from tests.bench.procs import pid_from_file as _pid_file
 from tests.support.ports import free_port
 from tests.support.provider_jobs import generation
@@ -55,15 +55,7 @@ class Emulator:
             [sys.executable, "-m", "tests.emulators", name, "--port", str(self.port), "--api-key", KEY],
             cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/_emulator/calls", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"emulator {name} did not start") from None
-                time.sleep(0.1)
+        wait_http(f"{self.url}/_emulator/calls", self.proc, f"emulator {name}")
 
     def faults(self, **faults) -> None:
         httpx.post(f"{self.url}/_emulator/faults", json=faults).raise_for_status()

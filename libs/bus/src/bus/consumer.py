@@ -88,9 +88,10 @@ class Consumer(Generic[M]):
         accept: Accept | None = None,
         commit_interval: float = 0.2,
         # How long a record may wait before this group sees it. 0 for work on the critical
-        # path (jobs, the status read model); groups that only settle or react afterwards
-        # (ledger, webhooks, fallbacks) take a few hundred milliseconds, and under load the
-        # broker then answers each of their fetches with many records rather than one.
+        # path (jobs, the status read model, the ledger); groups that only react afterwards
+        # (webhooks, fallbacks) take up to a second, and under load the broker then answers
+        # each of their fetches with many records rather than one (idle, they wake once
+        # per max_delay_seconds).
         max_delay_seconds: float = 0.0,
     ) -> None:
         self.topic = topic

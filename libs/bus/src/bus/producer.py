@@ -80,7 +80,8 @@ class Producer:
             }
             with _tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes):
                 propagate.inject(headers, setter=_setter)
-                acks.append(await self._producer.send(topic, value=message.SerializeToString(), key=key.encode(), headers=headers))
+                value = message.SerializeToString()
+                acks.append(await self._producer.send(topic, value=value, key=key.encode(), headers=headers))
         results = await asyncio.gather(*acks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):

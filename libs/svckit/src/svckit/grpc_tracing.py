@@ -15,7 +15,8 @@ call's metadata; SERVER spans continuing it) at a fraction of that:
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -42,6 +43,22 @@ def _end(span: trace.Span, code: grpc.StatusCode | None) -> None:
 # ---- client ---------------------------------------------------------------------------
 
 
+@contextmanager
+def _ending(span: trace.Span) -> Iterator[None]:
+    """Ends the CLIENT span with the call's status: OK, the RPC error's code, or CANCELLED."""
+    code = None
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        raise
+    except BaseException:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    finally:
+        _end(span, code)
+
+
 class _TracedCall:
     """A call of any shape, ended (and its span with it) when awaited or iterated to the end;
     everything else (initial_metadata, cancel, ...) is the wrapped call's."""
@@ -57,34 +74,16 @@ class _TracedCall:
         return self._result().__await__()
 
     async def _result(self) -> Any:
-        code = None
-        try:
+        with _ending(self._span):
             return await self._call
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            raise
-        except BaseException:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            _end(self._span, code)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._responses()
 
     async def _responses(self) -> AsyncIterator[Any]:
-        code = None
-        try:
+        with _ending(self._span):
             async for response in self._call:
                 yield response
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            raise
-        except BaseException:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            _end(self._span, code)
 
 
 class _TracedMultiCallable:
@@ -146,49 +145,40 @@ class TracedChannel:
 # ---- server ---------------------------------------------------------------------------
 
 
-def _server_span(method: str, context: grpc.aio.ServicerContext) -> trace.Span:
+@contextmanager
+def _serving(method: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """A SERVER span continuing the caller's trace, current while the handler runs, ended
+    with the code the handler left on the context (abort sets it)."""
     parent = propagate.extract(dict(context.invocation_metadata() or ()))
-    return _tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method))
-
-
-def _code_of(context: grpc.aio.ServicerContext, failed: bool) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
-    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+    span = _tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method))
+    token = otel_context.attach(trace.set_span_in_context(span))
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        otel_context.detach(token)
+        code = context.code()
+        if not isinstance(code, grpc.StatusCode):
+            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+        _end(span, code)
 
 
 def _traced_handler(handler: Callable[..., Any], method: str) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(handler):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            span = _server_span(method, context)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            failed = False
-            try:
+            with _serving(method, context):
                 async for response in handler(request, context):
                     yield response
-            except BaseException:
-                failed = True
-                raise
-            finally:
-                otel_context.detach(token)
-                _end(span, _code_of(context, failed))
 
         return streaming
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        span = _server_span(method, context)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        failed = False
-        try:
+        with _serving(method, context):
             return await handler(request, context)
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            otel_context.detach(token)
-            _end(span, _code_of(context, failed))
 
     return unary
 

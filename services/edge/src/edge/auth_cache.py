@@ -22,7 +22,9 @@ MAX_KEYS = 10_000
 
 
 class AuthCache(Generic[T]):
-    def __init__(self, lookup: Callable[[str], Awaitable[T]], ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, lookup: Callable[[str], Awaitable[T]], ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lookup = lookup
         self._ttl = ttl_seconds
         self._clock = clock

@@ -33,7 +33,7 @@ async def serve(settings: RoutingSettings) -> None:
         client_id="routing-fallback",
         auto_offset_reset="latest",  # a new group must not re-dispatch old hand-backs
         accept=reports_outcome,
-        max_delay_seconds=0.25,  # a hand-back waits this much longer for its next route
+        max_delay_seconds=1.0,  # a hand-back waits at most this much longer for its next route
     )
     service.add_servicer(
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server, servicer, "pixelmesh.routing.v1.RoutingService"

@@ -65,7 +65,7 @@ async def serve(settings: StatusSettings) -> None:
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         client_id="status-webhooks",
         accept=announces,
-        max_delay_seconds=0.25,  # a webhook leaves at most this much later
+        max_delay_seconds=1.0,  # a webhook leaves at most this much later
     )
     service.add_servicer(
         status_service_pb2_grpc.add_StatusServiceServicer_to_server,

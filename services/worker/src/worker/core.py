@@ -1,4 +1,4 @@
-"""Runs one generation job: RUNNING, the provider call, storage, then a terminal event.
+"""Runs one generation job: RUNNING (announced once it ran 50 ms), the provider call, storage, the end.
 
 Idempotent by (generation id, attempt): a job that may be a redelivery (one that was in
 its topic before this worker took the partition over, see bus.Record.maybe_seen) first
