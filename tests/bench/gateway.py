@@ -59,7 +59,7 @@ import httpx
 from PIL import Image
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from tests.bench.procs import ROOT, load_mesh_module, pid_from_file, tree_cpu_seconds, tree_rss_mb, wait_http
+from tests.bench.procs import ROOT, load_mesh_module, pid_from_file, stop_process, tree_cpu_seconds, tree_rss_mb, wait_http
 from tests.bench.workers import Ends
 from tests.support.ports import free_port
 
@@ -177,11 +177,7 @@ class Upstream:
         return httpx.get(f"{self.url}/_stats", timeout=5).json()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         self._log.close()
 
 

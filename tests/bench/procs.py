@@ -69,24 +69,31 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(pid: int) -> float:
+def _tree_sum(pid: int, read) -> float:  # noqa: ANN001
     total = 0.0
     for p in descendants(pid):
         try:
-            total += cpu_seconds(p)
+            total += read(p)
         except OSError:
             pass  # ended meanwhile
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    return _tree_sum(pid, cpu_seconds)
+
+
 def tree_rss_mb(pid: int) -> float:
-    total = 0.0
-    for p in descendants(pid):
-        try:
-            total += rss_mb(p)
-        except OSError:
-            pass
-    return total
+    return _tree_sum(pid, rss_mb)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:

@@ -34,7 +34,7 @@ from bus import EVENTS_TOPIC, TERMINAL_STATES, Producer, generation_event, reque
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from routing.catalog import Catalog
-from tests.bench.procs import cpu_seconds, load_mesh_module, rss_mb, wait_http
+from tests.bench.procs import cpu_seconds, load_mesh_module, rss_mb, stop_process, wait_http
 from tests.bench.procs import pid_from_file as _pid_file
 from tests.support.ports import free_port
 from tests.support.provider_jobs import generation
@@ -61,11 +61,7 @@ class Emulator:
         httpx.post(f"{self.url}/_emulator/faults", json=faults).raise_for_status()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 @dataclass

@@ -114,23 +114,17 @@ class TracedChannel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def _traced(self, factory: Callable[..., Any]) -> Callable[..., _TracedMultiCallable]:
-        def make(method: str, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
-            return _TracedMultiCallable(factory(method, *args, **kwargs), method)
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
+        return _TracedMultiCallable(self._inner.unary_unary(method, *args, **kwargs), method)
 
-        return make
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
+        return _TracedMultiCallable(self._inner.unary_stream(method, *args, **kwargs), method)
 
-    def unary_unary(self, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
-        return self._traced(self._inner.unary_unary)(*args, **kwargs)
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
+        return _TracedMultiCallable(self._inner.stream_unary(method, *args, **kwargs), method)
 
-    def unary_stream(self, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
-        return self._traced(self._inner.unary_stream)(*args, **kwargs)
-
-    def stream_unary(self, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
-        return self._traced(self._inner.stream_unary)(*args, **kwargs)
-
-    def stream_stream(self, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
-        return self._traced(self._inner.stream_stream)(*args, **kwargs)
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _TracedMultiCallable:
+        return _TracedMultiCallable(self._inner.stream_stream(method, *args, **kwargs), method)
 
     async def close(self, grace: float | None = None) -> None:
         await self._inner.close(grace)

@@ -2,8 +2,9 @@
 
 Secrets are random (`pm-` + 256 bits) and stored only as their SHA-256 digest: a
 high-entropy secret needs no slow hash, and a digest lookup is one indexed query.
-Every Authenticate reads the database, so a revoked key stops working at once, on
-every replica (there is no cache to expire).
+Every Authenticate reads the database, so pricing refuses a revoked key at once, on
+every replica; the edge remembers an answer for EDGE_AUTH_CACHE_SECONDS (edge.auth_cache),
+and the reservation checks the key again, so spending stops at once regardless.
 """
 
 from __future__ import annotations
