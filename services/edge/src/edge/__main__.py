@@ -1,7 +1,6 @@
-import asyncio
-
 from edge.server import serve
 from edge.settings import EdgeSettings
+from svckit.server import run
 from svckit.settings import load_settings
 
-asyncio.run(serve(load_settings(EdgeSettings)))
+run(serve(load_settings(EdgeSettings)))

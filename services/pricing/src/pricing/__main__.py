@@ -1,7 +1,6 @@
-import asyncio
-
 from pricing.server import serve
 from pricing.settings import PricingSettings
+from svckit.server import run
 from svckit.settings import load_settings
 
-asyncio.run(serve(load_settings(PricingSettings)))
+run(serve(load_settings(PricingSettings)))

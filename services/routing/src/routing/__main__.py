@@ -1,7 +1,6 @@
-import asyncio
-
 from routing.server import serve
 from routing.settings import RoutingSettings
+from svckit.server import run
 from svckit.settings import load_settings
 
-asyncio.run(serve(load_settings(RoutingSettings)))
+run(serve(load_settings(RoutingSettings)))

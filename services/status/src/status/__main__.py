@@ -1,7 +1,6 @@
-import asyncio
-
 from status.server import serve
 from status.settings import StatusSettings
+from svckit.server import run
 from svckit.settings import load_settings
 
-asyncio.run(serve(load_settings(StatusSettings)))
+run(serve(load_settings(StatusSettings)))

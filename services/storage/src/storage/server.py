@@ -8,7 +8,7 @@ import contextlib
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import GatewayError
 from svckit.logging import get_logger
-from svckit.server import GrpcService
+from svckit.server import GrpcService, run
 from svckit.settings import load_settings
 
 from storage.core import ImageStore
@@ -67,4 +67,4 @@ async def serve(settings: StorageSettings) -> None:
 
 
 def main() -> None:
-    asyncio.run(serve(load_settings(StorageSettings)))
+    run(serve(load_settings(StorageSettings)))

@@ -1,7 +1,6 @@
-import asyncio
-
+from svckit.server import run
 from svckit.settings import load_settings
 from worker.server import serve
 from worker.settings import WorkerSettings
 
-asyncio.run(serve(load_settings(WorkerSettings)))
+run(serve(load_settings(WorkerSettings)))
