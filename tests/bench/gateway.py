@@ -18,7 +18,8 @@ What it measures:
    (dall-e-3, 1024x1024) at c=1, c=16 and c=64 against the upstream, LiteLLM and
    pixelmesh, interleaved point by point, twice (the second round in the reverse target
    order) so drift and noise show; p50/p99, req/s, non-2xx, timeouts and socket errors,
-   every 200 checked for an image; the ratios pixelmesh/LiteLLM.
+   every 200 checked for an image; the ratios pixelmesh/LiteLLM. Before round 1, 30 s
+   of c=16 on LiteLLM and on pixelmesh, not counted: steady state, not Kafka's JIT.
 2. Mesh CPU ms per generation: utime+stime from /proc of every process of the mesh
    (each service, the Kafka JVM, MinIO) over each pixelmesh run, divided by the
    generations that succeeded in it (the events topic), per process too; RSS per service
@@ -483,7 +484,8 @@ def report(res: Results, args, rounds: int, meta: dict) -> None:
     say(f"machine: {meta['machine']}")
     say(f"code: {meta['code']}; wrk {meta['wrk']}; worker WORKER_MAX_IN_FLIGHT={args.worker_in_flight}, LOG_LEVEL={args.log_level}")
     say(f"sync: POST /v1/images/generations {SYNC_BODY}; wrk -t1 (c=1) / -t2, --timeout {args.timeout:g}s; per point a "
-        f"{args.warmup:g} s warm-up run, then {args.ramp:g} + {args.duration:g} s: req/s = image answers of the last "
+        f"{args.warmup:g} s warm-up run (and {args.first_warmup:g} s at c=16 on each before round 1), "
+        f"then {args.ramp:g} + {args.duration:g} s: req/s = image answers of the last "
         f"{args.duration:g} s, percentiles of all {args.ramp + args.duration:g} s; {rounds} rounds, interleaved "
         f"(round 2 in reverse target order)")
     say("")
@@ -676,6 +678,14 @@ async def run(args) -> int:
                     res.check("LiteLLM answered with the upstream's image", body["data"][0].get("url", "").startswith(upstream.url),
                               body["data"][0].get("url") or "b64_json")
 
+        if args.first_warmup > 0:
+            # Kafka's JVM compiles its hot paths for its first minute or so (in one run it cost
+            # 17 ms per generation at c=1 in that minute, 2 ms after it); LiteLLM gets the same.
+            say(f"\n[warm-up] {args.first_warmup:g} s at c=16 against LiteLLM and pixelmesh, not counted ...")
+            for target in ("litellm", "pixelmesh"):
+                await wrk(urls[target], keys[target], 16, args.first_warmup, args.timeout, target)
+            await quiet(ends, timeout=120)
+
         say(f"\n[sync] wrk, {args.duration:g} s per point after a {args.warmup:g} s warm-up, {args.rounds} rounds ...")
         for r in range(1, args.rounds + 1):
             order = TARGETS if r % 2 else tuple(reversed(TARGETS))
@@ -760,6 +770,8 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="pixelmesh vs LiteLLM vs the bare upstream (issue 10)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk point")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of a separate wrk run before each point, not counted")
+    parser.add_argument("--first-warmup", type=float, default=30.0,
+                        help="seconds of c=16 load on LiteLLM and on pixelmesh before round 1, not counted (JIT, caches)")
     parser.add_argument("--ramp", type=float, default=5.0,
                         help="first seconds of each measured run whose answers req/s does not count (latencies do)")
     parser.add_argument("--rounds", type=int, default=2, help="sync rounds (RSS is compared across the first two)")
