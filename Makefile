@@ -1,5 +1,6 @@
 # pixelmesh: `make up` starts the whole mesh, `make test` runs every test, `make down` stops.
-# Both install what is missing into .cache/ (uv, Python deps, Kafka jars, MinIO, buf).
+# Both install what is missing into .cache/: `make up` only what the mesh runs on (uv, the
+# Python packages, Kafka jars, MinIO), `make test` also buf, Helm and Zipkin.
 
 SHELL := /bin/bash
 CACHE := .cache
@@ -7,7 +8,7 @@ UV := $(CACHE)/tools/bin/uv
 PY := .venv/bin/python
 BUF := $(CACHE)/node/node_modules/.bin/buf
 
-.PHONY: help install up down status test unit protos protos-check lint-protos clean bench bench-install bench-workers
+.PHONY: help install install-mesh up down status test unit protos protos-check lint-protos clean bench bench-install bench-workers
 
 help:
 	@echo "make up | down | status | test | unit | bench | bench-workers | protos | protos-check | lint-protos | clean"
@@ -20,16 +21,22 @@ $(UV):
 	$(UV) sync --frozen --all-packages -q
 	@touch $@
 
-install: .venv/.synced
+# What running the mesh needs: the Python packages, Kafka and MinIO.
+install-mesh: .venv/.synced
 	@bash deploy/local/kafka.sh install
 	@bash deploy/local/minio.sh install
+
+# What `make test` needs besides: buf (the protos' lint), Helm (the chart's tests) and
+# Zipkin (the tracing UI's test).
+install: install-mesh
 	@bash deploy/local/buf.sh install
 	@bash deploy/local/helm.sh install
 	@bash deploy/local/tracing.sh install
 
 # TRACING_UI=1 make up: also start the local tracing UI (Zipkin fed over OTLP/HTTP)
 # and point every service's OTLP exporter at it.
-up: install
+# (tracing.sh start installs Zipkin on first use.)
+up: install-mesh
 	@if [ -n "$(TRACING_UI)" ]; then bash deploy/local/tracing.sh start; fi
 	@$(if $(TRACING_UI),OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$${TRACING_OTLP_PORT:-4318} )$(PY) deploy/local/mesh.py up
 
@@ -47,7 +54,8 @@ protos: .venv/.synced
 protos-check: .venv/.synced
 	$(PY) libs/apis/generate.py --check
 
-lint-protos: install
+lint-protos: .venv/.synced
+	@bash deploy/local/buf.sh install
 	$(BUF) lint
 
 # Unit tests only (no Kafka/MinIO): fast feedback while editing.
@@ -59,7 +67,7 @@ test: install
 
 # What the bench needs besides the mesh: wrk (Debian's package) and the LiteLLM proxy
 # (pinned, in its own venv under .cache/litellm, never in .venv).
-bench-install: install
+bench-install: install-mesh
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
 		{ echo "make bench: could not install wrk (apt-get install -y wrk)" >&2; exit 1; }
 	@bash deploy/local/litellm.sh install
@@ -73,7 +81,7 @@ bench: bench-install
 
 # Provider worker benchmark (issue 4): one midjourney worker holding 1,000 30 s jobs
 # (RSS, CPU, drain) and jobs/s of 1 vs 2 bfl workers. A few minutes; prints its figures.
-bench-workers: install
+bench-workers: install-mesh
 	$(PY) -m tests.bench.workers
 
 clean: down
