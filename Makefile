@@ -8,10 +8,10 @@ UV := $(CACHE)/tools/bin/uv
 PY := .venv/bin/python
 BUF := $(CACHE)/node/node_modules/.bin/buf
 
-.PHONY: help install install-mesh up down status test unit protos protos-check lint-protos clean bench bench-install bench-workers
+.PHONY: help install install-mesh up down status lint test unit protos protos-check lint-protos clean bench bench-install bench-workers
 
 help:
-	@echo "make up | down | status | test | unit | bench | bench-workers | protos | protos-check | lint-protos | clean"
+	@echo "make up | down | status | test | lint | unit | bench | bench-workers | protos | protos-check | lint-protos | clean"
 
 $(UV):
 	python3 -m venv $(CACHE)/tools
@@ -62,7 +62,12 @@ lint-protos: .venv/.synced
 unit: .venv/.synced
 	$(PY) -m pytest -q libs services
 
-test: install
+# ruff: the format and the lint rules of pyproject.toml, on libs/ and services/.
+lint: .venv/.synced
+	.venv/bin/ruff format --check -q libs services
+	.venv/bin/ruff check -q libs services
+
+test: install lint
 	$(PY) -m pytest -q
 
 # What the bench needs besides the mesh: wrk (Debian's package) and the LiteLLM proxy

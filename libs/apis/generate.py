@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from google.api import annotations_pb2
 import grpc_tools
+from google.api import annotations_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from svckit.grpc_client import channel
 from svckit.grpc_tracing import traced_servicer
 
@@ -59,4 +58,6 @@ async def test_a_call_is_a_client_span_and_a_server_span_of_one_trace(spans: InM
     assert [s.attributes["rpc.grpc.status_code"] for s in clients] == [0, grpc.StatusCode.NOT_FOUND.value[0]]
     assert sorted(s.attributes["rpc.grpc.status_code"] for s in servers) == [0, grpc.StatusCode.NOT_FOUND.value[0]]
     assert not clients[1].status.is_ok
-    assert any(s.name == "/grpc.health.v1.Health/Watch" and s.kind == trace.SpanKind.CLIENT for s in spans.get_finished_spans())
+    assert any(
+        s.name == "/grpc.health.v1.Health/Watch" and s.kind == trace.SpanKind.CLIENT for s in spans.get_finished_spans()
+    )

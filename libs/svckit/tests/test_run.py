@@ -3,7 +3,6 @@
 import asyncio
 
 import uvloop
-
 from svckit.server import run
 
 

@@ -6,7 +6,13 @@ def test_v2_object_of_each_end() -> None:
     g = gen.Generation(id="gen_x", model="m", state=gen.GENERATION_STATE_RUNNING, progress_percent=50.0, eta_seconds=9)
     g.cost.tokens = 3
     body = v2_generation(g, [])
-    assert (body["status"], body["state"], body["progress"], body["eta_seconds"], body["tokens_spent"]) == ("pending", "running", 50.0, 9, 0)
+    assert (body["status"], body["state"], body["progress"], body["eta_seconds"], body["tokens_spent"]) == (
+        "pending",
+        "running",
+        50.0,
+        9,
+        0,
+    )
     assert body["result_url"] is None and body["error"] is None and "perf" not in body
 
     g.state = gen.GENERATION_STATE_FAILED
@@ -28,7 +34,11 @@ def test_v2_object_of_each_end() -> None:
     g.webhook_deliveries.add(number=1, status_code=200, delivered=True, state=gen.GENERATION_STATE_SUCCEEDED)
     body = v2_generation(g, ["https://u"])
     assert (body["status"], body["result_url"], body["result_urls"], body["tokens_spent"], body["progress"]) == (
-        "completed", "https://u", ["https://u"], 3, 100.0,
+        "completed",
+        "https://u",
+        ["https://u"],
+        3,
+        100.0,
     )
     assert body["webhook_deliveries"] == [
         {"attempt": 1, "time": None, "state": "completed", "status_code": 200, "delivered": True, "error": None}

@@ -2,7 +2,9 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.tariffs import final_cost, is_token_priced, usage_usd_micros
 
 FIXED = gen.Tariff(
-    per_image=gen.Cost(tokens=4, usd_micros=40_000), token_usd_micros=10_000, reserved=gen.Cost(tokens=16, usd_micros=160_000)
+    per_image=gen.Cost(tokens=4, usd_micros=40_000),
+    token_usd_micros=10_000,
+    reserved=gen.Cost(tokens=16, usd_micros=160_000),
 )
 TOKENS = gen.Tariff(
     per_image=gen.Cost(tokens=17, usd_micros=167_000),

@@ -1,7 +1,6 @@
 import asyncio
 
 import pytest
-
 from edge.auth_cache import AuthCache
 
 

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from edge.errors import HTTP_ERRORS, openai_error
 from edge.schemas import GenerateBody, ImageForm, OpenAIImageBody, VariationForm, parse_body
 from edge.uploads import fit_size
@@ -10,15 +9,26 @@ from svckit.errors import ErrorCode, GatewayError
 
 
 def test_openai_body_translates_to_params() -> None:
-    body = parse_body(OpenAIImageBody, {"model": "pixelmesh-sketch", "prompt": "p", "n": 2, "size": "512x512", "seed": 3})
+    body = parse_body(
+        OpenAIImageBody, {"model": "pixelmesh-sketch", "prompt": "p", "n": 2, "size": "512x512", "seed": 3}
+    )
     p = body.to_params(default_format="png")
-    assert (p.model, p.n, p.size, p.seed, p.output_format) == ("pixelmesh-sketch", 2, "512x512", 3, gen.OUTPUT_FORMAT_PNG)
+    assert (p.model, p.n, p.size, p.seed, p.output_format) == (
+        "pixelmesh-sketch",
+        2,
+        "512x512",
+        3,
+        gen.OUTPUT_FORMAT_PNG,
+    )
     assert not p.HasField("output_compression")
 
 
 def test_v2_defaults_to_webp_and_takes_format() -> None:
     assert parse_body(GenerateBody, {"prompt": "p"}).to_params("webp").output_format == gen.OUTPUT_FORMAT_WEBP
-    assert parse_body(GenerateBody, {"prompt": "p", "format": "jpeg"}).to_params("webp").output_format == gen.OUTPUT_FORMAT_JPEG
+    assert (
+        parse_body(GenerateBody, {"prompt": "p", "format": "jpeg"}).to_params("webp").output_format
+        == gen.OUTPUT_FORMAT_JPEG
+    )
 
 
 @pytest.mark.parametrize(
@@ -45,8 +55,11 @@ def test_every_error_code_has_an_http_status() -> None:
 
 def test_rate_limit_metadata_becomes_headers() -> None:
     err = GatewayError(
-        ErrorCode.RATE_LIMITED, "Rate limit reached for images per minute.",
-        retry_after_seconds="12", ratelimit_limit_requests="30", ratelimit_remaining_requests="0",
+        ErrorCode.RATE_LIMITED,
+        "Rate limit reached for images per minute.",
+        retry_after_seconds="12",
+        ratelimit_limit_requests="30",
+        ratelimit_remaining_requests="0",
         ratelimit_reset_requests="12s",
     )
     resp = openai_error(err)
@@ -56,7 +69,9 @@ def test_rate_limit_metadata_becomes_headers() -> None:
     assert resp.headers["x-ratelimit-remaining-requests"] == "0"
     assert resp.headers["x-ratelimit-reset-requests"] == "12s"
     assert json.loads(resp.body)["error"] == {
-        "message": "Rate limit reached for images per minute.", "type": "rate_limit_error", "param": None,
+        "message": "Rate limit reached for images per minute.",
+        "type": "rate_limit_error",
+        "param": None,
         "code": "rate_limit_exceeded",
     }
 
@@ -85,7 +100,9 @@ def test_statuses_of_the_issue(code: ErrorCode, status: int, kind: str) -> None:
 
 
 def test_forms_are_lax_and_translate_to_edit_params() -> None:
-    form = parse_body(ImageForm, {"prompt": "p", "n": "2", "stream": "true", "partial_images": "1", "input_fidelity": "high"})
+    form = parse_body(
+        ImageForm, {"prompt": "p", "n": "2", "stream": "true", "partial_images": "1", "input_fidelity": "high"}
+    )
     p = form.to_params(gen.GENERATION_KIND_EDIT)
     assert (p.kind, p.n, p.stream, p.partial_images, p.input_fidelity) == (gen.GENERATION_KIND_EDIT, 2, True, 1, "high")
     v = parse_body(VariationForm, {"n": "3", "size": "256x256"}).to_params()

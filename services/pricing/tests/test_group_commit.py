@@ -17,9 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pricing.database import GroupCommitDatabase
@@ -28,9 +25,12 @@ from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
 from pricing.prices import PriceTable
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import new_generation_id
 from svckit.logging import configure_logging
+
 from tests.support.ledger import explain
 
 HERE = Path(__file__).resolve()
@@ -52,7 +52,12 @@ async def open_ledger(path: Path, **kwargs) -> tuple[GroupCommitDatabase, KeySto
 def generation(key, n: int = 1) -> gen.Generation:  # noqa: ANN001
     p = gen.GenerationParams(model="pixelmesh-sketch", prompt="grouped", n=n, size="512x512", quality="standard")
     return gen.Generation(
-        id=new_generation_id(), account_id=key.account_id, api_key_id=key.id, model="pixelmesh-sketch", params=p, quality="standard"
+        id=new_generation_id(),
+        account_id=key.account_id,
+        api_key_id=key.id,
+        model="pixelmesh-sketch",
+        params=p,
+        quality="standard",
     )
 
 
@@ -85,7 +90,9 @@ async def ledger(tmp_path: Path):  # noqa: ANN201
 
 async def test_concurrent_reserves_and_captures_commit_in_groups_each_with_its_own_answer(ledger) -> None:  # noqa: ANN001
     db, keys, led = ledger
-    key, _ = await keys.create(plan="pro", name="grouped", limits={"images_per_minute": 0, "images_per_day": 0, "max_concurrent": 0})
+    key, _ = await keys.create(
+        plan="pro", name="grouped", limits={"images_per_minute": 0, "images_per_day": 0, "max_concurrent": 0}
+    )
     await led.credit(key.account_id, 10)
     gens = [generation(key) for _ in range(30)]
     commits, operations = db.commits, db.operations
@@ -94,7 +101,9 @@ async def test_concurrent_reserves_and_captures_commit_in_groups_each_with_its_o
     refused = [r for r in results if isinstance(r, BaseException)]
     # the ten that fit are held, each refusal is its own and names the balance left
     assert len(ok) == 10 and len(refused) == 20, results
-    assert {(e.code, "the account has 0 available" in e.message) for e in refused} == {(ErrorCode.INSUFFICIENT_BALANCE, True)}
+    assert {(e.code, "the account has 0 available" in e.message) for e in refused} == {
+        (ErrorCode.INSUFFICIENT_BALANCE, True)
+    }
     # 30 reservations, then the 20 refused ones looked up (a repeated call?): two groups, not 50 commits
     assert db.operations - operations == 50
     assert db.commits - commits <= 3, (db.commits - commits, db.operations - operations)
@@ -111,7 +120,9 @@ async def test_concurrent_reserves_and_captures_commit_in_groups_each_with_its_o
 async def test_a_limit_refusal_in_a_group_leaves_the_others_alone(ledger) -> None:  # noqa: ANN001
     db, keys, led = ledger
     capped, _ = await keys.create(plan="free", name="two at once", limits={"images_per_minute": 0, "images_per_day": 0})
-    unlimited, _ = await keys.create(plan="pro", name="no limits", limits={"images_per_minute": 0, "images_per_day": 0, "max_concurrent": 0})
+    unlimited, _ = await keys.create(
+        plan="pro", name="no limits", limits={"images_per_minute": 0, "images_per_day": 0, "max_concurrent": 0}
+    )
     for k in (capped, unlimited):
         await led.credit(k.account_id, 100)
     commits = db.commits
@@ -133,7 +144,10 @@ async def test_an_operation_that_raises_is_undone_alone(tmp_path: Path) -> None:
     try:
         commits = db.commits
         results = await asyncio.gather(
-            db.run(open_account("a")), db.run(failing("b")), db.run(open_account("c")), db.run(open_account("a")),
+            db.run(open_account("a")),
+            db.run(failing("b")),
+            db.run(open_account("c")),
+            db.run(open_account("a")),
             return_exceptions=True,
         )
         assert results[0] == "a" and results[2] == "c"
@@ -145,7 +159,9 @@ async def test_an_operation_that_raises_is_undone_alone(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_a_failed_commit_fails_every_operation_of_the_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_commit_fails_every_operation_of_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = open_database(url_of(tmp_path / "p.db"))
     await migrate(db)
     real = GroupCommitDatabase._commit
@@ -160,8 +176,12 @@ async def test_a_failed_commit_fails_every_operation_of_the_group(tmp_path: Path
     monkeypatch.setattr(GroupCommitDatabase, "_commit", staticmethod(commit_fails_once))
     try:
         commits = db.commits
-        results = await asyncio.gather(*(db.run(open_account(f"x{i}")) for i in range(5)), db.run(failing("y")), return_exceptions=True)
-        assert all(isinstance(r, OperationalError) for r in results), results  # the refused one too: nothing was written
+        results = await asyncio.gather(
+            *(db.run(open_account(f"x{i}")) for i in range(5)), db.run(failing("y")), return_exceptions=True
+        )
+        assert all(isinstance(r, OperationalError) for r in results), (
+            results
+        )  # the refused one too: nothing was written
         assert db.commits == commits
         assert await db.run(account_ids, write=False) == set()
         assert await db.run(open_account("after")) == "after"  # the next group, on a fresh connection
@@ -177,11 +197,15 @@ async def test_a_group_whose_transaction_sqlite_ended_fails_as_a_whole(tmp_path:
     db = open_database(url_of(tmp_path / "p.db"))
     await migrate(db)
     try:
+
         def ends_the_transaction(conn: Connection) -> None:
             conn.connection.dbapi_connection.execute("ROLLBACK")
 
         results = await asyncio.gather(
-            db.run(open_account("before")), db.run(ends_the_transaction), db.run(open_account("after")), return_exceptions=True
+            db.run(open_account("before")),
+            db.run(ends_the_transaction),
+            db.run(open_account("after")),
+            return_exceptions=True,
         )
         assert all(isinstance(r, Exception) for r in results), results
         assert await db.run(account_ids, write=False) == set()
@@ -235,7 +259,9 @@ async def prepare(path: Path, accounts_n: int = 4, tokens: int = 1_000_000) -> l
     db, keys, led = await open_ledger(path)
     made = []
     for i in range(accounts_n):
-        key, _ = await keys.create(plan="pro", name=f"crash {i}", limits={"images_per_minute": 0, "images_per_day": 0, "max_concurrent": 0})
+        key, _ = await keys.create(
+            plan="pro", name=f"crash {i}", limits={"images_per_minute": 0, "images_per_day": 0, "max_concurrent": 0}
+        )
         await led.credit(key.account_id, tokens)
         made.append((key.id, key.account_id))
     await db.close()
@@ -246,7 +272,10 @@ def start_child(path: Path, mode: str, made: list[tuple[str, str]]) -> subproces
     keys = ",".join(f"{k}@{a}" for k, a in made)
     return subprocess.Popen(
         [sys.executable, str(HERE), mode, str(path), keys],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
@@ -275,9 +304,15 @@ async def check_after_crash(path: Path, made: list[tuple[str, str]], reserved: s
     """Reopen the database (as a restarted pricing would) and hold every ledger rule."""
     db, _, led = await open_ledger(path)
     try:
+
         def read(conn: Connection):  # noqa: ANN202
-            res = {r.generation_id: r.status for r in conn.execute(select(reservations.c.generation_id, reservations.c.status))}
-            moves = Counter((r.reference, r.kind) for r in conn.execute(select(ledger_entries.c.reference, ledger_entries.c.kind)))
+            res = {
+                r.generation_id: r.status
+                for r in conn.execute(select(reservations.c.generation_id, reservations.c.status))
+            }
+            moves = Counter(
+                (r.reference, r.kind) for r in conn.execute(select(ledger_entries.c.reference, ledger_entries.c.kind))
+            )
             return res, moves
 
         res, moves = await db.run(read, write=False)
@@ -286,19 +321,34 @@ async def check_after_crash(path: Path, made: list[tuple[str, str]], reserved: s
         for gid, status in res.items():  # every reservation with its ledger rows, once
             assert moves[(gid, "reserve")] == 1, gid
             assert moves[(gid, "capture")] == (status == "captured"), gid
-        assert {g for g, kind in moves if kind in ("reserve", "capture")} <= set(res), "a ledger row without its reservation"
+        assert {g for g, kind in moves if kind in ("reserve", "capture")} <= set(res), (
+            "a ledger row without its reservation"
+        )
         assert max(moves.values()) == 1
         for _, account_id in made:  # every balance is its ledger rows summed, row by row
             balance = await led.balance(account_id)
-            out = pb.ListLedgerEntriesResponse(balance=pb.Balance(account_id=account_id, available_tokens=balance.available_tokens))
+            out = pb.ListLedgerEntriesResponse(
+                balance=pb.Balance(account_id=account_id, available_tokens=balance.available_tokens)
+            )
             for e in await led.entries(account_id, limit=5000):
-                out.entries.add(id=e.id, kind=e.kind, reference=e.reference, amount_tokens=e.amount_tokens, balance_after=e.balance_after)
+                out.entries.add(
+                    id=e.id,
+                    kind=e.kind,
+                    reference=e.reference,
+                    amount_tokens=e.amount_tokens,
+                    balance_after=e.balance_after,
+                )
             explain(out)
         # and the ledger takes new work after the restart
         key_id, account_id = made[0]
         g = gen.Generation(
-            id=new_generation_id(), account_id=account_id, api_key_id=key_id, model="pixelmesh-sketch",
-            params=gen.GenerationParams(model="pixelmesh-sketch", prompt="after", n=1, size="512x512", quality="standard"),
+            id=new_generation_id(),
+            account_id=account_id,
+            api_key_id=key_id,
+            model="pixelmesh-sketch",
+            params=gen.GenerationParams(
+                model="pixelmesh-sketch", prompt="after", n=1, size="512x512", quality="standard"
+            ),
         )
         await led.reserve(g)
         assert await led.capture(g.id, 1)
@@ -350,6 +400,7 @@ async def child(mode: str, path: str, spec: str) -> None:
         sys.stdout.flush()
 
     if mode == "stream":
+
         async def worker(i: int) -> None:
             while True:
                 g = generation(pool[i % len(pool)])

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
@@ -45,7 +44,10 @@ async def stub(tmp_path: Path) -> AsyncIterator[pricing_service_pb2_grpc.Pricing
 
 def generation(key: pb.ApiKey, n: int = 1) -> gen.Generation:
     return gen.Generation(
-        id=new_generation_id(), account_id=key.account_id, api_key_id=key.id, model="pixelmesh-sketch",
+        id=new_generation_id(),
+        account_id=key.account_id,
+        api_key_id=key.id,
+        model="pixelmesh-sketch",
         params=gen.GenerationParams(model="pixelmesh-sketch", prompt="p", n=n, size="256x256", quality="standard"),
     )
 
@@ -60,7 +62,9 @@ async def test_admin_calls_need_the_token(stub) -> None:  # noqa: ANN001
 
 
 async def test_limits_travel_as_error_metadata(stub) -> None:  # noqa: ANN001
-    created = await stub.CreateApiKey(pb.CreateApiKeyRequest(plan="free", name="t", limits=pb.KeyLimits(max_concurrent=0)), metadata=ADMIN)
+    created = await stub.CreateApiKey(
+        pb.CreateApiKeyRequest(plan="free", name="t", limits=pb.KeyLimits(max_concurrent=0)), metadata=ADMIN
+    )
     assert created.api_key.limits.HasField("max_concurrent") and not created.api_key.limits.HasField("images_per_day")
     await stub.CreditAccount(pb.CreditAccountRequest(account_id=created.api_key.account_id, tokens=100), metadata=ADMIN)
     for _ in range(5):
@@ -70,7 +74,12 @@ async def test_limits_travel_as_error_metadata(stub) -> None:  # noqa: ANN001
     assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     err = from_rpc_error(exc.value)
     assert err.code is ErrorCode.RATE_LIMITED
-    assert set(err.metadata) == {"retry_after_seconds", "ratelimit_limit_requests", "ratelimit_remaining_requests", "ratelimit_reset_requests"}
+    assert set(err.metadata) == {
+        "retry_after_seconds",
+        "ratelimit_limit_requests",
+        "ratelimit_remaining_requests",
+        "ratelimit_reset_requests",
+    }
     assert 55 <= int(err.metadata["retry_after_seconds"]) <= 60
 
 
@@ -84,14 +93,24 @@ async def test_insufficient_balance_and_release(stub) -> None:  # noqa: ANN001
     await stub.CreditAccount(pb.CreditAccountRequest(account_id=created.api_key.account_id, tokens=2), metadata=ADMIN)
     r = await stub.ReserveGeneration(pb.ReserveGenerationRequest(generation=g))
     assert r.total.tokens == 2 and not r.HasField("existing")
-    assert (await stub.ReleaseGeneration(pb.ReleaseGenerationRequest(generation_id=g.id, reason="not dispatched"))).released
+    assert (
+        await stub.ReleaseGeneration(pb.ReleaseGenerationRequest(generation_id=g.id, reason="not dispatched"))
+    ).released
     assert not (await stub.ReleaseGeneration(pb.ReleaseGenerationRequest(generation_id=g.id))).released
-    ledger = await stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(account_id=created.api_key.account_id), metadata=ADMIN)
-    assert [(e.kind, e.amount_tokens, e.balance_after) for e in ledger.entries] == [("credit", 2, 2), ("reserve", -2, 0), ("release", 2, 2)]
+    ledger = await stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(account_id=created.api_key.account_id), metadata=ADMIN
+    )
+    assert [(e.kind, e.amount_tokens, e.balance_after) for e in ledger.entries] == [
+        ("credit", 2, 2),
+        ("reserve", -2, 0),
+        ("release", 2, 2),
+    ]
 
 
 async def test_usage_with_an_api_key_sees_only_its_account(stub) -> None:  # noqa: ANN001
-    r = await stub.GetUsage(pb.GetUsageRequest(account_id="someone-else"), metadata=(("authorization", "Bearer pm-dev"),))
+    r = await stub.GetUsage(
+        pb.GetUsageRequest(account_id="someone-else"), metadata=(("authorization", "Bearer pm-dev"),)
+    )
     assert r.account_id == "acct_dev" and not r.rows
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.GetUsage(pb.GetUsageRequest())
@@ -105,5 +124,7 @@ async def test_prices_are_listed_from_the_table(stub) -> None:  # noqa: ANN001
     r = await stub.ListPrices(pb.ListPricesRequest())
     assert r.token_usd_micros == 10_000
     sketch = [row for row in r.rows if row.model == "pixelmesh-sketch"]
-    assert [(row.per_image.tokens, row.per_image.usd_micros, row.token_priced) for row in sketch] == [(1, 10_000, False)]
+    assert [(row.per_image.tokens, row.per_image.usd_micros, row.token_priced) for row in sketch] == [
+        (1, 10_000, False)
+    ]
     assert any(row.token_priced for row in r.rows if row.model == "gpt-image-1")

@@ -1,5 +1,4 @@
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from routing.admission import admit, validate
 from routing.catalog import Catalog
@@ -64,8 +63,15 @@ def test_defaults_are_filled(catalog: Catalog) -> None:
         ("gpt-image-1", {"kind": gen.GENERATION_KIND_VARIATION, "prompt": ""}, "model"),
         ("dall-e-2", {"kind": gen.GENERATION_KIND_EDIT}, "image"),
         ("dall-e-2", {"kind": gen.GENERATION_KIND_VARIATION, "prompt": "no prompt here"}, "prompt"),
-        ("gpt-image-1", {"kind": gen.GENERATION_KIND_EDIT, "input_fidelity": "ultra",
-                         "input_images": [gen.InputImage(object_key="k")]}, "input_fidelity"),
+        (
+            "gpt-image-1",
+            {
+                "kind": gen.GENERATION_KIND_EDIT,
+                "input_fidelity": "ultra",
+                "input_images": [gen.InputImage(object_key="k")],
+            },
+            "input_fidelity",
+        ),
     ],
 )
 def test_rejections_name_the_parameter(catalog: Catalog, model: str, fields: dict, param: str) -> None:
@@ -96,8 +102,16 @@ def test_aliases_resolve(catalog: Catalog) -> None:
 def test_admit_builds_the_queued_state(catalog: Catalog) -> None:
     entry = catalog.get("pixelmesh-sketch")
     g = admit(
-        entry, "local", params(size="1024x1536", n=2), account_id="a", api_key_id="k", retention_class="days-7",
-        cost=gen.Cost(tokens=2), size="1024x1536", quality="auto", n=2,
+        entry,
+        "local",
+        params(size="1024x1536", n=2),
+        account_id="a",
+        api_key_id="k",
+        retention_class="days-7",
+        cost=gen.Cost(tokens=2),
+        size="1024x1536",
+        quality="auto",
+        n=2,
     )
     assert g.id.startswith("gen_") and len(g.id) == 30
     assert (g.state, g.version, g.attempt) == (gen.GENERATION_STATE_QUEUED, 1, 1)
@@ -109,8 +123,16 @@ def test_admit_builds_the_queued_state(catalog: Catalog) -> None:
 def test_seed_is_kept_when_given(catalog: Catalog) -> None:
     entry = catalog.get("pixelmesh-sketch")
     g = admit(
-        entry, "local", params(seed=42), account_id="a", api_key_id="k", retention_class="days-7",
-        cost=gen.Cost(), size="auto", quality="auto", n=1,
+        entry,
+        "local",
+        params(seed=42),
+        account_id="a",
+        api_key_id="k",
+        retention_class="days-7",
+        cost=gen.Cost(),
+        size="auto",
+        quality="auto",
+        n=1,
     )
     assert g.seed == 42 and (g.width, g.height) == (1024, 1024)
 
@@ -132,10 +154,15 @@ def image(key: str = "days-7/uploads/upl_x/0.png", role: str = "image") -> gen.I
 def test_per_model_limits_from_the_seeds(catalog: Catalog) -> None:
     assert validate(catalog.get("dall-e-2"), params(prompt="x" * 1000, n=10))[2] == 10
     assert validate(catalog.get("dall-e-3"), params(quality="hd", style="natural", size="1792x1024")) == (
-        "1792x1024", "hd", 1)
+        "1792x1024",
+        "hd",
+        1,
+    )
     assert validate(catalog.get("dall-e-3"), params(quality="auto"))[1] == "standard"
-    assert validate(catalog.get("gpt-image-1"), params(size="auto", background="transparent", moderation="low",
-                                                        output_compression=80))[:2] == ("auto", "auto")
+    assert validate(
+        catalog.get("gpt-image-1"),
+        params(size="auto", background="transparent", moderation="low", output_compression=80),
+    )[:2] == ("auto", "auto")
     assert validate(catalog.get("dall-e-2"), params(output_format=gen.OUTPUT_FORMAT_WEBP))  # seed 000: format webp
 
 
@@ -160,7 +187,10 @@ def test_streaming_models(catalog: Catalog) -> None:
 def test_edits_and_variations(catalog: Catalog) -> None:
     edit = gen.GENERATION_KIND_EDIT
     assert validate(catalog.get("dall-e-2"), params(kind=edit, input_images=[image(), image(role="mask")])) == (
-        "1024x1024", "standard", 1)
+        "1024x1024",
+        "standard",
+        1,
+    )
     assert validate(catalog.get("gpt-image-1"), params(kind=edit, input_images=[image()] * 16, input_fidelity="high"))
     with pytest.raises(GatewayError) as exc:
         validate(catalog.get("gpt-image-1"), params(kind=edit, input_images=[image()] * 17))
@@ -171,8 +201,10 @@ def test_edits_and_variations(catalog: Catalog) -> None:
     variation = params(kind=gen.GENERATION_KIND_VARIATION, prompt="", input_images=[image()], size="512x512", n=3)
     assert validate(catalog.get("dall-e-2"), variation) == ("512x512", "standard", 3)
     with pytest.raises(GatewayError) as exc:
-        validate(catalog.get("dall-e-2"), params(kind=gen.GENERATION_KIND_VARIATION, prompt="",
-                                                 input_images=[image(), image(role="mask")]))
+        validate(
+            catalog.get("dall-e-2"),
+            params(kind=gen.GENERATION_KIND_VARIATION, prompt="", input_images=[image(), image(role="mask")]),
+        )
     assert exc.value.param == "mask"
 
 

@@ -1,7 +1,6 @@
 import random
 
 import pytest
-
 from bus import advance
 from pixelmesh.common.v1 import generation_pb2 as gen
 from routing.fallback import decide, handed_back, observe
@@ -75,7 +74,9 @@ def test_every_circuit_open_is_provider_unavailable_with_a_wait() -> None:
 def handback(provider: str = "bfl", retryable: bool = True) -> gen.Generation:
     g = gen.Generation(id="gen_1", state=gen.GENERATION_STATE_QUEUED, version=4, attempt=1, provider=provider)
     g.routes.extend(["bfl", "replicate", "fal"])
-    g.attempts.add(number=1, provider=provider, error=gen.GenerationError(code="provider_unavailable", retryable=retryable))
+    g.attempts.add(
+        number=1, provider=provider, error=gen.GenerationError(code="provider_unavailable", retryable=retryable)
+    )
     return g
 
 

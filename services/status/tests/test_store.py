@@ -1,7 +1,6 @@
 import asyncio
 
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from status.core import GenerationStore
 from status.servicer import to_operation

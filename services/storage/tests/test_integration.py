@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pixelmesh.common.v1 import generation_pb2
 from pixelmesh.storage.v1 import storage_service_pb2 as pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from svckit.errors import ErrorCode, GatewayError, from_rpc_error
 from storage import core
 from storage.core import ImageStore
 from storage.servicer import MAX_IMAGE_BYTES, StorageServicer
+from svckit.errors import ErrorCode, GatewayError, from_rpc_error
 
 PNG = generation_pb2.OUTPUT_FORMAT_PNG
 JPEG = generation_pb2.OUTPUT_FORMAT_JPEG
@@ -207,10 +207,14 @@ async def test_malformed_key_is_invalid(stub: storage_service_pb2_grpc.StorageSe
     [
         pytest.param([pb.PutImageRequest(chunk=b"\x89PNG")], id="chunk-first"),
         pytest.param([], id="empty-stream"),
-        pytest.param([pb.PutImageRequest(header=header("g")), pb.PutImageRequest(header=header("g"))], id="two-headers"),
+        pytest.param(
+            [pb.PutImageRequest(header=header("g")), pb.PutImageRequest(header=header("g"))], id="two-headers"
+        ),
         pytest.param([pb.PutImageRequest(header=header("g"))], id="no-bytes"),
-        pytest.param([pb.PutImageRequest(header=header("g", retention="days-1")), pb.PutImageRequest(chunk=b"x")],
-                     id="bad-retention"),  # fmt: skip
+        pytest.param(
+            [pb.PutImageRequest(header=header("g", retention="days-1")), pb.PutImageRequest(chunk=b"x")],
+            id="bad-retention",
+        ),  # fmt: skip
     ],
 )
 async def test_bad_put_stream_is_invalid_argument(stub: storage_service_pb2_grpc.StorageServiceStub,
@@ -271,22 +275,29 @@ async def test_store_down_is_unavailable(free_port: Callable[[], int]) -> None:
     assert info.value.code is ErrorCode.UNAVAILABLE
 
 
-async def test_input_uploads_are_stored_under_their_upload_id(stub: storage_service_pb2_grpc.StorageServiceStub) -> None:
+async def test_input_uploads_are_stored_under_their_upload_id(
+    stub: storage_service_pb2_grpc.StorageServiceStub,
+) -> None:
     data = image_bytes(300 * 1024)
-    hdr = pb.PutInputImageHeader(upload_id="upl_01TEST", index=1, retention_class="days-30", format=PNG, role="mask",
-                                 width=64, height=64)
+    hdr = pb.PutInputImageHeader(
+        upload_id="upl_01TEST", index=1, retention_class="days-30", format=PNG, role="mask", width=64, height=64
+    )
     parts = [pb.PutInputImageRequest(header=hdr)]
     parts += [pb.PutInputImageRequest(chunk=data[i : i + CHUNK]) for i in range(0, len(data), CHUNK)]
     resp = await stub.PutInputImage(upload(parts))
     assert resp.image.object_key == "days-30/uploads/upl_01TEST/1.png"
     assert (resp.image.mime_type, resp.image.role) == ("image/png", "mask")
     assert b"".join(m.chunk for m in await get_image(stub, resp.image.object_key)) == data
-    assert "uploads/upl_01TEST/1.png" in (await stub.GetImageUrl(pb.GetImageUrlRequest(object_key=resp.image.object_key))).url
+    assert (
+        "uploads/upl_01TEST/1.png"
+        in (await stub.GetImageUrl(pb.GetImageUrlRequest(object_key=resp.image.object_key))).url
+    )
 
 
 @pytest.mark.parametrize(("field", "value", "param"), [("upload_id", "gen_1", "upload_id"), ("role", "logo", "role")])
-async def test_input_uploads_are_checked(stub: storage_service_pb2_grpc.StorageServiceStub, field: str, value: str,
-                                         param: str) -> None:
+async def test_input_uploads_are_checked(
+    stub: storage_service_pb2_grpc.StorageServiceStub, field: str, value: str, param: str
+) -> None:
     hdr = pb.PutInputImageHeader(upload_id="upl_1", index=0, retention_class="days-7", format=PNG, role="image")
     setattr(hdr, field, value)
     with pytest.raises(grpc.aio.AioRpcError) as exc:

@@ -10,9 +10,9 @@ import pytest
 from pixelmesh.common.v1 import generation_pb2
 from pixelmesh.storage.v1 import storage_service_pb2 as pb
 from pydantic import ValidationError
-from svckit.errors import ErrorCode, GatewayError
 from storage.core import ImageStore, build_key, lifecycle_rules, parse_key
 from storage.settings import StorageSettings
+from svckit.errors import ErrorCode, GatewayError
 
 PNG = generation_pb2.OUTPUT_FORMAT_PNG
 WEBP = generation_pb2.OUTPUT_FORMAT_WEBP

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
@@ -11,13 +10,26 @@ from worker.providers.bfl import MODELS, BflProvider, BflSettings, request_body
 
 
 def g(model: str, width=1024, height=1024, fmt=gen.OUTPUT_FORMAT_PNG, **params) -> gen.Generation:
-    return gen.Generation(model=model, width=width, height=height, seed=7, output_format=fmt,
-                          params=gen.GenerationParams(prompt="p", **params))
+    return gen.Generation(
+        model=model,
+        width=width,
+        height=height,
+        seed=7,
+        output_format=fmt,
+        params=gen.GenerationParams(prompt="p", **params),
+    )
 
 
 def test_pixel_models_send_width_and_height() -> None:
     body = request_body(g("flux-1.1-pro", 1536, 1024), MODELS["flux-1.1-pro"], 2)
-    assert body == {"prompt": "p", "seed": 7, "safety_tolerance": 2, "output_format": "png", "width": 1440, "height": 960}
+    assert body == {
+        "prompt": "p",
+        "seed": 7,
+        "safety_tolerance": 2,
+        "output_format": "png",
+        "width": 1440,
+        "height": 960,
+    }
 
 
 def test_aspect_models_send_an_aspect_ratio() -> None:

@@ -6,7 +6,6 @@ import base64
 
 import httpx
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
@@ -16,8 +15,12 @@ PNG = base64.b64encode(b"\x89PNG fake").decode()
 
 
 def g(width: int = 1024, height: int = 1024) -> gen.Generation:
-    return gen.Generation(model="gemini-2.5-flash-image", width=width, height=height,
-                          params=gen.GenerationParams(prompt="a fox", size=f"{width}x{height}"))
+    return gen.Generation(
+        model="gemini-2.5-flash-image",
+        width=width,
+        height=height,
+        params=gen.GenerationParams(prompt="a fox", size=f"{width}x{height}"),
+    )
 
 
 def test_request_body() -> None:
@@ -29,22 +32,33 @@ def test_request_body() -> None:
 
 
 def test_the_image_part_is_found_among_text_parts() -> None:
-    answer = {"candidates": [{"content": {"parts": [{"text": "Here you go"}, {"inlineData": {"mimeType": "image/png",
-                                                                                             "data": PNG}}]},
-                              "finishReason": "STOP"}]}
+    answer = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "Here you go"}, {"inlineData": {"mimeType": "image/png", "data": PNG}}]},
+                "finishReason": "STOP",
+            }
+        ]
+    }
     assert image_of(answer) == (b"\x89PNG fake", "Here you go")
 
 
-@pytest.mark.parametrize(("answer", "code"), [
-    ({"promptFeedback": {"blockReason": "SAFETY"}}, ErrorCode.CONTENT_POLICY_VIOLATION),
-    ({"promptFeedback": {"blockReason": "OTHER"}, "candidates": []}, ErrorCode.CONTENT_POLICY_VIOLATION),
-    ({"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_PROHIBITED_CONTENT"}]}, ErrorCode.CONTENT_POLICY_VIOLATION),
-    ({"candidates": [{"finishReason": "SAFETY"}]}, ErrorCode.CONTENT_POLICY_VIOLATION),
-    ({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "STOP"}]}, ErrorCode.PROVIDER_ERROR),
-    ({"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_OTHER"}]}, ErrorCode.PROVIDER_ERROR),
-    ({}, ErrorCode.PROVIDER_ERROR),
-    (None, ErrorCode.PROVIDER_ERROR),
-])
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"promptFeedback": {"blockReason": "SAFETY"}}, ErrorCode.CONTENT_POLICY_VIOLATION),
+        ({"promptFeedback": {"blockReason": "OTHER"}, "candidates": []}, ErrorCode.CONTENT_POLICY_VIOLATION),
+        (
+            {"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_PROHIBITED_CONTENT"}]},
+            ErrorCode.CONTENT_POLICY_VIOLATION,
+        ),
+        ({"candidates": [{"finishReason": "SAFETY"}]}, ErrorCode.CONTENT_POLICY_VIOLATION),
+        ({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "STOP"}]}, ErrorCode.PROVIDER_ERROR),
+        ({"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_OTHER"}]}, ErrorCode.PROVIDER_ERROR),
+        ({}, ErrorCode.PROVIDER_ERROR),
+        (None, ErrorCode.PROVIDER_ERROR),
+    ],
+)
 def test_answers_without_an_image(answer, code) -> None:
     with pytest.raises(ProviderError) as exc:
         image_of(answer)
@@ -52,8 +66,14 @@ def test_answers_without_an_image(answer, code) -> None:
 
 
 def test_only_api_key_invalid_is_an_auth_error() -> None:
-    bad_key = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid.",
-                         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}
+    bad_key = {
+        "error": {
+            "code": 400,
+            "status": "INVALID_ARGUMENT",
+            "message": "API key not valid.",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+    }
     assert classify(httpx.Response(400, json=bad_key)).code is ErrorCode.PROVIDER_AUTH
     other = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Unsupported aspect ratio"}}
     assert classify(httpx.Response(400, json=other)) is None
@@ -61,11 +81,22 @@ def test_only_api_key_invalid_is_an_auth_error() -> None:
 
 
 def test_usage_is_summed_over_calls() -> None:
-    meta = {"usageMetadata": {"promptTokenCount": 270, "candidatesTokenCount": 1290, "totalTokenCount": 1560,
-                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 12},
-                                                      {"modality": "IMAGE", "tokenCount": 258}]}}
+    meta = {
+        "usageMetadata": {
+            "promptTokenCount": 270,
+            "candidatesTokenCount": 1290,
+            "totalTokenCount": 1560,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 12}, {"modality": "IMAGE", "tokenCount": 258}],
+        }
+    }
     u = usage_of([meta, meta])
-    assert (u.input_tokens, u.input_text_tokens, u.input_image_tokens, u.output_tokens, u.total_tokens) == (540, 24, 516, 2580, 3120)
+    assert (u.input_tokens, u.input_text_tokens, u.input_image_tokens, u.output_tokens, u.total_tokens) == (
+        540,
+        24,
+        516,
+        2580,
+        3120,
+    )
     assert usage_of([{"candidates": []}]) is None
 
 

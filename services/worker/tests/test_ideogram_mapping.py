@@ -6,41 +6,69 @@ import asyncio
 
 import httpx
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers.ideogram import MODELS, ImageSlots, refusal, request_fields
 
 
-def g(model: str, size: str = "1024x1024", width: int = 1024, height: int = 1024, n: int = 1, **params) -> gen.Generation:
-    return gen.Generation(model=model, width=width, height=height, seed=11,
-                          params=gen.GenerationParams(prompt="a sign", size=size, n=n, **params))
+def g(
+    model: str, size: str = "1024x1024", width: int = 1024, height: int = 1024, n: int = 1, **params
+) -> gen.Generation:
+    return gen.Generation(
+        model=model,
+        width=width,
+        height=height,
+        seed=11,
+        params=gen.GenerationParams(prompt="a sign", size=size, n=n, **params),
+    )
 
 
-@pytest.mark.parametrize(("w", "h", "legacy", "v3"), [
-    (1024, 1024, "ASPECT_1_1", "1x1"), (1344, 768, "ASPECT_16_9", "16x9"), (768, 1344, "ASPECT_9_16", "9x16"),
-    (1024, 768, "ASPECT_4_3", "4x3"), (1152, 896, "ASPECT_4_3", "5x4"), (1280, 800, "ASPECT_16_10", "16x10"),
-    (512, 1536, "ASPECT_1_3", "1x3"), (1536, 768, "ASPECT_16_9", "2x1"),
-])
+@pytest.mark.parametrize(
+    ("w", "h", "legacy", "v3"),
+    [
+        (1024, 1024, "ASPECT_1_1", "1x1"),
+        (1344, 768, "ASPECT_16_9", "16x9"),
+        (768, 1344, "ASPECT_9_16", "9x16"),
+        (1024, 768, "ASPECT_4_3", "4x3"),
+        (1152, 896, "ASPECT_4_3", "5x4"),
+        (1280, 800, "ASPECT_16_10", "16x10"),
+        (512, 1536, "ASPECT_1_3", "1x3"),
+        (1536, 768, "ASPECT_16_9", "2x1"),
+    ],
+)
 def test_aspect_ratios_per_endpoint(w, h, legacy, v3) -> None:
     assert request_fields(g("ideogram-v2", width=w, height=h), MODELS["ideogram-v2"], "")["aspect_ratio"] == legacy
     assert request_fields(g("ideogram-v3", width=w, height=h), MODELS["ideogram-v3"], "")["aspect_ratio"] == v3
 
 
 def test_fields() -> None:
-    legacy = request_fields(g("ideogram-v2-turbo", n=3, negative_prompt="blur", style="design"),
-                            MODELS["ideogram-v2-turbo"], "ON")
-    assert legacy == {"prompt": "a sign", "model": "V_2_TURBO", "aspect_ratio": "ASPECT_1_1", "seed": 11,
-                      "num_images": 3, "negative_prompt": "blur", "style_type": "DESIGN", "magic_prompt_option": "ON"}
+    legacy = request_fields(
+        g("ideogram-v2-turbo", n=3, negative_prompt="blur", style="design"), MODELS["ideogram-v2-turbo"], "ON"
+    )
+    assert legacy == {
+        "prompt": "a sign",
+        "model": "V_2_TURBO",
+        "aspect_ratio": "ASPECT_1_1",
+        "seed": 11,
+        "num_images": 3,
+        "negative_prompt": "blur",
+        "style_type": "DESIGN",
+        "magic_prompt_option": "ON",
+    }
     v3 = request_fields(g("ideogram-v3-quality", negative_prompt="blur"), MODELS["ideogram-v3-quality"], "")
     assert v3["rendering_speed"] == "QUALITY" and v3["negative_prompt"] == "blur" and "model" not in v3
 
 
-@pytest.mark.parametrize(("model", "params"), [
-    ("ideogram-v1", {"style": "anime"}), ("ideogram-v2a", {"negative_prompt": "x"}),
-    ("ideogram-v3", {"style": "anime"}), ("ideogram-v2", {"n": 9}),
-])
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("ideogram-v1", {"style": "anime"}),
+        ("ideogram-v2a", {"negative_prompt": "x"}),
+        ("ideogram-v3", {"style": "anime"}),
+        ("ideogram-v2", {"n": 9}),
+    ],
+)
 def test_what_a_model_does_not_take_is_refused(model, params) -> None:
     with pytest.raises(ProviderError) as exc:
         request_fields(g(model, **params), MODELS[model], "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from bus import Record
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
@@ -56,7 +55,9 @@ class Provider:
 
 def job() -> Record[events_pb2.GenerationJob]:
     g = gen.Generation(id="gen_01TEST", state=gen.GENERATION_STATE_QUEUED, version=1, width=8, height=8, attempt=1)
-    return Record("pixelmesh.generation.requests.fake", 0, 0, g.id, events_pb2.GenerationJob(generation=g), maybe_seen=False)
+    return Record(
+        "pixelmesh.generation.requests.fake", 0, 0, g.id, events_pb2.GenerationJob(generation=g), maybe_seen=False
+    )
 
 
 def names(bus: Bus) -> list[str]:

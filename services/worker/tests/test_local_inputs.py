@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from worker import render_inputs
 from worker.providers.base import GeneratedImage, Progress
@@ -72,8 +71,15 @@ def test_negative_prompt_rules_out_what_it_names() -> None:
 
 
 def generation(**params) -> gen.Generation:
-    return gen.Generation(id="gen_x", width=64, height=64, seed=4, quality="standard",
-                          output_format=gen.OUTPUT_FORMAT_PNG, params=gen.GenerationParams(**params))
+    return gen.Generation(
+        id="gen_x",
+        width=64,
+        height=64,
+        seed=4,
+        quality="standard",
+        output_format=gen.OUTPUT_FORMAT_PNG,
+        params=gen.GenerationParams(**params),
+    )
 
 
 async def test_provider_streams_partials_then_final_images() -> None:
@@ -82,7 +88,9 @@ async def test_provider_streams_partials_then_final_images() -> None:
     async def report(percent: float, partial: GeneratedImage | None = None) -> None:
         seen.append((percent, partial))
 
-    result = await LocalProvider().generate(generation(prompt="sea", n=2, stream=True, partial_images=2), Progress(report))
+    result = await LocalProvider().generate(
+        generation(prompt="sea", n=2, stream=True, partial_images=2), Progress(report)
+    )
     images = result.images
     partials = [p for _, p in seen if p is not None]
     assert len(images) == 2 and len(partials) == 2

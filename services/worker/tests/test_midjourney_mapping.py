@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
@@ -22,7 +21,11 @@ def g(model="midjourney-v6", prompt="a cat", size="1:1", **params) -> gen.Genera
     [
         (g(), NOVICEZK, "a cat --seed 9 --v 6"),
         (g(size="9:16", negative_prompt="dogs"), TRUEAI, "a cat --ar 9:16 --no dogs --seed 9 --v 6"),
-        (g(prompt="a cat --aspect 3:2 --niji 6 --seed 1", size="16:9"), NOVICEZK, "a cat --aspect 3:2 --niji 6 --seed 1"),
+        (
+            g(prompt="a cat --aspect 3:2 --niji 6 --seed 1", size="16:9"),
+            NOVICEZK,
+            "a cat --aspect 3:2 --niji 6 --seed 1",
+        ),
         (g(model="midjourney-turbo"), NOVICEZK, "a cat --seed 9 --v 6 --turbo"),
         (g(model="midjourney-turbo"), TRUEAI, "a cat --seed 9 --v 6"),
     ],
@@ -71,8 +74,13 @@ def test_change_bodies_and_custom_ids() -> None:
 
 
 def test_buttons_per_flavour() -> None:
-    trueai_task = {"action": "UPSCALE", "buttons": [{"customId": "MJ::JOB::low_variation::1::h::SOLO", "label": "Vary (Subtle)", "emoji": None}]}
-    assert [(b.custom_id, b.label) for b in mj.buttons_of(trueai_task, TRUEAI)] == [("MJ::JOB::low_variation::1::h::SOLO", "Vary (Subtle)")]
+    trueai_task = {
+        "action": "UPSCALE",
+        "buttons": [{"customId": "MJ::JOB::low_variation::1::h::SOLO", "label": "Vary (Subtle)", "emoji": None}],
+    }
+    assert [(b.custom_id, b.label) for b in mj.buttons_of(trueai_task, TRUEAI)] == [
+        ("MJ::JOB::low_variation::1::h::SOLO", "Vary (Subtle)")
+    ]
     assert mj.buttons_of({"action": "UPSCALE", "id": "t"}, NOVICEZK) == []
     assert len(mj.buttons_of({"action": "BLEND", "id": "t"}, NOVICEZK)) == 9
 
@@ -80,19 +88,30 @@ def test_buttons_per_flavour() -> None:
 def test_describe_text() -> None:
     text = "1️⃣ a cat, oil painting --ar 4:3\n\n2️⃣ a cat in snow --ar 4:3\n\n3️⃣ cat --ar 4:3\n\n4️⃣ a  small\ncat --ar 4:3"
     assert mj.descriptions_of({"properties": {"finalPrompt": text}}) == [
-        "a cat, oil painting --ar 4:3", "a cat in snow --ar 4:3", "cat --ar 4:3", "a small cat --ar 4:3"
+        "a cat, oil painting --ar 4:3",
+        "a cat in snow --ar 4:3",
+        "cat --ar 4:3",
+        "a small cat --ar 4:3",
     ]
     assert mj.descriptions_of({"prompt": "one\n\ntwo"}) == ["one", "two"]
 
 
 def test_blend_dimensions() -> None:
-    assert [mj.blend_dimensions(*s) for s in ((832, 1248), (1024, 1024), (1344, 768))] == ["PORTRAIT", "SQUARE", "LANDSCAPE"]
+    assert [mj.blend_dimensions(*s) for s in ((832, 1248), (1024, 1024), (1344, 768))] == [
+        "PORTRAIT",
+        "SQUARE",
+        "LANDSCAPE",
+    ]
 
 
 @pytest.mark.parametrize(
     ("body", "code", "retryable"),
     [
-        ({"code": 24, "description": "可能包含敏感词", "properties": {"bannedWord": "x"}}, ErrorCode.CONTENT_POLICY_VIOLATION, False),
+        (
+            {"code": 24, "description": "可能包含敏感词", "properties": {"bannedWord": "x"}},
+            ErrorCode.CONTENT_POLICY_VIOLATION,
+            False,
+        ),
         ({"code": 23, "description": "队列已满"}, ErrorCode.PROVIDER_UNAVAILABLE, True),
         ({"code": 4, "description": "prompt不能为空"}, ErrorCode.INVALID_REQUEST, False),
         ({"code": 3, "description": "关联任务不存在或已失效"}, ErrorCode.NOT_FOUND, False),

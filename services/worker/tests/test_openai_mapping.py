@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
@@ -19,9 +18,14 @@ def g(model: str, **params) -> gen.Generation:
     size = params.pop("size", "1024x1024")
     quality = params.pop("quality", "")
     w, _, h = size.partition("x")
-    return gen.Generation(model=model, width=int(w) if w.isdigit() else 1024, height=int(h) if h.isdigit() else 1024,
-                          output_format=fmt, quality=quality,
-                          params=gen.GenerationParams(model=model, prompt="p", size=size, output_format=fmt, **params))
+    return gen.Generation(
+        model=model,
+        width=int(w) if w.isdigit() else 1024,
+        height=int(h) if h.isdigit() else 1024,
+        output_format=fmt,
+        quality=quality,
+        params=gen.GenerationParams(model=model, prompt="p", size=size, output_format=fmt, **params),
+    )
 
 
 def fields(model: str, kind: int = GENERATE, rf: str = "b64_json", **params) -> dict:
@@ -30,23 +34,49 @@ def fields(model: str, kind: int = GENERATE, rf: str = "b64_json", **params) -> 
 
 def test_families() -> None:
     assert family_of("dall-e-2") is Family.DALLE2 and family_of("dall-e-3") is Family.DALLE3
-    assert {family_of(m) for m in ("gpt-image-1", "gpt-image-1-mini", "gpt-image-2-2026-04-21", "chatgpt-image-latest")} == {Family.GPT}
+    assert {
+        family_of(m) for m in ("gpt-image-1", "gpt-image-1-mini", "gpt-image-2-2026-04-21", "chatgpt-image-latest")
+    } == {Family.GPT}
     with pytest.raises(ProviderError) as exc:
         family_of("flux-dev")
     assert exc.value.code is ErrorCode.INVALID_REQUEST
 
 
 def test_dall_e_fields_never_carry_gpt_only_ones() -> None:
-    sent = fields("dall-e-3", style="vivid", background="opaque", moderation="low", output_compression=50,
-                  output_format=gen.OUTPUT_FORMAT_WEBP, stream=True, partial_images=2, quality="hd")
-    assert sent == {"model": "dall-e-3", "prompt": "p", "n": 1, "size": "1024x1024", "quality": "hd", "style": "vivid",
-                    "response_format": "b64_json"}
+    sent = fields(
+        "dall-e-3",
+        style="vivid",
+        background="opaque",
+        moderation="low",
+        output_compression=50,
+        output_format=gen.OUTPUT_FORMAT_WEBP,
+        stream=True,
+        partial_images=2,
+        quality="hd",
+    )
+    assert sent == {
+        "model": "dall-e-3",
+        "prompt": "p",
+        "n": 1,
+        "size": "1024x1024",
+        "quality": "hd",
+        "style": "vivid",
+        "response_format": "b64_json",
+    }
     assert "style" not in fields("dall-e-2", style="vivid")
 
 
 def test_gpt_fields_never_carry_response_format_or_style() -> None:
-    sent = fields("gpt-image-1", style="vivid", output_format=gen.OUTPUT_FORMAT_JPEG, output_compression=70,
-                  background="opaque", moderation="low", stream=True, partial_images=5)
+    sent = fields(
+        "gpt-image-1",
+        style="vivid",
+        output_format=gen.OUTPUT_FORMAT_JPEG,
+        output_compression=70,
+        background="opaque",
+        moderation="low",
+        stream=True,
+        partial_images=5,
+    )
     assert "response_format" not in sent and "style" not in sent
     assert sent["output_format"] == "jpeg" and sent["output_compression"] == 70
     assert sent["stream"] is True and sent["partial_images"] == 3  # clamped to the upstream's 0..3
@@ -74,12 +104,29 @@ def test_transparent_is_not_sent_to_gpt_image_2() -> None:
     assert fields("gpt-image-1.5", background="transparent")["background"] == "transparent"
 
 
-@pytest.mark.parametrize("body", [
-    {"error": {"code": "content_policy_violation", "message": "rejected", "type": "invalid_request_error", "param": None}},
-    {"error": {"code": "moderation_blocked", "message": "rejected", "type": "image_generation_user_error", "param": ""}},
-    {"error": {"message": None, "type": "image_generation_user_error", "param": None, "code": None}},
-    {"message": None, "type": "image_generation_user_error", "param": None, "code": None},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "error": {
+                "code": "content_policy_violation",
+                "message": "rejected",
+                "type": "invalid_request_error",
+                "param": None,
+            }
+        },
+        {
+            "error": {
+                "code": "moderation_blocked",
+                "message": "rejected",
+                "type": "image_generation_user_error",
+                "param": "",
+            }
+        },
+        {"error": {"message": None, "type": "image_generation_user_error", "param": None, "code": None}},
+        {"message": None, "type": "image_generation_user_error", "param": None, "code": None},
+    ],
+)
 def test_every_refusal_shape(body: dict) -> None:
     err = refusal(body)
     assert err is not None and err.code is ErrorCode.CONTENT_POLICY_VIOLATION and not err.retryable
@@ -91,15 +138,35 @@ def test_other_errors_are_not_refusals() -> None:
 
 
 def test_usage() -> None:
-    u = usage_of({"usage": {"input_tokens": 50, "input_tokens_details": {"text_tokens": 40, "image_tokens": 10},
-                            "output_tokens": 1056, "total_tokens": 1106}})
-    assert (u.input_tokens, u.input_text_tokens, u.input_image_tokens, u.output_tokens, u.total_tokens) == (50, 40, 10, 1056, 1106)
+    u = usage_of(
+        {
+            "usage": {
+                "input_tokens": 50,
+                "input_tokens_details": {"text_tokens": 40, "image_tokens": 10},
+                "output_tokens": 1056,
+                "total_tokens": 1106,
+            }
+        }
+    )
+    assert (u.input_tokens, u.input_text_tokens, u.input_image_tokens, u.output_tokens, u.total_tokens) == (
+        50,
+        40,
+        10,
+        1056,
+        1106,
+    )
     assert usage_of({"data": []}) is None
 
 
 async def test_sse_framing() -> None:
-    body = (b": keep-alive\n\nevent: image_generation.partial_image\ndata: {\"a\":\ndata: 1}\n\n"
-            b"event: image_generation.completed\ndata: {\"b\": 2}\n\ndata: {\"c\": 3}")
+    body = (
+        b': keep-alive\n\nevent: image_generation.partial_image\ndata: {"a":\ndata: 1}\n\n'
+        b'event: image_generation.completed\ndata: {"b": 2}\n\ndata: {"c": 3}'
+    )
     response = httpx.Response(200, content=body)
     got = [(e.event, e.json()) async for e in events(response, "openai")]
-    assert got == [("image_generation.partial_image", {"a": 1}), ("image_generation.completed", {"b": 2}), ("message", {"c": 3})]
+    assert got == [
+        ("image_generation.partial_image", {"a": 1}),
+        ("image_generation.completed", {"b": 2}),
+        ("message", {"c": 3}),
+    ]

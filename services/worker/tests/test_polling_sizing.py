@@ -8,7 +8,6 @@ import time
 
 import pytest
 from PIL import Image
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import Progress, ProviderError
@@ -20,14 +19,25 @@ from worker.providers.sizing import aspect_ratio, deliver, fit, nearest_ratio
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("37%", 37.0), ("", None), (None, None), (0.5, 50.0), (1, 100.0), (45, 45.0), (" 12%|██ 3/28\n 57%|█████", 57.0), (True, None)],
+    [
+        ("37%", 37.0),
+        ("", None),
+        (None, None),
+        (0.5, 50.0),
+        (1, 100.0),
+        (45, 45.0),
+        (" 12%|██ 3/28\n 57%|█████", 57.0),
+        (True, None),
+    ],
 )
 def test_percent_of(value, expected) -> None:
     assert percent_of(value) == expected
 
 
 async def test_poll_clock_grows_up_to_the_cap_and_times_out() -> None:
-    s = UpstreamSettings(WORKER_POLL_INTERVAL_SECONDS=0.01, WORKER_POLL_MAX_INTERVAL_SECONDS=0.04, WORKER_JOB_TIMEOUT_SECONDS=0.3)
+    s = UpstreamSettings(
+        WORKER_POLL_INTERVAL_SECONDS=0.01, WORKER_POLL_MAX_INTERVAL_SECONDS=0.04, WORKER_JOB_TIMEOUT_SECONDS=0.3
+    )
     clock = PollClock("x", s)
     gaps = []
     with pytest.raises(ProviderError) as exc:
@@ -84,7 +94,13 @@ async def test_run_all_cancels_the_rest_on_the_first_failure() -> None:
 
 @pytest.mark.parametrize(
     ("size", "fitted"),
-    [((1024, 1024), (1024, 1024)), ((1536, 1024), (1440, 960)), ((1366, 768), (1376, 768)), ((1792, 1024), (1440, 832)), ((128, 128), (256, 256))],
+    [
+        ((1024, 1024), (1024, 1024)),
+        ((1536, 1024), (1440, 960)),
+        ((1366, 768), (1376, 768)),
+        ((1792, 1024), (1440, 832)),
+        ((128, 128), (256, 256)),
+    ],
 )
 def test_fit_keeps_the_aspect_within_bounds(size, fitted) -> None:
     assert fit(*size, lo=256, hi=1440, step=32) == fitted
@@ -112,7 +128,10 @@ async def test_deliver_resizes_to_the_promised_size_then_converts() -> None:
 
 
 def test_detail_messages() -> None:
-    assert detail_message({"detail": [{"loc": ["body", "width"], "msg": "too big"}, {"loc": ["body"], "msg": "bad"}]}) == "width: too big; bad"
+    assert (
+        detail_message({"detail": [{"loc": ["body", "width"], "msg": "too big"}, {"loc": ["body"], "msg": "bad"}]})
+        == "width: too big; bad"
+    )
     assert detail_message({"detail": "Not authenticated"}) == "Not authenticated"
     assert detail_message({"title": "Input validation failed", "status": 422}) == "Input validation failed"
 

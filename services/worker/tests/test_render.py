@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
 from worker.render import SUPPORTED_FORMATS, RenderedImage, render_image
 
 PROMPT = "a lighthouse at dusk"
@@ -23,8 +22,10 @@ def _pixels(result: RenderedImage) -> np.ndarray:
     return np.asarray(_decode(result).convert("RGB"), dtype=np.int16)
 
 
-@pytest.mark.parametrize("fmt, pil_format, mime", [
-    ("png", "PNG", "image/png"), ("webp", "WEBP", "image/webp"), ("jpeg", "JPEG", "image/jpeg")])
+@pytest.mark.parametrize(
+    "fmt, pil_format, mime",
+    [("png", "PNG", "image/png"), ("webp", "WEBP", "image/webp"), ("jpeg", "JPEG", "image/jpeg")],
+)
 @pytest.mark.parametrize("size", [(64, 64), (256, 160), (96, 300)])
 def test_format_and_exact_size(fmt, pil_format, mime, size):
     width, height = size
@@ -47,8 +48,19 @@ def test_deterministic_bytes(fmt):
     assert render_image(PROMPT, 7, 200, 150, **kwargs).data == render_image(PROMPT, 7, 200, 150, **kwargs).data
 
 
-@pytest.mark.parametrize("prompt", ["", "a cat", "snowy mountains at dawn", "red desert dunes", "calm lake at noon",
-                                    "a forest at night", "rolling hills", "ünïcödé 🌊 sea"])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "",
+        "a cat",
+        "snowy mountains at dawn",
+        "red desert dunes",
+        "calm lake at noon",
+        "a forest at night",
+        "rolling hills",
+        "ünïcödé 🌊 sea",
+    ],
+)
 def test_any_prompt_renders_deterministically(prompt):
     a = render_image(prompt, 3, 128, 96)
     assert a.data == render_image(prompt, 3, 128, 96).data
@@ -113,16 +125,27 @@ def test_output_compression_ignored_for_png():
     assert render_image(PROMPT, 7, 96, 96, output_compression=10).data == render_image(PROMPT, 7, 96, 96).data
 
 
-@pytest.mark.parametrize("size", [(63, 64), (64, 63), (4097, 64), (64, 4097), (0, 0), (-1, 100), (64.0, 64),
-                                  (True, 64)])
+@pytest.mark.parametrize(
+    "size", [(63, 64), (64, 63), (4097, 64), (64, 4097), (0, 0), (-1, 100), (64.0, 64), (True, 64)]
+)
 def test_invalid_size_raises(size):
     with pytest.raises(ValueError):
         render_image(PROMPT, 1, *size)
 
 
-@pytest.mark.parametrize("kwargs", [dict(output_format="gif"), dict(output_format="PNG"), dict(output_format="jpg"),
-                                    dict(quality="ultra"), dict(background="green"), dict(output_compression=101),
-                                    dict(output_compression=-1), dict(index=-1)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(output_format="gif"),
+        dict(output_format="PNG"),
+        dict(output_format="jpg"),
+        dict(quality="ultra"),
+        dict(background="green"),
+        dict(output_compression=101),
+        dict(output_compression=-1),
+        dict(index=-1),
+    ],
+)
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         render_image(PROMPT, 1, 64, 64, **kwargs)
@@ -150,8 +173,12 @@ def test_larger_size_is_the_same_picture():
 def test_thread_safe_concurrent_renders():
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(p, s, fmt) for p in ("a lighthouse at dusk", "a forest at night", "desert") for s in (1, 2)
-            for fmt in ("png", "webp")]
+    jobs = [
+        (p, s, fmt)
+        for p in ("a lighthouse at dusk", "a forest at night", "desert")
+        for s in (1, 2)
+        for fmt in ("png", "webp")
+    ]
     expected = [render_image(p, s, 160, 120, output_format=fmt).data for p, s, fmt in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda job: render_image(job[0], job[1], 160, 120, output_format=job[2]).data, jobs))

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import pytest
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from worker.providers import ProviderError
-from worker.providers import fal, replicate
+from worker.providers import ProviderError, fal, replicate
 
 
 def g(model: str, width=1024, height=1024, fmt=gen.OUTPUT_FORMAT_PNG, n=1, **params) -> gen.Generation:
-    return gen.Generation(model=model, width=width, height=height, seed=5, output_format=fmt,
-                          params=gen.GenerationParams(prompt="p", n=n, **params))
+    return gen.Generation(
+        model=model,
+        width=width,
+        height=height,
+        seed=5,
+        output_format=fmt,
+        params=gen.GenerationParams(prompt="p", n=n, **params),
+    )
 
 
 def test_replicate_inputs() -> None:
     m = replicate.MODELS
     assert replicate.model_input(g("flux-1.1-pro", 1536, 1024, gen.OUTPUT_FORMAT_WEBP), m["flux-1.1-pro"]) == {
-        "prompt": "p", "seed": 5, "output_format": "webp", "aspect_ratio": "custom", "width": 1440, "height": 960}
+        "prompt": "p",
+        "seed": 5,
+        "output_format": "webp",
+        "aspect_ratio": "custom",
+        "width": 1440,
+        "height": 960,
+    }
     dev = replicate.model_input(g("flux-dev", 768, 1024, gen.OUTPUT_FORMAT_JPEG, n=4), m["flux-dev"])
     assert dev == {"prompt": "p", "seed": 5, "output_format": "jpg", "aspect_ratio": "3:4", "num_outputs": 4}
-    kontext = replicate.model_input(g("flux-kontext-pro", fmt=gen.OUTPUT_FORMAT_WEBP), m["flux-kontext-pro"], "https://x/i.png")
-    assert kontext["output_format"] == "png" and kontext["input_image"] == "https://x/i.png" and kontext["aspect_ratio"] == "1:1"
-    sdxl = replicate.model_input(g("stable-diffusion-xl", 1152, 896, n=2, negative_prompt="n"), m["stable-diffusion-xl"])
+    kontext = replicate.model_input(
+        g("flux-kontext-pro", fmt=gen.OUTPUT_FORMAT_WEBP), m["flux-kontext-pro"], "https://x/i.png"
+    )
+    assert (
+        kontext["output_format"] == "png"
+        and kontext["input_image"] == "https://x/i.png"
+        and kontext["aspect_ratio"] == "1:1"
+    )
+    sdxl = replicate.model_input(
+        g("stable-diffusion-xl", 1152, 896, n=2, negative_prompt="n"), m["stable-diffusion-xl"]
+    )
     assert sdxl == {"prompt": "p", "seed": 5, "width": 1152, "height": 896, "num_outputs": 2, "negative_prompt": "n"}
     with pytest.raises(ProviderError):
         replicate.model_input(g("flux-dev", negative_prompt="n"), m["flux-dev"])
@@ -37,7 +55,12 @@ def test_replicate_outputs_and_failures() -> None:
     assert replicate.outputs_of({"output": None, "data_removed": True}) == []
     nsfw = replicate.failure_of({"status": "failed", "error": "All generated images contained NSFW content"})
     assert nsfw.code is ErrorCode.CONTENT_POLICY_VIOLATION and not nsfw.retryable
-    e005 = replicate.failure_of({"status": "failed", "error": "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"})
+    e005 = replicate.failure_of(
+        {
+            "status": "failed",
+            "error": "The input or output was flagged as sensitive. Please try again with different inputs. (E005)",
+        }
+    )
     assert e005.code is ErrorCode.CONTENT_POLICY_VIOLATION
     oom = replicate.failure_of({"status": "failed", "error": "CUDA out of memory"})
     assert oom.code is ErrorCode.PROVIDER_ERROR and oom.retryable
@@ -47,12 +70,23 @@ def test_replicate_outputs_and_failures() -> None:
 def test_fal_inputs() -> None:
     m = fal.MODELS
     pro = fal.model_input(g("flux-1.1-pro", 1536, 1024, gen.OUTPUT_FORMAT_JPEG, n=2), m["flux-1.1-pro"])
-    assert pro == {"prompt": "p", "seed": 5, "num_images": 2, "output_format": "jpeg", "enable_safety_checker": True,
-                   "image_size": {"width": 1536, "height": 1024}, "safety_tolerance": "2"}
+    assert pro == {
+        "prompt": "p",
+        "seed": 5,
+        "num_images": 2,
+        "output_format": "jpeg",
+        "enable_safety_checker": True,
+        "image_size": {"width": 1536, "height": 1024},
+        "safety_tolerance": "2",
+    }
     dev = fal.model_input(g("flux-dev", fmt=gen.OUTPUT_FORMAT_WEBP), m["flux-dev"])
     assert dev["output_format"] == "png" and dev["image_size"] == {"width": 1024, "height": 1024}
     kontext = fal.model_input(g("flux-kontext-pro", 1344, 768), m["flux-kontext-pro"], "data:image/png;base64,aGk=")
-    assert kontext["image_url"] == "data:image/png;base64,aGk=" and kontext["aspect_ratio"] == "16:9" and "image_size" not in kontext
+    assert (
+        kontext["image_url"] == "data:image/png;base64,aGk="
+        and kontext["aspect_ratio"] == "16:9"
+        and "image_size" not in kontext
+    )
     sdxl = fal.model_input(g("stable-diffusion-xl", 896, 1152, negative_prompt="n"), m["stable-diffusion-xl"])
     assert sdxl["negative_prompt"] == "n" and sdxl["image_size"] == {"width": 896, "height": 1152}
     with pytest.raises(ProviderError):

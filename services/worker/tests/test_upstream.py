@@ -8,12 +8,12 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-
 from svckit.errors import ErrorCode
-from tests.emulators.harness import EmulatorServer, EmulatorState, Faults, fake_image, install
-from tests.support.ports import free_port
 from worker.providers import ProviderError
 from worker.providers.upstream import RetryPolicy, Upstream, retry_after_seconds
+
+from tests.emulators.harness import EmulatorServer, EmulatorState, Faults, fake_image, install
+from tests.support.ports import free_port
 
 KEY = "sk-upstream-secret-123"
 
@@ -24,7 +24,10 @@ def echo_app(state: EmulatorState) -> FastAPI:
     @app.post("/v1/thing")
     async def thing(request: Request):
         if request.headers.get("authorization") != f"Bearer {KEY}":
-            return JSONResponse({"error": {"message": f"Incorrect API key provided: {request.headers.get('authorization', '')[7:]}"}}, 401)
+            return JSONResponse(
+                {"error": {"message": f"Incorrect API key provided: {request.headers.get('authorization', '')[7:]}"}},
+                401,
+            )
         body = await request.json()
         if body.get("bad"):
             return JSONResponse({"error": {"message": "size must be one of 256x256"}}, 400)
@@ -52,8 +55,13 @@ def server():
 async def upstream(server):
     server.state.faults = Faults()
     server.state.calls.clear()
-    up = Upstream("echo", server.url, headers={"Authorization": f"Bearer {KEY}"}, secret=KEY,
-                  retry=RetryPolicy(budget_seconds=3, base_seconds=0.05))
+    up = Upstream(
+        "echo",
+        server.url,
+        headers={"Authorization": f"Bearer {KEY}"},
+        secret=KEY,
+        retry=RetryPolicy(budget_seconds=3, base_seconds=0.05),
+    )
     yield up
     await up.close()
 
@@ -92,8 +100,13 @@ async def test_4xx_is_not_retried(server, upstream) -> None:
 
 
 async def test_a_refused_key_is_the_operators_problem_and_never_echoed(server) -> None:
-    up = Upstream("echo", server.url, headers={"Authorization": "Bearer sk-wrong-key-456"}, secret="sk-wrong-key-456",
-                  retry=RetryPolicy(budget_seconds=1, base_seconds=0.05))
+    up = Upstream(
+        "echo",
+        server.url,
+        headers={"Authorization": "Bearer sk-wrong-key-456"},
+        secret="sk-wrong-key-456",
+        retry=RetryPolicy(budget_seconds=1, base_seconds=0.05),
+    )
     try:
         with pytest.raises(ProviderError) as exc:
             await up.request("POST", "/v1/thing", json={})

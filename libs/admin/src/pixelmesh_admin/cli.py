@@ -23,10 +23,10 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
-from pixelmesh_admin.client import AdminClient
 from svckit.errors import from_rpc_error
+
+from pixelmesh_admin.client import AdminClient
 
 
 def _json(message: Message) -> str:
@@ -73,7 +73,10 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
             return _json(r)
         return _table(
             ["id", "account", "plan", "name", "prefix", "created", "revoked"],
-            [[k.id, k.account_id, k.plan, k.name, k.prefix + "...", _time(k, "create_time"), _time(k, "revoke_time")] for k in r.api_keys],
+            [
+                [k.id, k.account_id, k.plan, k.name, k.prefix + "...", _time(k, "create_time"), _time(k, "revoke_time")]
+                for k in r.api_keys
+            ],
         )
     if args.group == "keys" and args.action == "revoke":
         r = client.revoke_key(args.key_id)
@@ -83,7 +86,11 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
         if args.json:
             return _json(r)
         state = "credited" if r.applied else "already credited (same reference)"
-        return f"{state}: {args.account} has {r.balance.available_tokens} tokens available, {r.balance.reserved_tokens} reserved"
+        balance = r.balance
+        return (
+            f"{state}: {args.account} has {balance.available_tokens} tokens available, "
+            f"{balance.reserved_tokens} reserved"
+        )
     if args.group == "accounts" and args.action == "balance":
         r = client.balance(args.account)
         if args.json:
@@ -94,8 +101,17 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
         if args.json:
             return _json(r)
         rows = [
-            [e.id, _time(e, "create_time"), e.kind, e.reference, f"{e.amount_tokens:+d}", e.balance_after,
-             e.charged.tokens if e.kind == "capture" else "", e.model, e.note]
+            [
+                e.id,
+                _time(e, "create_time"),
+                e.kind,
+                e.reference,
+                f"{e.amount_tokens:+d}",
+                e.balance_after,
+                e.charged.tokens if e.kind == "capture" else "",
+                e.model,
+                e.note,
+            ]
             for e in r.entries
         ]
         body = _table(["id", "time", "kind", "reference", "amount", "balance", "charged", "model", "note"], rows)
@@ -104,7 +120,10 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
         r = client.usage(args.account, args.start or "", args.end or "")
         if args.json:
             return _json(r)
-        rows = [[u.date, u.model, u.api_key_id, u.generations, u.images, u.cost.tokens, _usd(u.cost.usd_micros)] for u in r.rows]
+        rows = [
+            [u.date, u.model, u.api_key_id, u.generations, u.images, u.cost.tokens, _usd(u.cost.usd_micros)]
+            for u in r.rows
+        ]
         body = _table(["date", "model", "key", "generations", "images", "tokens", "usd"], rows)
         return f"{body}\ntotal: {r.total.tokens} tokens, {_usd(r.total.usd_micros)} ({r.start_date} .. {r.end_date})"
     raise AssertionError(args)
@@ -112,7 +131,9 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pixelmesh", description="pixelmesh operator CLI (pricing admin API)")
-    p.add_argument("--addr", default=os.environ.get("PRICING_ADDR", "127.0.0.1:50052"), help="pricing host:port (PRICING_ADDR)")
+    p.add_argument(
+        "--addr", default=os.environ.get("PRICING_ADDR", "127.0.0.1:50052"), help="pricing host:port (PRICING_ADDR)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     groups = p.add_subparsers(dest="group", required=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 
@@ -29,8 +28,12 @@ class AdminClient:
     def _call(self, method: str, request):  # noqa: ANN001, ANN202
         return getattr(self._stub, method)(request, metadata=self._metadata, timeout=TIMEOUT)
 
-    def create_key(self, *, plan: str, name: str, account_id: str = "", limits: pb.KeyLimits | None = None) -> pb.CreateApiKeyResponse:
-        return self._call("CreateApiKey", pb.CreateApiKeyRequest(plan=plan, name=name, account_id=account_id, limits=limits))
+    def create_key(
+        self, *, plan: str, name: str, account_id: str = "", limits: pb.KeyLimits | None = None
+    ) -> pb.CreateApiKeyResponse:
+        return self._call(
+            "CreateApiKey", pb.CreateApiKeyRequest(plan=plan, name=name, account_id=account_id, limits=limits)
+        )
 
     def list_keys(self, account_id: str = "") -> pb.ListApiKeysResponse:
         return self._call("ListApiKeys", pb.ListApiKeysRequest(account_id=account_id))
@@ -40,7 +43,8 @@ class AdminClient:
 
     def credit(self, account_id: str, tokens: int, *, reference: str = "", note: str = "") -> pb.CreditAccountResponse:
         return self._call(
-            "CreditAccount", pb.CreditAccountRequest(account_id=account_id, tokens=tokens, reference=reference, note=note)
+            "CreditAccount",
+            pb.CreditAccountRequest(account_id=account_id, tokens=tokens, reference=reference, note=note),
         )
 
     def balance(self, account_id: str) -> pb.GetBalanceResponse:
@@ -50,4 +54,6 @@ class AdminClient:
         return self._call("ListLedgerEntries", pb.ListLedgerEntriesRequest(account_id=account_id, page_size=5000))
 
     def usage(self, account_id: str, start_date: str = "", end_date: str = "") -> pb.GetUsageResponse:
-        return self._call("GetUsage", pb.GetUsageRequest(account_id=account_id, start_date=start_date, end_date=end_date))
+        return self._call(
+            "GetUsage", pb.GetUsageRequest(account_id=account_id, start_date=start_date, end_date=end_date)
+        )

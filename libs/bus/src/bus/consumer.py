@@ -29,11 +29,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Gauge
+from svckit.logging import get_logger
 
 from bus.producer import Producer
 from bus.records import M, PoisonMessage, Record, decode, process_span
 from bus.topics import dlq_topic
-from svckit.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -64,7 +64,9 @@ class _PartitionProgress:
 
 
 CONSUMER_LAG = Gauge(
-    "pixelmesh_kafka_consumer_lag", "Records of the partition this group has not finished yet", ["topic", "group", "partition"]
+    "pixelmesh_kafka_consumer_lag",
+    "Records of the partition this group has not finished yet",
+    ["topic", "group", "partition"],
 )
 
 
@@ -241,7 +243,9 @@ class Consumer(Generic[M]):
             except Exception as exc:
                 if attempt == self._handler_attempts:
                     raise PoisonMessage(f"handler failed {attempt} times: {exc!r}") from exc
-                log.warning("handler failed, retrying", topic=record.topic, key=record.key, attempt=attempt, error=repr(exc))
+                log.warning(
+                    "handler failed, retrying", topic=record.topic, key=record.key, attempt=attempt, error=repr(exc)
+                )
                 await asyncio.sleep(delay)
                 delay *= 2
 

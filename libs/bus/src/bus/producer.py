@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from pixelmesh.events.v1 import events_pb2
 
 from bus.events import event_headers
-from pixelmesh.events.v1 import events_pb2
 
 CONTENT_TYPE = "application/x-protobuf"
 _tracer = trace.get_tracer("pixelmesh.bus")
@@ -87,7 +87,9 @@ class Producer:
             if isinstance(result, BaseException):
                 raise result
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def is_connected(self) -> bool:

@@ -71,5 +71,7 @@ def process_span(raw: ConsumerRecord, group: str | None) -> Iterator[trace.Span]
         attrs["messaging.kafka.message.key"] = raw.key.decode(errors="replace")
     if group:
         attrs["messaging.consumer.group.name"] = group
-    with _tracer.start_as_current_span(f"process {raw.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attrs) as span:
+    with _tracer.start_as_current_span(
+        f"process {raw.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attrs
+    ) as span:
         yield span

@@ -37,16 +37,18 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def channel(address: str) -> TracedChannel:
-    return TracedChannel(grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    ))
+    return TracedChannel(
+        grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+    )
 
 
 async def is_serving(chan: grpc.aio.Channel | TracedChannel, service: str = "", timeout: float = 1.0) -> bool:

@@ -107,7 +107,9 @@ class GrpcService:
                 await self._set_all(status)
                 log.info("health changed", serving=ok)
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.readiness_interval_seconds if ok else 0.25)
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.readiness_interval_seconds if ok else 0.25
+                )
             except TimeoutError:
                 pass
 

@@ -8,6 +8,7 @@ passes the image URLs (presigned by storage) in the order of `generation.images`
 from __future__ import annotations
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+
 from svckit import formats
 from svckit.errors import ErrorCode
 
@@ -156,8 +157,14 @@ def v2_generation(generation: gen.Generation, urls: list[str]) -> dict:
             "height": generation.height,
             "format": formats.of(generation.output_format).name,
             "images": [
-                {"url": u, "width": r.width, "height": r.height, "bytes": r.size_bytes, "sha256": r.sha256,
-                 "revised_prompt": r.revised_prompt or None}
+                {
+                    "url": u,
+                    "width": r.width,
+                    "height": r.height,
+                    "bytes": r.size_bytes,
+                    "sha256": r.sha256,
+                    "revised_prompt": r.revised_prompt or None,
+                }
                 for u, r in zip(urls, generation.images, strict=True)
             ],
         }
@@ -237,7 +244,9 @@ def mj_description(generation: gen.Generation) -> str:
         return f"/describe {generation.id}.{ext}"
     if p.kind == gen.GENERATION_KIND_ACTION:
         short = {"UPSCALE": "U", "VARIATION": "V"}.get(action)
-        index = p.action.split("::")[3] if p.action.startswith("MJ::JOB::") and p.action.count("::") >= 3 else p.action[1:]
+        index = (
+            p.action.split("::")[3] if p.action.startswith("MJ::JOB::") and p.action.count("::") >= 3 else p.action[1:]
+        )
         suffix = f"{short}{index}" if short and index.isdigit() else ("R" if action == "REROLL" else p.action)
         return f"/up {p.parent_generation_id} {suffix}"
     return f"/imagine {p.prompt}"
@@ -283,7 +292,8 @@ def mj_task(generation: gen.Generation, urls: list[str]) -> dict:
         "failReason": failure,
         "properties": properties,
         "buttons": [
-            {"customId": b.custom_id, "emoji": b.emoji, "label": b.label, "style": 2, "type": 2} for b in generation.buttons
+            {"customId": b.custom_id, "emoji": b.emoji, "label": b.label, "style": 2, "type": 2}
+            for b in generation.buttons
         ],
         "botType": mj_bot_type(generation.model),
         "parentId": p.parent_generation_id or None,

@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
 
 from edge import catalog_routes, docs, jobs, mj, openai_routes, usage
 from edge.deps import REQUEST_LABELS
 from edge.errors import openai_error
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -109,12 +109,16 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     async def readyz() -> JSONResponse:
         deps = await mesh.readiness()
         ok = all(deps.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "dependencies": deps}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "dependencies": deps}, status_code=200 if ok else 503
+        )
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {})["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer"}
+            }
             schema["security"] = [{"bearerAuth": []}]
             for path in ("/healthz", "/readyz"):
                 schema["paths"][path]["get"]["security"] = []

@@ -6,13 +6,13 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
+from svckit.errors import GatewayError
 
 from edge import docs
 from edge.deps import auth, json_body, mesh_dep
 from edge.mesh import Caller, Mesh
 from edge.schemas import PriceBody, parse_body
-from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
-from svckit.errors import GatewayError
 
 router = APIRouter(tags=["Models and prices"])
 
@@ -32,14 +32,26 @@ async def _prices(mesh: Mesh, model: routing_pb.Model) -> list[dict]:
             continue
         if isinstance(quote, BaseException):
             raise quote
-        out.append({"size": size, "quality": quality, "tokens": quote.per_image.tokens, "usd": _usd(quote.per_image.usd_micros)})
+        out.append(
+            {
+                "size": size,
+                "quality": quality,
+                "tokens": quote.per_image.tokens,
+                "usd": _usd(quote.per_image.usd_micros),
+            }
+        )
     return out
 
 
 def _rule(rule: routing_pb.ImageInputRule) -> dict:
     return {
-        "sizes": list(rule.sizes), "default_size": rule.default_size, "max_images": rule.max_images,
-        "formats": list(rule.formats), "max_bytes": rule.max_bytes, "square": rule.square, "mask": rule.mask,
+        "sizes": list(rule.sizes),
+        "default_size": rule.default_size,
+        "max_images": rule.max_images,
+        "formats": list(rule.formats),
+        "max_bytes": rule.max_bytes,
+        "square": rule.square,
+        "mask": rule.mask,
     }
 
 
@@ -47,8 +59,13 @@ async def model_info(mesh: Mesh, m: routing_pb.Model) -> dict:
     custom = None
     if m.HasField("custom_size"):
         c = m.custom_size
-        custom = {"min_side": c.min_side, "max_side": c.max_side, "multiple_of": c.multiple_of,
-                  "max_aspect": round(c.max_aspect, 3), "max_pixels": c.max_pixels}
+        custom = {
+            "min_side": c.min_side,
+            "max_side": c.max_side,
+            "multiple_of": c.multiple_of,
+            "max_aspect": round(c.max_aspect, 3),
+            "max_pixels": c.max_pixels,
+        }
     return {
         "id": m.id,
         "object": "model",
@@ -127,8 +144,18 @@ async def price(request: Request, who: Caller = auth, mesh: Mesh = mesh_dep) -> 
             "height": checked.height,
             "tokens": quote.total.tokens,
             "cost_usd": _usd(quote.total.usd_micros),
-            "per_image": {"size": checked.size, "quality": checked.quality, "tokens": quote.per_image.tokens, "usd": per_image},
-            "base_per_image": {"size": m.default_size, "quality": m.default_quality, "tokens": base.per_image.tokens, "usd": base_usd},
+            "per_image": {
+                "size": checked.size,
+                "quality": checked.quality,
+                "tokens": quote.per_image.tokens,
+                "usd": per_image,
+            },
+            "base_per_image": {
+                "size": m.default_size,
+                "quality": m.default_quality,
+                "tokens": base.per_image.tokens,
+                "usd": base_usd,
+            },
             "surcharge_per_image_usd": round(per_image - base_usd, 6),
             "currency": "USD",
         }

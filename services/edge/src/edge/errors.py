@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
-
 from svckit.errors import ErrorCode, GatewayError
 
 # code -> (HTTP status, OpenAI error type)

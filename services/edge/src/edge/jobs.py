@@ -9,20 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+from bus import is_terminal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pixelmesh.common.v1 import generation_pb2 as gen
 from sse_starlette import EventSourceResponse
+from svckit import shapes
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.shapes import STATE_NAMES, state_name
 
-from bus import is_terminal
 from edge.deps import annotate, auth, json_body, mesh_dep
 from edge.errors import openai_error
 from edge.mesh import Caller, Mesh
 from edge.presenters import v2_generation
 from edge.schemas import GenerateBody, parse_body
-from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit import shapes
-from svckit.shapes import STATE_NAMES, state_name
 
 router = APIRouter()
 
@@ -31,7 +31,10 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 # with Last-Event-ID and carries on where it was.
 EVENTS_MAX_SECONDS = 600.0
 PING_SECONDS = 15
-TERMINAL_EVENTS = frozenset(STATE_NAMES[s] for s in (gen.GENERATION_STATE_SUCCEEDED, gen.GENERATION_STATE_FAILED, gen.GENERATION_STATE_CANCELLED))
+TERMINAL_EVENTS = frozenset(
+    STATE_NAMES[s]
+    for s in (gen.GENERATION_STATE_SUCCEEDED, gen.GENERATION_STATE_FAILED, gen.GENERATION_STATE_CANCELLED)
+)
 
 
 def idempotency_key(request: Request) -> str:
@@ -89,7 +92,11 @@ async def v2_events(generation_id: str, request: Request, who: Caller = auth, me
             async for state in mesh.watch(generation_id, EVENTS_MAX_SECONDS):
                 if state.version <= seen:
                     continue
-                yield {"event": state_name(state), "id": event_id(state), "data": json.dumps(await v2_generation(mesh, state))}
+                yield {
+                    "event": state_name(state),
+                    "id": event_id(state),
+                    "data": json.dumps(await v2_generation(mesh, state)),
+                }
                 if is_terminal(state):
                     return
         except GatewayError as err:

@@ -7,12 +7,9 @@ import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from bus import is_terminal
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
-
-from bus import is_terminal
-from edge.auth_cache import AuthCache
-from edge.settings import EdgeSettings
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
@@ -25,6 +22,9 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
 from svckit.ids import new_generation_id
+
+from edge.auth_cache import AuthCache
+from edge.settings import EdgeSettings
 
 # Set by routing on a submit answered with the generation an Idempotency-Key already made.
 REPLAYED_METADATA = "pixelmesh-idempotent-replay"
@@ -90,7 +90,9 @@ class Mesh:
             r = await self.pricing.Authenticate(pricing_pb.AuthenticateRequest(api_key=api_key), timeout=CALL_TIMEOUT)
         return Caller(r.account_id, r.api_key_id, r.plan, r.retention_class)
 
-    async def submit(self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = "") -> gen.Generation:
+    async def submit(
+        self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = ""
+    ) -> gen.Generation:
         generation, _replayed = await self.submit_once(caller, params, idempotency_key=idempotency_key)
         return generation
 
@@ -162,7 +164,9 @@ class Mesh:
 
     async def image_url(self, ref: gen.ImageRef) -> str:
         with rpc_errors():
-            r = await self.storage.GetImageUrl(storage_pb.GetImageUrlRequest(object_key=ref.object_key), timeout=CALL_TIMEOUT)
+            r = await self.storage.GetImageUrl(
+                storage_pb.GetImageUrlRequest(object_key=ref.object_key), timeout=CALL_TIMEOUT
+            )
         return r.url
 
     async def image_b64(self, ref: gen.ImageRef) -> str:
@@ -196,9 +200,7 @@ class Mesh:
                 pricing_pb.QuotePriceRequest(model=model, size=size, quality=quality, n=n), timeout=CALL_TIMEOUT
             )
 
-    async def store_input(
-        self, caller: Caller, upload_id: str, index: int, upload: Upload
-    ) -> gen.InputImage:
+    async def store_input(self, caller: Caller, upload_id: str, index: int, upload: Upload) -> gen.InputImage:
         """Store one uploaded image (edits, variations) before its job is queued."""
         header = storage_pb.PutInputImageHeader(
             upload_id=upload_id,

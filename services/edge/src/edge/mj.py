@@ -16,15 +16,15 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import BaseModel, ValidationError
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.shapes import mj_task
 
 from edge import mj_mapping as mjm
 from edge.deps import annotate, auth, json_body, mesh_dep
 from edge.jobs import idempotency_key
 from edge.mesh import Caller, Mesh, Upload, new_upload_id
-from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.shapes import mj_task
 
 router = APIRouter()
 
@@ -48,10 +48,19 @@ async def parse(model: type[B], request: Request) -> B:
 async def store_inputs(mesh: Mesh, who: Caller, images: list[str], param: str) -> list[gen.InputImage]:
     """Decode, check and store the request's base64 images (the storage service's input
     uploads, as the OpenAI edits use) before the job is queued."""
-    decoded = [mjm.decode_image(value, f"{param}[{i}]" if param.endswith("Array") else param) for i, value in enumerate(images)]
+    decoded = [
+        mjm.decode_image(value, f"{param}[{i}]" if param.endswith("Array") else param) for i, value in enumerate(images)
+    ]
     upload_id = new_upload_id()
     uploads = [
-        Upload(data=img.data, format=img.output_format, mime_type=img.mime_type, width=img.width, height=img.height, role="image")
+        Upload(
+            data=img.data,
+            format=img.output_format,
+            mime_type=img.mime_type,
+            width=img.width,
+            height=img.height,
+            role="image",
+        )
         for img in decoded
     ]
     return list(await asyncio.gather(*(mesh.store_input(who, upload_id, i, u) for i, u in enumerate(uploads))))
@@ -64,7 +73,9 @@ async def task_json(mesh: Mesh, generation: gen.Generation) -> dict:
     return mj_task(generation, urls)
 
 
-async def mj_submit(request: Request, build: Callable[[], Awaitable[gen.GenerationParams]], mesh: Mesh, who: Caller) -> JSONResponse:
+async def mj_submit(
+    request: Request, build: Callable[[], Awaitable[gen.GenerationParams]], mesh: Mesh, who: Caller
+) -> JSONResponse:
     """Build the params, submit, answer with a SubmitResultVO (errors as proxy codes)."""
     try:
         key = idempotency_key(request)
@@ -77,9 +88,13 @@ async def mj_submit(request: Request, build: Callable[[], Awaitable[gen.Generati
     if replayed:
         # The first submit's generation, as it is now (the reservation kept its first state).
         task = await task_json(mesh, await mesh.generation(who, generation.id))
-        body = mjm.submit_result(mjm.EXISTED, "Task already exists", generation.id, status=task["status"], imageUrl=task["imageUrl"])
+        body = mjm.submit_result(
+            mjm.EXISTED, "Task already exists", generation.id, status=task["status"], imageUrl=task["imageUrl"]
+        )
     else:
-        body = mjm.submit_result(mjm.SUCCESS, "Submit success", generation.id, model=generation.model, etaSeconds=generation.eta_seconds)
+        body = mjm.submit_result(
+            mjm.SUCCESS, "Submit success", generation.id, model=generation.model, etaSeconds=generation.eta_seconds
+        )
     return JSONResponse(body)
 
 
@@ -120,7 +135,9 @@ async def _parent(mesh: Mesh, who: Caller, task_id: str | None) -> gen.Generatio
         return await mesh.generation(who, task_id.strip())
     except GatewayError as err:
         if err.code is ErrorCode.NOT_FOUND:
-            raise GatewayError(ErrorCode.NOT_FOUND, f"The task {task_id} does not exist or has expired.", param="taskId") from None
+            raise GatewayError(
+                ErrorCode.NOT_FOUND, f"The task {task_id} does not exist or has expired.", param="taskId"
+            ) from None
         raise
 
 

@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field
-
-from edge.schemas import checked_callback_url
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pydantic import BaseModel, ConfigDict, Field
 from svckit import formats
 from svckit.errors import ErrorCode, GatewayError, invalid
+
+from edge.schemas import checked_callback_url
 
 # The proxies' ReturnCode.
 SUCCESS = 1
@@ -46,7 +46,9 @@ BOT_MODELS = {"MID_JOURNEY": "midjourney", "NIJI_JOURNEY": "niji"}
 DIMENSIONS = {"PORTRAIT": "2:3", "SQUARE": "1:1", "LANDSCAPE": "3:2"}
 CHANGE_ACTIONS = ("UPSCALE", "VARIATION", "REROLL")
 MAX_INPUT_BYTES = 10 * 1024 * 1024
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+_DATA_URI = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S
+)
 _SIMPLE_CHANGE = re.compile(r"^\s*(?P<id>\S+)\s+(?P<op>[UV][1-4]|R)\s*$", re.I)
 
 
@@ -205,8 +207,13 @@ def parse_simple_change(body: SimpleChangeBody) -> ChangeBody:
         raise invalid("content must look like '<taskId> U1..U4 | V1..V4 | R'.", "content")
     op = m["op"].upper()
     action = {"U": "UPSCALE", "V": "VARIATION", "R": "REROLL"}[op[0]]
-    return ChangeBody(taskId=m["id"], action=action, index=int(op[1:]) if len(op) > 1 else None,
-                      notifyHook=body.notifyHook, state=body.state)
+    return ChangeBody(
+        taskId=m["id"],
+        action=action,
+        index=int(op[1:]) if len(op) > 1 else None,
+        notifyHook=body.notifyHook,
+        state=body.state,
+    )
 
 
 def check_parent(parent: gen.Generation) -> None:

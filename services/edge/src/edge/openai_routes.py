@@ -7,7 +7,9 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pixelmesh.common.v1 import generation_pb2 as gen
 from sse_starlette import EventSourceResponse
+from svckit.errors import ErrorCode, GatewayError, invalid
 
 from edge import docs
 from edge.deps import annotate, auth, json_body, mesh_dep, settings_dep
@@ -17,8 +19,6 @@ from edge.schemas import ImageForm, OpenAIImageBody, VariationForm, parse_body
 from edge.settings import EdgeSettings
 from edge.streaming import image_events, timeout_error
 from edge.uploads import check_file, check_mask, fit_size, read_form
-from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.errors import ErrorCode, GatewayError, invalid
 
 router = APIRouter(tags=["OpenAI Images API"])
 MAX_IDEMPOTENCY_KEY = 255
@@ -81,7 +81,9 @@ async def images_variations(
     return await respond(mesh, generation, settings, started, "image_generation")
 
 
-async def submit_with_uploads(request: Request, who: Caller, mesh: Mesh, params: gen.GenerationParams, images, mask) -> gen.Generation:
+async def submit_with_uploads(
+    request: Request, who: Caller, mesh: Mesh, params: gen.GenerationParams, images, mask
+) -> gen.Generation:
     """Check the request with routing, check and store the files, then submit.
 
     Routing's dry run comes first so a request the model cannot take stores nothing; the
@@ -106,7 +108,9 @@ async def submit_with_uploads(request: Request, who: Caller, mesh: Mesh, params:
     return await mesh.submit(who, params, idempotency_key=idempotency_key(request))
 
 
-async def respond(mesh: Mesh, generation: gen.Generation, settings: EdgeSettings, started: float, kind: str) -> Response:
+async def respond(
+    mesh: Mesh, generation: gen.Generation, settings: EdgeSettings, started: float, kind: str
+) -> Response:
     """SSE for stream=true, else wait for the terminal state and answer an ImagesResponse."""
     annotate(generation)
     timeout = settings.edge_sync_timeout_seconds

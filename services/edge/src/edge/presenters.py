@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from edge.mesh import Mesh
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats, shapes
 from svckit.errors import ErrorCode, GatewayError
+
+from edge.mesh import Mesh
 
 
 def failure(generation: gen.Generation) -> GatewayError:
@@ -46,10 +47,16 @@ async def openai_images(mesh: Mesh, generation: gen.Generation, response_format:
     """The ImagesResponse of a succeeded generation, with seed 004's `perf` block and seed 000's cost fields."""
     if response_format == "b64_json":
         blobs = await asyncio.gather(*(mesh.image_b64(ref) for ref in generation.images))
-        data = [{"b64_json": b, "revised_prompt": ref.revised_prompt or None} for b, ref in zip(blobs, generation.images, strict=True)]
+        data = [
+            {"b64_json": b, "revised_prompt": ref.revised_prompt or None}
+            for b, ref in zip(blobs, generation.images, strict=True)
+        ]
     else:
         urls = await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images))
-        data = [{"url": u, "revised_prompt": ref.revised_prompt or None} for u, ref in zip(urls, generation.images, strict=True)]
+        data = [
+            {"url": u, "revised_prompt": ref.revised_prompt or None}
+            for u, ref in zip(urls, generation.images, strict=True)
+        ]
     size = size_of(generation)
     body: dict[str, object] = {
         "created": generation.create_time.seconds or int(time.time()),
@@ -98,7 +105,9 @@ def stream_event(kind: str, generation: gen.Generation, b64: str, *, partial_ind
         event["partial_image_index"] = partial_index
     else:
         event["usage"] = usage(generation) or {
-            "total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
+            "total_tokens": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
             "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
         }
         event["id"] = generation.id

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from svckit import formats
 from svckit.errors import invalid
 
@@ -166,7 +165,10 @@ class PriceBody(BaseModel):
 
     def to_params(self) -> gen.GenerationParams:
         return gen.GenerationParams(
-            model=self.model or "", prompt=self.prompt or "price", n=self.n or 1, size=self.size or "",
+            model=self.model or "",
+            prompt=self.prompt or "price",
+            n=self.n or 1,
+            size=self.size or "",
             quality=self.quality or "",
         )
 
@@ -195,7 +197,9 @@ def checked_callback_url(url: str, param: str) -> str:
     except ValueError:
         ok = False
     if not ok or len(url) > MAX_URL_CHARS or any(c.isspace() for c in url):
-        raise invalid(f"{param} must be an absolute http:// or https:// URL (at most {MAX_URL_CHARS} characters).", param)
+        raise invalid(
+            f"{param} must be an absolute http:// or https:// URL (at most {MAX_URL_CHARS} characters).", param
+        )
     return url
 
 

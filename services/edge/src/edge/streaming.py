@@ -13,17 +13,19 @@ import json
 from collections.abc import AsyncIterator
 
 from bus import is_terminal
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError
+
 from edge.errors import error_object
 from edge.mesh import Mesh
 from edge.presenters import failure, stream_event
-from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.errors import ErrorCode, GatewayError
 
 
 def timeout_error(generation_id: str, timeout: float) -> GatewayError:
     return GatewayError(
         ErrorCode.TIMEOUT,
-        f"The generation did not finish within {timeout:g} s. Poll GET /api/v2/generate/{generation_id} for its result.",
+        f"The generation did not finish within {timeout:g} s. "
+        f"Poll GET /api/v2/generate/{generation_id} for its result.",
         generation_id=generation_id,
     )
 
@@ -32,7 +34,9 @@ def _sse(event: str, payload: dict) -> dict[str, str]:
     return {"event": event, "data": json.dumps(payload, separators=(",", ":"))}
 
 
-async def image_events(mesh: Mesh, generation: gen.Generation, kind: str, timeout: float) -> AsyncIterator[dict[str, str]]:
+async def image_events(
+    mesh: Mesh, generation: gen.Generation, kind: str, timeout: float
+) -> AsyncIterator[dict[str, str]]:
     """SSE messages for one generation until its terminal state (or the timeout)."""
     sent = 0
     try:

@@ -11,13 +11,13 @@ import math
 
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
+from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-
-from edge.mesh import Upload
-from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
 from svckit import formats
 from svckit.errors import invalid
+
+from edge.mesh import Upload
 
 IMAGE_FIELDS = ("image", "image[]")
 MAX_FILES = 17  # up to 16 images and a mask
@@ -70,7 +70,9 @@ async def check_file(file: UploadFile, rule: routing_pb.ImageInputRule, *, role:
     if not data:
         raise invalid(f"The {what} is empty.", param)
     if len(data) > rule.max_bytes:
-        raise invalid(f"The {what} is {len(data)} bytes; {model} takes files under {rule.max_bytes // (1024 * 1024)} MB.", param)
+        raise invalid(
+            f"The {what} is {len(data)} bytes; {model} takes files under {rule.max_bytes // (1024 * 1024)} MB.", param
+        )
     image = _open(data, what, param)
     name = PIL_FORMATS.get(image.format or "")
     allowed = ["png"] if role == "mask" else list(rule.formats)
@@ -82,7 +84,9 @@ async def check_file(file: UploadFile, rule: routing_pb.ImageInputRule, *, role:
     if rule.square and width != height:
         raise invalid(f"The {what} must be square for {model}; it is {width}x{height}.", param)
     if role == "mask" and not (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
-        raise invalid("The mask must be a PNG with an alpha channel: fully transparent pixels mark the area to edit.", "mask")
+        raise invalid(
+            "The mask must be a PNG with an alpha channel: fully transparent pixels mark the area to edit.", "mask"
+        )
     fmt = formats.BY_NAME[name]
     return Upload(data=data, format=fmt.enum, mime_type=fmt.mime_type, width=width, height=height, role=role)
 

@@ -229,7 +229,9 @@ class GroupCommitDatabase(Database):
                     except Exception as exc:
                         outcomes.append((False, exc))
                 if not raw.in_transaction:  # SQLite rolled the whole transaction back
-                    raise TransactionLost("The database ended the transaction (I/O error or disk full); nothing of it was written.")
+                    raise TransactionLost(
+                        "The database ended the transaction (I/O error or disk full); nothing of it was written."
+                    )
             self._commit(trans)
         except BaseException as exc:  # the commit (or the transaction) failed: every operation of the group with it
             self._discard()

@@ -31,7 +31,17 @@ from sqlalchemy import (
 
 from pricing.database import Database, open_database
 
-__all__ = ["Database", "accounts", "alembic_config", "api_keys", "ledger_entries", "metadata", "migrate", "open_database", "reservations"]
+__all__ = [
+    "Database",
+    "accounts",
+    "alembic_config",
+    "api_keys",
+    "ledger_entries",
+    "metadata",
+    "migrate",
+    "open_database",
+    "reservations",
+]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Key of the PostgreSQL advisory lock that serialises start-up migrations of replicas.

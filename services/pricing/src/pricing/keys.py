@@ -18,12 +18,12 @@ from functools import partial
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
 
 from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries
 from pricing.plans import Plans
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.logging import get_logger
 
 log = get_logger(__name__)
 Clock = Callable[[], int]
@@ -72,7 +72,9 @@ class KeyInfo:
 
 
 def _info(row) -> KeyInfo:  # noqa: ANN001
-    return KeyInfo(row.id, row.account_id, row.name, row.plan, row.prefix, row.created_ms, row.revoked_ms, dict(row.limits or {}))
+    return KeyInfo(
+        row.id, row.account_id, row.name, row.plan, row.prefix, row.created_ms, row.revoked_ms, dict(row.limits or {})
+    )
 
 
 def check_limits(limits: dict[str, int] | None) -> dict[str, int]:
@@ -133,8 +135,15 @@ class KeyStore:
             raise invalid("An account id is at most 64 characters.", "account_id")
         now = self._clock()
         row = {
-            "id": key_id, "account_id": account_id, "key_hash": digest(secret), "prefix": secret[:10], "name": name.strip(),
-            "plan": plan, "limits": limits or None, "created_ms": now, "revoked_ms": None,
+            "id": key_id,
+            "account_id": account_id,
+            "key_hash": digest(secret),
+            "prefix": secret[:10],
+            "name": name.strip(),
+            "plan": plan,
+            "limits": limits or None,
+            "created_ms": now,
+            "revoked_ms": None,
         }
 
         def create_key(conn: Connection) -> None:
@@ -156,7 +165,9 @@ class KeyStore:
 
         def revoke_key(conn: Connection):  # noqa: ANN202
             conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None)).values(revoked_ms=revoked_ms)
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None))
+                .values(revoked_ms=revoked_ms)
             )
             return conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
 
@@ -193,16 +204,32 @@ def _seed(account_id: str, key_id: str, secret: str, balance: int, now: int, con
         conn.execute(
             _INSERT_ENTRY,
             {
-                "account_id": account_id, "kind": "credit", "reference": f"dev-seed:{account_id}", "amount_tokens": balance,
-                "balance_after": balance, "charged_tokens": 0, "charged_usd_micros": 0, "api_key_id": "", "model": "",
-                "images": 0, "note": "development account", "created_ms": now,
+                "account_id": account_id,
+                "kind": "credit",
+                "reference": f"dev-seed:{account_id}",
+                "amount_tokens": balance,
+                "balance_after": balance,
+                "charged_tokens": 0,
+                "charged_usd_micros": 0,
+                "api_key_id": "",
+                "model": "",
+                "images": 0,
+                "note": "development account",
+                "created_ms": now,
             },
         )
     if not conn.execute(_KEY_EXISTS, {"key_id": key_id}).first():
         conn.execute(
             _INSERT_KEY,
             {
-                "id": key_id, "account_id": account_id, "key_hash": digest(secret), "prefix": secret[:10],
-                "name": "development key", "plan": "pro", "limits": DEV_KEY_LIMITS, "created_ms": now, "revoked_ms": None,
+                "id": key_id,
+                "account_id": account_id,
+                "key_hash": digest(secret),
+                "prefix": secret[:10],
+                "name": "development key",
+                "plan": "pro",
+                "limits": DEV_KEY_LIMITS,
+                "created_ms": now,
+                "revoked_ms": None,
             },
         )

@@ -26,20 +26,20 @@ import secrets
 from dataclasses import dataclass
 from functools import partial
 
+from pixelmesh.common.v1 import generation_pb2 as gen
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
+from svckit.tariffs import final_cost
 
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pricing import limits
 from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries, reservations
 from pricing.keys import WRONG_KEY, Clock, ensure_account, now_ms
 from pricing.plans import Plans
 from pricing.prices import PriceTable, Quote
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.logging import get_logger
-from svckit.tariffs import final_cost
 
 log = get_logger(__name__)
 
@@ -47,7 +47,10 @@ log = get_logger(__name__)
 # Ledger totals (the rows are the truth; these let a dashboard follow the flow of money).
 LEDGER_ENTRIES = Counter("pixelmesh_ledger_entries_total", "Ledger rows written", ["kind"])
 LEDGER_TOKENS = Counter("pixelmesh_ledger_tokens_total", "Tokens moved by ledger rows (absolute)", ["kind"])
-_COUNTED = {kind: (LEDGER_ENTRIES.labels(kind), LEDGER_TOKENS.labels(kind)) for kind in ("credit", "reserve", "capture", "release")}
+_COUNTED = {
+    kind: (LEDGER_ENTRIES.labels(kind), LEDGER_TOKENS.labels(kind))
+    for kind in ("credit", "reserve", "capture", "release")
+}
 # Released for good (expired) at most this many at once.
 EXPIRE_BATCH = 256
 
@@ -75,7 +78,9 @@ _ADD = (
 _INSERT_RESERVATION = insert(reservations)
 _INSERT_ENTRY = insert(ledger_entries)
 _BY_ID = select(reservations).where(r.generation_id == bindparam("gid"))
-_BY_IDEMPOTENCY_KEY = select(reservations).where(r.account_id == bindparam("account"), r.idempotency_key == bindparam("idem"))
+_BY_IDEMPOTENCY_KEY = select(reservations).where(
+    r.account_id == bindparam("account"), r.idempotency_key == bindparam("idem")
+)
 _OPEN = (
     select(r.account_id, r.api_key_id, r.model, r.tariff, r.reserved_tokens, r.status)
     .where(r.generation_id == bindparam("gid"))
@@ -85,8 +90,11 @@ _CAPTURE = (
     update(reservations)
     .where(r.generation_id == bindparam("gid"), r.status == "reserved")
     .values(
-        status="captured", settled_ms=bindparam("now"), images=bindparam("produced"),
-        charged_tokens=bindparam("tokens"), charged_usd_micros=bindparam("usd"),
+        status="captured",
+        settled_ms=bindparam("now"),
+        images=bindparam("produced"),
+        charged_tokens=bindparam("tokens"),
+        charged_usd_micros=bindparam("usd"),
     )
 )
 # A release needs nothing of the row before it: one conditional UPDATE decides and returns it.
@@ -98,7 +106,9 @@ _RELEASE = (
 )
 # ... and one never dispatched frees its idempotency key (the client may retry with it).
 _RELEASE_UNDISPATCHED = _RELEASE.values(idempotency_key=None)
-_HELD = select(func.coalesce(func.sum(r.reserved_tokens), 0)).where(r.account_id == bindparam("account"), r.status == "reserved")
+_HELD = select(func.coalesce(func.sum(r.reserved_tokens), 0)).where(
+    r.account_id == bindparam("account"), r.status == "reserved"
+)
 _STALE = select(r.generation_id).where(r.status == "reserved", r.created_ms < bindparam("cutoff"))
 del r, a
 
@@ -127,13 +137,33 @@ class _Settled:
 
 
 def _entry(
-    account_id: str, kind: str, reference: str, amount: int, after: int, now: int, *, api_key_id: str = "",
-    model: str = "", images: int = 0, charged_tokens: int = 0, charged_usd_micros: int = 0, note: str = "",
+    account_id: str,
+    kind: str,
+    reference: str,
+    amount: int,
+    after: int,
+    now: int,
+    *,
+    api_key_id: str = "",
+    model: str = "",
+    images: int = 0,
+    charged_tokens: int = 0,
+    charged_usd_micros: int = 0,
+    note: str = "",
 ) -> dict:
     return {
-        "account_id": account_id, "kind": kind, "reference": reference, "amount_tokens": amount, "balance_after": after,
-        "charged_tokens": charged_tokens, "charged_usd_micros": charged_usd_micros, "api_key_id": api_key_id,
-        "model": model, "images": images, "note": note, "created_ms": now,
+        "account_id": account_id,
+        "kind": kind,
+        "reference": reference,
+        "amount_tokens": amount,
+        "balance_after": after,
+        "charged_tokens": charged_tokens,
+        "charged_usd_micros": charged_usd_micros,
+        "api_key_id": api_key_id,
+        "model": model,
+        "images": images,
+        "note": note,
+        "created_ms": now,
     }
 
 
@@ -162,8 +192,12 @@ class Ledger:
         if not generation.id:
             raise invalid("The generation has no id.", "generation.id")
         quote = self._prices.quote(
-            generation.model or p.model, p.size, p.quality or generation.quality, n,
-            prompt_bytes=len(p.prompt.encode()), input_images=len(p.input_images),
+            generation.model or p.model,
+            p.size,
+            p.quality or generation.quality,
+            n,
+            prompt_bytes=len(p.prompt.encode()),
+            input_images=len(p.input_images),
         )
         now = self._clock()
         idem = generation.idempotency_key or None
@@ -175,16 +209,35 @@ class Ledger:
             queued.tariff.CopyFrom(quote.tariff)
             snapshot = queued.SerializeToString()
         row = {
-            "generation_id": generation.id, "account_id": generation.account_id, "api_key_id": generation.api_key_id,
-            "model": generation.model or p.model, "size": p.size, "quality": p.quality or generation.quality, "n": n,
-            "reserved_tokens": quote.total_tokens, "reserved_usd_micros": quote.total.usd_micros,
-            "tariff": quote.tariff.SerializeToString(), "status": "reserved", "idempotency_key": idem,
-            "snapshot": snapshot, "created_ms": now, "settled_ms": None,
-            "images": 0, "charged_tokens": 0, "charged_usd_micros": 0,
+            "generation_id": generation.id,
+            "account_id": generation.account_id,
+            "api_key_id": generation.api_key_id,
+            "model": generation.model or p.model,
+            "size": p.size,
+            "quality": p.quality or generation.quality,
+            "n": n,
+            "reserved_tokens": quote.total_tokens,
+            "reserved_usd_micros": quote.total.usd_micros,
+            "tariff": quote.tariff.SerializeToString(),
+            "status": "reserved",
+            "idempotency_key": idem,
+            "snapshot": snapshot,
+            "created_ms": now,
+            "settled_ms": None,
+            "images": 0,
+            "charged_tokens": 0,
+            "charged_usd_micros": 0,
         }
         entry = _entry(
-            generation.account_id, "reserve", generation.id, -quote.total_tokens, 0, now,
-            api_key_id=generation.api_key_id, model=generation.model, images=n,
+            generation.account_id,
+            "reserve",
+            generation.id,
+            -quote.total_tokens,
+            0,
+            now,
+            api_key_id=generation.api_key_id,
+            model=generation.model,
+            images=n,
         )
         try:
             await self._db.run(partial(self._reserve_tx, generation, quote, n, now, row, entry))
@@ -245,7 +298,9 @@ class Ledger:
         if settled is None:
             return False
         _count("capture", settled.returned)
-        log.info("captured", generation_id=generation_id, tokens=settled.tokens, images=images, returned=settled.returned)
+        log.info(
+            "captured", generation_id=generation_id, tokens=settled.tokens, images=images, returned=settled.returned
+        )
         return True
 
     async def release(self, generation_id: str, reason: str = "") -> bool:
@@ -273,7 +328,9 @@ class Ledger:
         stale = await self._db.run(lambda conn: conn.execute(_STALE, {"cutoff": cutoff}).scalars().all(), write=False)
         released = 0
         for i in range(0, len(stale), EXPIRE_BATCH):  # concurrent, so they commit in groups
-            released += sum(await asyncio.gather(*(self.release(gid, "expired") for gid in stale[i : i + EXPIRE_BATCH])))
+            released += sum(
+                await asyncio.gather(*(self.release(gid, "expired") for gid in stale[i : i + EXPIRE_BATCH]))
+            )
         return released
 
     # ---- balances ----------------------------------------------------------------------
@@ -323,7 +380,9 @@ def _find_tx(generation: gen.Generation, conn: Connection) -> Reservation | None
     """An earlier reservation of the same generation id or idempotency key."""
     row = conn.execute(_BY_ID, {"gid": generation.id}).first()
     if row is None and generation.idempotency_key:
-        row = conn.execute(_BY_IDEMPOTENCY_KEY, {"account": generation.account_id, "idem": generation.idempotency_key}).first()
+        row = conn.execute(
+            _BY_IDEMPOTENCY_KEY, {"account": generation.account_id, "idem": generation.idempotency_key}
+        ).first()
     if row is None:
         return None
     tariff = gen.Tariff.FromString(row.tariff)
@@ -334,7 +393,9 @@ def _find_tx(generation: gen.Generation, conn: Connection) -> Reservation | None
     return Reservation(total, tariff.per_image, tariff, existing=existing)
 
 
-def _capture_tx(generation_id: str, images: int, usage: gen.Usage | None, now: int, conn: Connection) -> _Settled | None:
+def _capture_tx(
+    generation_id: str, images: int, usage: gen.Usage | None, now: int, conn: Connection
+) -> _Settled | None:
     row = conn.execute(_OPEN, {"gid": generation_id}).first()
     if row is None or row.status != "reserved":
         return None
@@ -348,8 +409,17 @@ def _capture_tx(generation_id: str, images: int, usage: gen.Usage | None, now: i
     conn.execute(
         _INSERT_ENTRY,
         _entry(
-            row.account_id, "capture", generation_id, refund, after, now, api_key_id=row.api_key_id, model=row.model,
-            images=images, charged_tokens=charged, charged_usd_micros=cost.usd_micros,
+            row.account_id,
+            "capture",
+            generation_id,
+            refund,
+            after,
+            now,
+            api_key_id=row.api_key_id,
+            model=row.model,
+            images=images,
+            charged_tokens=charged,
+            charged_usd_micros=cost.usd_micros,
         ),
     )
     return _Settled(charged, refund)
@@ -364,8 +434,15 @@ def _release_tx(generation_id: str, reason: str, now: int, conn: Connection) -> 
     conn.execute(
         _INSERT_ENTRY,
         _entry(
-            row.account_id, "release", generation_id, row.reserved_tokens, after, now, api_key_id=row.api_key_id,
-            model=row.model, note=reason[:500],
+            row.account_id,
+            "release",
+            generation_id,
+            row.reserved_tokens,
+            after,
+            now,
+            api_key_id=row.api_key_id,
+            model=row.model,
+            note=reason[:500],
         ),
     )
     return _Settled(row.reserved_tokens, row.reserved_tokens)

@@ -17,10 +17,10 @@ import itertools
 import math
 
 from sqlalchemy import Connection, bindparam, func, select
+from svckit.errors import ErrorCode, GatewayError
 
 from pricing.db import reservations
 from pricing.plans import Limits
-from svckit.errors import ErrorCode, GatewayError
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -40,10 +40,14 @@ _DAY_USED = select(func.coalesce(func.sum(reservations.c.n), 0)).where(
     reservations.c.created_ms >= bindparam("day_start"),
     reservations.c.status != "released",
 )
-_RUNNING = select(func.count()).where(reservations.c.api_key_id == bindparam("key_id"), reservations.c.status == "reserved")
+_RUNNING = select(func.count()).where(
+    reservations.c.api_key_id == bindparam("key_id"), reservations.c.status == "reserved"
+)
 # One statement reads the counts of every limit the key has: (per minute, per day, running).
 _USAGE = {
-    wanted: select(*(q.scalar_subquery() for q, on in zip((_MINUTE_USED, _DAY_USED, _RUNNING), wanted, strict=True) if on))
+    wanted: select(
+        *(q.scalar_subquery() for q, on in zip((_MINUTE_USED, _DAY_USED, _RUNNING), wanted, strict=True) if on)
+    )
     for wanted in itertools.product((False, True), repeat=3)
     if any(wanted)
 }

@@ -9,15 +9,15 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
+from svckit.errors import ErrorCode, GatewayError, abort_with, invalid
+
 from pricing import usage as usage_core
 from pricing.keys import KeyInfo, KeyStore
 from pricing.ledger import Balance, Ledger
 from pricing.prices import PriceTable, usd_micros
-from svckit.errors import ErrorCode, GatewayError, abort_with, invalid
 
 ADMIN_METADATA = "x-pixelmesh-admin-token"
 T = TypeVar("T")
@@ -33,7 +33,12 @@ def _ts(ms: int | None) -> Timestamp | None:
 
 def key_proto(k: KeyInfo) -> pb.ApiKey:
     out = pb.ApiKey(
-        id=k.id, account_id=k.account_id, name=k.name, plan=k.plan, prefix=k.prefix, create_time=_ts(k.created_ms),
+        id=k.id,
+        account_id=k.account_id,
+        name=k.name,
+        plan=k.plan,
+        prefix=k.prefix,
+        create_time=_ts(k.created_ms),
         limits=pb.KeyLimits(**k.limits),
     )
     if k.revoked_ms is not None:
@@ -73,32 +78,46 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
                 context,
                 GatewayError(
                     ErrorCode.UNAUTHENTICATED,
-                    f"This is an admin call: send the operator token (PRICING_ADMIN_TOKEN) as '{ADMIN_METADATA}' metadata.",
+                    "This is an admin call: send the operator token (PRICING_ADMIN_TOKEN) "
+                    f"as '{ADMIN_METADATA}' metadata.",
                 ),
             )
         return await self._run(context, call())
 
     # ---- public ------------------------------------------------------------------------
-    async def Authenticate(self, request: pb.AuthenticateRequest, context: grpc.aio.ServicerContext) -> pb.AuthenticateResponse:
+    async def Authenticate(
+        self, request: pb.AuthenticateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthenticateResponse:
         p = await self._run(context, self._keys.authenticate(request.api_key))
-        return pb.AuthenticateResponse(account_id=p.account_id, api_key_id=p.api_key_id, plan=p.plan, retention_class=p.retention_class)
+        return pb.AuthenticateResponse(
+            account_id=p.account_id, api_key_id=p.api_key_id, plan=p.plan, retention_class=p.retention_class
+        )
 
-    async def QuotePrice(self, request: pb.QuotePriceRequest, context: grpc.aio.ServicerContext) -> pb.QuotePriceResponse:
+    async def QuotePrice(
+        self, request: pb.QuotePriceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QuotePriceResponse:
         try:
             q = self._prices.quote(request.model, request.size, request.quality, request.n or 1)
         except GatewayError as err:
             await abort_with(context, err)
         return pb.QuotePriceResponse(total=q.total, per_image=q.per_image, tariff=q.tariff)
 
-    async def ListPrices(self, request: pb.ListPricesRequest, context: grpc.aio.ServicerContext) -> pb.ListPricesResponse:
+    async def ListPrices(
+        self, request: pb.ListPricesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPricesResponse:
         rows = [
             pb.PriceRow(
-                model=model, quality=row.quality, size=row.size, token_priced=token_priced,
+                model=model,
+                quality=row.quality,
+                size=row.size,
+                token_priced=token_priced,
                 per_image=gen.Cost(tokens=self._prices.tokens_for(row.usd), usd_micros=usd_micros(row.usd)),
             )
             for model, row, token_priced in self._prices.rows()
         ]
-        return pb.ListPricesResponse(version=self._prices.version, token_usd_micros=usd_micros(self._prices.token_usd), rows=rows)
+        return pb.ListPricesResponse(
+            version=self._prices.version, token_usd_micros=usd_micros(self._prices.token_usd), rows=rows
+        )
 
     async def ReserveGeneration(
         self, request: pb.ReserveGenerationRequest, context: grpc.aio.ServicerContext
@@ -134,7 +153,11 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         out = pb.GetUsageResponse(account_id=account_id, start_date=first.isoformat(), end_date=last.isoformat())
         for r in rows:
             out.rows.add(
-                date=r.date, model=r.model, api_key_id=r.api_key_id, generations=r.generations, images=r.images,
+                date=r.date,
+                model=r.model,
+                api_key_id=r.api_key_id,
+                generations=r.generations,
+                images=r.images,
                 cost=gen.Cost(tokens=r.tokens, usd_micros=r.usd_micros),
             )
         out.total.tokens = sum(r.tokens for r in rows)
@@ -142,31 +165,43 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         return out
 
     # ---- admin -------------------------------------------------------------------------
-    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext) -> pb.CreateApiKeyResponse:
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateApiKeyResponse:
         key, secret = await self._admin(
             context,
             lambda: self._keys.create(
-                plan=request.plan or self._keys.default_plan, name=request.name, account_id=request.account_id,
+                plan=request.plan or self._keys.default_plan,
+                name=request.name,
+                account_id=request.account_id,
                 limits=limits_dict(request.limits),
             ),
         )
         return pb.CreateApiKeyResponse(api_key=key_proto(key), secret=secret)
 
-    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext) -> pb.ListApiKeysResponse:
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListApiKeysResponse:
         keys = await self._admin(context, lambda: self._keys.list(request.account_id))
         return pb.ListApiKeysResponse(api_keys=[key_proto(k) for k in keys])
 
-    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext) -> pb.RevokeApiKeyResponse:
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeApiKeyResponse:
         key = await self._admin(context, lambda: self._keys.revoke(request.api_key_id))
         return pb.RevokeApiKeyResponse(api_key=key_proto(key))
 
-    async def CreditAccount(self, request: pb.CreditAccountRequest, context: grpc.aio.ServicerContext) -> pb.CreditAccountResponse:
+    async def CreditAccount(
+        self, request: pb.CreditAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreditAccountResponse:
         balance, applied = await self._admin(
             context, lambda: self._ledger.credit(request.account_id, request.tokens, request.reference, request.note)
         )
         return pb.CreditAccountResponse(balance=balance_proto(balance), applied=applied)
 
-    async def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext) -> pb.GetBalanceResponse:
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBalanceResponse:
         balance = await self._admin(context, lambda: self._ledger.balance(request.account_id))
         return pb.GetBalanceResponse(balance=balance_proto(balance))
 
@@ -181,8 +216,17 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         out = pb.ListLedgerEntriesResponse(balance=balance_proto(balance))
         for r in rows:
             out.entries.add(
-                id=r.id, account_id=r.account_id, kind=r.kind, reference=r.reference, amount_tokens=r.amount_tokens,
-                balance_after=r.balance_after, charged=gen.Cost(tokens=r.charged_tokens, usd_micros=r.charged_usd_micros),
-                api_key_id=r.api_key_id, model=r.model, images=r.images, note=r.note, create_time=_ts(r.created_ms),
+                id=r.id,
+                account_id=r.account_id,
+                kind=r.kind,
+                reference=r.reference,
+                amount_tokens=r.amount_tokens,
+                balance_after=r.balance_after,
+                charged=gen.Cost(tokens=r.charged_tokens, usd_micros=r.charged_usd_micros),
+                api_key_id=r.api_key_id,
+                model=r.model,
+                images=r.images,
+                note=r.note,
+                create_time=_ts(r.created_ms),
             )
         return out

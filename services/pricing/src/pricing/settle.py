@@ -16,8 +16,9 @@ import contextlib
 
 from bus import EVENTS_TOPIC, Consumer, EventHeaders, Producer, Record, is_terminal
 from pixelmesh.events.v1 import events_pb2
-from pricing.ledger import Ledger
 from svckit.logging import get_logger
+
+from pricing.ledger import Ledger
 
 log = get_logger(__name__)
 DEFAULT_GROUP = "pixelmesh-pricing-ledger"

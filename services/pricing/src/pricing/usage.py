@@ -6,10 +6,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from svckit.errors import invalid
+
 from pricing.database import Database
 from pricing.db import ledger_entries
 from pricing.limits import DAY_MS
-from svckit.errors import invalid
 
 MAX_DAYS = 366
 DEFAULT_DAYS = 30
@@ -74,8 +75,13 @@ async def usage(database: Database, account_id: str, first: dt.date, last: dt.da
     epoch = dt.date(1970, 1, 1)
     return [
         UsageRow(
-            (epoch + dt.timedelta(days=int(r.day))).isoformat(), r.model, r.api_key_id,
-            int(r.generations), int(r.images or 0), int(r.tokens or 0), int(r.usd or 0),
+            (epoch + dt.timedelta(days=int(r.day))).isoformat(),
+            r.model,
+            r.api_key_id,
+            int(r.generations),
+            int(r.images or 0),
+            int(r.tokens or 0),
+            int(r.usd or 0),
         )
         for r in rows
     ]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import secrets
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from pixelmesh.common.v1 import generation_pb2 as gen
-from routing.catalog import ImageInputs, ModelEntry, parse_pixels
 from svckit import formats
 from svckit.errors import invalid
 from svckit.ids import new_generation_id
+
+from routing.catalog import ImageInputs, ModelEntry, parse_pixels
 
 MAX_SEED = 2**32 - 1
 
@@ -58,7 +58,9 @@ def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageIn
     if not images:
         raise invalid(f"Missing required parameter: 'image' ({route} need an input image).", "image")
     if len(images) > spec.max_images:
-        raise invalid(f"{entry.id} takes at most {spec.max_images} input image(s) on {route}; got {len(images)}.", "image")
+        raise invalid(
+            f"{entry.id} takes at most {spec.max_images} input image(s) on {route}; got {len(images)}.", "image"
+        )
     if masks and not spec.mask:
         raise invalid(f"{entry.id} does not take a 'mask' on {route}.", "mask")
     if len(masks) > 1:
@@ -118,8 +120,12 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     _choice(entry, "style", params.style, entry.styles)
     _choice(entry, "background", params.background, entry.backgrounds)
     _choice(entry, "moderation", params.moderation, entry.moderations)
-    _choice(entry, "input_fidelity", params.input_fidelity,
-            _VALUES["input_fidelity"] if "input_fidelity" in entry.parameters and spec else ())
+    _choice(
+        entry,
+        "input_fidelity",
+        params.input_fidelity,
+        _VALUES["input_fidelity"] if "input_fidelity" in entry.parameters and spec else (),
+    )
     _choice(entry, "response_format", params.response_format, entry.response_formats)
     if params.image_url and not params.image_url.startswith(("https://", "http://", "data:image/")):
         raise invalid("image_url must be an http(s) URL or a data:image/... URL.", "image_url")
@@ -138,7 +144,9 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     if params.partial_images and not params.stream:
         raise invalid("partial_images needs stream=true.", "partial_images")
     if not 0 <= params.partial_images <= entry.max_partial_images:
-        raise invalid(f"partial_images must be between 0 and {entry.max_partial_images} for {entry.id}.", "partial_images")
+        raise invalid(
+            f"partial_images must be between 0 and {entry.max_partial_images} for {entry.id}.", "partial_images"
+        )
     return size, quality, n
 
 

@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from svckit.errors import ErrorCode, GatewayError
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
@@ -17,7 +16,14 @@ ASPECT_RATIO = re.compile(r"^(\d{1,2}):(\d{1,2})$")
 # Pixel size an aspect ratio renders at (about one megapixel, sides divisible by 64).
 ASPECT_PIXELS = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "9:16": (768, 1344), "16:9": (1344, 768)}
 KNOWN_PARAMETERS = {
-    "negative_prompt", "seed", "style", "background", "moderation", "output_compression", "image_url", "input_fidelity",
+    "negative_prompt",
+    "seed",
+    "style",
+    "background",
+    "moderation",
+    "output_compression",
+    "image_url",
+    "input_fidelity",
 }
 IMAGE_FORMATS = {"png", "webp", "jpeg"}
 

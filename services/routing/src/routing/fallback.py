@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, requests_topic
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
-from routing.routes import REROUTES, RoutePlanner
 from svckit.logging import get_logger
+
+from routing.routes import REROUTES, RoutePlanner
 
 log = get_logger(__name__)
 FALLBACK_GROUP = "pixelmesh-routing-fallback"
@@ -107,6 +108,13 @@ class FallbackHandler:
         if decision.provider is None:
             log.warning("no route left", generation_id=state.id, code=state.error.code)
             return
-        await self._producer.send(requests_topic(decision.provider), state.id, events_pb2.GenerationJob(generation=state))
+        await self._producer.send(
+            requests_topic(decision.provider), state.id, events_pb2.GenerationJob(generation=state)
+        )
         REROUTES.labels(generation.provider, decision.provider).inc()
-        log.info("generation sent to its next route", generation_id=state.id, provider=decision.provider, attempt=state.attempt)
+        log.info(
+            "generation sent to its next route",
+            generation_id=state.id,
+            provider=decision.provider,
+            attempt=state.attempt,
+        )

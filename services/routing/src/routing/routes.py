@@ -22,11 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
-
 from svckit.errors import ErrorCode, GatewayError
 
-CIRCUIT_STATE = Gauge("pixelmesh_routing_circuit_open", "1 when the provider's circuit is open or half-open", ["provider"])
-REROUTES = Counter("pixelmesh_routing_fallbacks_total", "Generations sent to their next route", ["from_provider", "to_provider"])
+CIRCUIT_STATE = Gauge(
+    "pixelmesh_routing_circuit_open", "1 when the provider's circuit is open or half-open", ["provider"]
+)
+REROUTES = Counter(
+    "pixelmesh_routing_fallbacks_total", "Generations sent to their next route", ["from_provider", "to_provider"]
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class Circuit(enum.Enum):
 
 
 class CircuitBreaker:
-    def __init__(self, failure_threshold: int = 5, open_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, failure_threshold: int = 5, open_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._threshold = failure_threshold
         self._open_seconds = open_seconds
         self._clock = clock

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import grpc
+from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topic
 from google.longrunning import operations_pb2
 from opentelemetry import trace
-
-from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topic
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
+from svckit.logging import get_logger
+
 from routing.admission import admit, validate
 from routing.catalog import Catalog
 from routing.routes import RoutePlanner, routes_for
-from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
-from svckit.logging import get_logger
 
 log = get_logger(__name__)
 PRODUCER = "routing"
@@ -43,7 +43,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         self._pricing = pricing
         self._producer = producer
 
-    async def SubmitGeneration(self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
+    async def SubmitGeneration(
+        self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
         try:
             generation, reservation = await self._admit(request)
             if reservation.HasField("existing"):  # a retry with the same Idempotency-Key
@@ -99,7 +101,11 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             await self._producer.send_all(
                 [
                     (EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER)),
-                    (requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation)),
+                    (
+                        requests_topic(generation.provider),
+                        generation.id,
+                        events_pb2.GenerationJob(generation=generation),
+                    ),
                 ]
             )
         except Exception as exc:
@@ -119,12 +125,15 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         pricing also releases reservations that outlive their TTL)."""
         try:
             await self._pricing.ReleaseGeneration(
-                pricing_service_pb2.ReleaseGenerationRequest(generation_id=generation_id, reason="not dispatched"), timeout=5
+                pricing_service_pb2.ReleaseGenerationRequest(generation_id=generation_id, reason="not dispatched"),
+                timeout=5,
             )
         except Exception as exc:
             log.error("could not release the reservation", generation_id=generation_id, error=repr(exc))
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[e.to_proto() for e in self._catalog.available()])
 
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from bus import KafkaServiceSettings
+
 from routing.catalog import DEFAULT_CATALOG
 
 

@@ -1,20 +1,20 @@
 import httpx
-from google.longrunning import operations_pb2_grpc
-
 from bus import EVENTS_TOPIC, Consumer, Producer, Record, TopicReader, ensure_topics
 from bus.topics import control_spec, events_spec
+from google.longrunning import operations_pb2_grpc
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.errors import rpc_errors
+from svckit.grpc_client import channel
+from svckit.server import GrpcService
+
 from status.core import GenerationStore
 from status.servicer import OperationsServicer, StatusServicer
 from status.settings import StatusSettings
 from status.webhooks import GROUP, RetryPolicy, WebhookDispatcher, announces
-from svckit.errors import rpc_errors
-from svckit.grpc_client import channel
-from svckit.server import GrpcService
 
 # Webhooks waiting for their next attempt at once (each holds one consumer slot).
 WEBHOOKS_IN_FLIGHT = 256
@@ -49,7 +49,9 @@ async def serve(settings: StatusSettings) -> None:
         image_url=image_url,
         signing_key=settings.webhook_signing_key,
         policy=RetryPolicy(
-            settings.webhook_retry_seconds, settings.webhook_first_retry_seconds, settings.webhook_max_retry_interval_seconds
+            settings.webhook_retry_seconds,
+            settings.webhook_first_retry_seconds,
+            settings.webhook_max_retry_interval_seconds,
         ),
         client=http,
         timeout_seconds=settings.webhook_timeout_seconds,
@@ -73,7 +75,9 @@ async def serve(settings: StatusSettings) -> None:
         "pixelmesh.status.v1.StatusService",
     )
     service.add_servicer(
-        operations_pb2_grpc.add_OperationsServicer_to_server, OperationsServicer(store, producer), "google.longrunning.Operations"
+        operations_pb2_grpc.add_OperationsServicer_to_server,
+        OperationsServicer(store, producer),
+        "google.longrunning.Operations",
     )
 
     async def create_topics() -> None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 
 import grpc
+from bus import Producer, is_terminal
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from opentelemetry import trace
-
-from bus import Producer, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2 as pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
+from svckit.errors import ErrorCode, GatewayError, abort_with
+
 from status.cancel import cancel_generation
 from status.core import GenerationStore
 from status.webhooks import secret_for
-from svckit.errors import ErrorCode, GatewayError, abort_with
 
 OPERATION_PREFIX = "generations/"
 MAX_WAIT_SECONDS = 600.0
@@ -45,7 +45,9 @@ def to_operation(generation: gen.Generation) -> operations_pb2.Operation:
 
 def _generation_id(operation_name: str) -> str:
     if not operation_name.startswith(OPERATION_PREFIX):
-        raise GatewayError(ErrorCode.INVALID_REQUEST, f"Operation names look like '{OPERATION_PREFIX}<id>'.", param="name")
+        raise GatewayError(
+            ErrorCode.INVALID_REQUEST, f"Operation names look like '{OPERATION_PREFIX}<id>'.", param="name"
+        )
     return operation_name[len(OPERATION_PREFIX) :]
 
 
@@ -55,7 +57,9 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
         self._producer = producer
         self._signing_key = webhook_signing_key
 
-    async def GetGeneration(self, request: pb.GetGenerationRequest, context: grpc.aio.ServicerContext) -> pb.GetGenerationResponse:
+    async def GetGeneration(
+        self, request: pb.GetGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetGenerationResponse:
         _annotate(request.generation_id)
         try:
             return pb.GetGenerationResponse(generation=await self._store.get(request.generation_id))
@@ -66,11 +70,16 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
         self, request: pb.BatchGetGenerationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetGenerationsResponse:
         if len(request.generation_ids) > MAX_BATCH:
-            await abort_with(context, GatewayError(ErrorCode.INVALID_REQUEST, f"At most {MAX_BATCH} ids at once.", param="generation_ids"))
+            await abort_with(
+                context,
+                GatewayError(ErrorCode.INVALID_REQUEST, f"At most {MAX_BATCH} ids at once.", param="generation_ids"),
+            )
         found = (self._store.peek(i) for i in request.generation_ids)
         return pb.BatchGetGenerationsResponse(generations=[g for g in found if g is not None])
 
-    async def CancelGeneration(self, request: pb.CancelGenerationRequest, context: grpc.aio.ServicerContext) -> pb.CancelGenerationResponse:
+    async def CancelGeneration(
+        self, request: pb.CancelGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelGenerationResponse:
         _annotate(request.generation_id)
         try:
             cancelled = await cancel_generation(self._store, self._producer, request.generation_id, request.reason)
@@ -78,9 +87,13 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
             await abort_with(context, err)
         return pb.CancelGenerationResponse(generation=cancelled)
 
-    async def GetWebhookSecret(self, request: pb.GetWebhookSecretRequest, context: grpc.aio.ServicerContext) -> pb.GetWebhookSecretResponse:
+    async def GetWebhookSecret(
+        self, request: pb.GetWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWebhookSecretResponse:
         if not request.api_key_id:
-            await abort_with(context, GatewayError(ErrorCode.INVALID_REQUEST, "api_key_id is required.", param="api_key_id"))
+            await abort_with(
+                context, GatewayError(ErrorCode.INVALID_REQUEST, "api_key_id is required.", param="api_key_id")
+            )
         return pb.GetWebhookSecretResponse(secret=secret_for(self._signing_key, request.api_key_id))
 
     async def WatchGeneration(self, request: pb.WatchGenerationRequest, context: grpc.aio.ServicerContext):
@@ -102,7 +115,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         self._store = store
         self._producer = producer
 
-    async def GetOperation(self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
+    async def GetOperation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
@@ -110,7 +125,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         except GatewayError as err:
             await abort_with(context, err)
 
-    async def WaitOperation(self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext) -> operations_pb2.Operation:
+    async def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
         """Returns when the operation is done or the timeout (default and cap 10 min) passes."""
         timeout = MAX_WAIT_SECONDS
         if request.HasField("timeout"):
@@ -126,7 +143,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         except GatewayError as err:
             await abort_with(context, err)
 
-    async def ListOperations(self, request: operations_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext) -> operations_pb2.ListOperationsResponse:
+    async def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.ListOperationsResponse:
         page_size = min(request.page_size or 50, 500)
         page = self._store.list(page_size=page_size + 1, after_id=request.page_token)
         resp = operations_pb2.ListOperationsResponse(operations=[to_operation(g) for g in page[:page_size]])
@@ -134,7 +153,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             resp.next_page_token = page[page_size - 1].id
         return resp
 
-    async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+    async def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         """AIP-151 cancel; FAILED_PRECONDITION when the generation already ended."""
         try:
             generation_id = _generation_id(request.name)
@@ -144,5 +165,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             await abort_with(context, err)
         return empty_pb2.Empty()
 
-    async def DeleteOperation(self, request: operations_pb2.DeleteOperationRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+    async def DeleteOperation(
+        self, request: operations_pb2.DeleteOperationRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Generations are kept for their retention period.")

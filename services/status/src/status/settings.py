@@ -1,6 +1,5 @@
-from pydantic import Field
-
 from bus import KafkaServiceSettings
+from pydantic import Field
 
 
 class StatusSettings(KafkaServiceSettings):

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
-
 from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
-from status.core import GenerationStore
 from svckit import shapes
 from svckit.logging import get_logger
+
+from status.core import GenerationStore
 
 log = get_logger(__name__)
 
@@ -67,7 +67,9 @@ class RetryPolicy:
     def delay_after(self, attempts: int) -> float:
         return min(self.first_delay * 2 ** max(0, attempts - 1), self.max_delay)
 
-    def next_attempt_at(self, generation: gen.Generation, attempts: list[gen.WebhookDelivery], now: float) -> float | None:
+    def next_attempt_at(
+        self, generation: gen.Generation, attempts: list[gen.WebhookDelivery], now: float
+    ) -> float | None:
         """When the next attempt is due (unix seconds), or None once the window is over."""
         start = _seconds(generation.end_time) or (_seconds(attempts[0].time) if attempts else now)
         due = _seconds(attempts[-1].time) + self.delay_after(len(attempts)) if attempts else now
@@ -171,7 +173,9 @@ class WebhookDispatcher:
             "Content-Type": "application/json",
             "User-Agent": "pixelmesh-webhooks/1",
             shapes.WEBHOOK_TIMESTAMP_HEADER: timestamp,
-            shapes.WEBHOOK_SIGNATURE_HEADER: sign(secret_for(self._signing_key, generation.api_key_id), timestamp, body),
+            shapes.WEBHOOK_SIGNATURE_HEADER: sign(
+                secret_for(self._signing_key, generation.api_key_id), timestamp, body
+            ),
             shapes.WEBHOOK_DELIVERY_HEADER: f"{generation.id}.{shapes.state_name(generation)}",
             shapes.WEBHOOK_ATTEMPT_HEADER: str(number),
         }

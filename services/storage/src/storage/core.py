@@ -105,7 +105,9 @@ def parse_key(key: str) -> ObjectKey:
     """The inverse of `str(ObjectKey)`; rejects anything this service would not have written."""
     m = _KEY_RE.fullmatch(key)
     if not m or m["ext"] not in formats.BY_EXTENSION:
-        raise invalid("object_key must look like <retention-class>/<generation-id>/<index>.<png|webp|jpg>", "object_key")
+        raise invalid(
+            "object_key must look like <retention-class>/<generation-id>/<index>.<png|webp|jpg>", "object_key"
+        )
     return build_key(
         m["retention"], m["gen"], int(m["index"]), formats.BY_EXTENSION[m["ext"]].enum, upload=bool(m["uploads"])
     )
@@ -142,9 +144,7 @@ def _s3_errors(key: str | None = None) -> Iterator[None]:
         raise GatewayError(ErrorCode.INTERNAL, f"object store error: {exc.code}") from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         # No ErrorCode names an unavailable internal dependency; UNAVAILABLE is the right gRPC code.
-        raise GatewayError(
-            ErrorCode.UNAVAILABLE, "object store unavailable", dependency="object-store"
-        ) from exc
+        raise GatewayError(ErrorCode.UNAVAILABLE, "object store unavailable", dependency="object-store") from exc
 
 
 def _fail_span(span: Span, exc: BaseException) -> None:
@@ -223,9 +223,7 @@ class ImageStore:
     ) -> None:
         self.bucket = bucket
         self.url_expiry = url_expiry
-        self._client = Minio(
-            endpoint, access_key, secret_key, secure=secure, region=region, http_client=_http_client()
-        )
+        self._client = Minio(endpoint, access_key, secret_key, secure=secure, region=region, http_client=_http_client())
         # Presigned URLs embed the host they were signed for, so they are signed by a client
         # pointed at the public endpoint. With the region given, presigning is pure computation:
         # this client never opens a connection (the public address may not even resolve in-cluster).
@@ -260,7 +258,9 @@ class ImageStore:
                         raise
             current = self._client.get_bucket_lifecycle(self.bucket)
             # Rules we do not own (an operator's) are kept; ours are replaced by the current table.
-            foreign = [r for r in (current.rules if current else []) if not (r.rule_id or "").startswith(LIFECYCLE_RULE_PREFIX)]
+            foreign = [
+                r for r in (current.rules if current else []) if not (r.rule_id or "").startswith(LIFECYCLE_RULE_PREFIX)
+            ]
             ours = lifecycle_rules()
             wanted = [*foreign, *ours]
             have = sorted(map(_rule_signature, current.rules)) if current else []
@@ -329,7 +329,9 @@ class ImageStore:
             sha256=sha256,
         )
 
-    async def put_input(self, header: storage_service_pb2.PutInputImageHeader, data: bytes) -> generation_pb2.InputImage:
+    async def put_input(
+        self, header: storage_service_pb2.PutInputImageHeader, data: bytes
+    ) -> generation_pb2.InputImage:
         """Store one client upload under its upload id (a repeated put overwrites it)."""
         if not header.upload_id.startswith("upl_"):
             raise invalid("upload_id must start with 'upl_'", "upload_id")
@@ -337,8 +339,12 @@ class ImageStore:
             raise invalid(f"role must be one of {', '.join(INPUT_ROLES)}", "role")
         key = build_key(header.retention_class, header.upload_id, header.index, header.format, upload=True)
         put = storage_service_pb2.PutImageHeader(
-            generation_id=header.upload_id, index=header.index, retention_class=header.retention_class,
-            output_format=header.format, width=header.width, height=header.height,
+            generation_id=header.upload_id,
+            index=header.index,
+            retention_class=header.retention_class,
+            output_format=header.format,
+            width=header.width,
+            height=header.height,
         )
         ref = await self._put(key, put, data)
         return generation_pb2.InputImage(object_key=ref.object_key, mime_type=ref.mime_type, role=header.role)

@@ -27,32 +27,49 @@ _MIME = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 # quality -> (noise octaves, default jpeg/webp encoder quality)
 _QUALITY = {"low": (3, 60), "medium": (4, 80), "standard": (4, 85), "auto": (4, 85), "high": (5, 92), "hd": (6, 95)}
 _BACKGROUNDS = ("auto", "opaque", "transparent")
-_MOODS = {"night": "night midnight moon moonlit moonlight star stars starry dark",
-          "dusk": "dusk sunset evening twilight dusky", "dawn": "dawn sunrise morning daybreak",
-          "day": "day noon sunny bright summer daylight"}
-_SCENES = {"sea": "sea ocean wave waves beach coast harbor harbour lighthouse lake shore boat sail sailboat ship bay",
-           "forest": "forest tree trees wood woods pine pines jungle taiga",
-           "mountains": "mountain mountains peak peaks alps alpine summit cliff",
-           "desert": "desert dune dunes sand sahara", "hills": "hill hills valley meadow field countryside garden"}
-_HUES = {"red": "d92924", "orange": "f28026", "gold": "f2bf40", "yellow": "f2e04c", "green": "40b24c",
-         "teal": "1a8c8c", "blue": "2659e6", "purple": "8033b2", "violet": "8c4cd9", "pink": "f280b2"}
+_MOODS = {
+    "night": "night midnight moon moonlit moonlight star stars starry dark",
+    "dusk": "dusk sunset evening twilight dusky",
+    "dawn": "dawn sunrise morning daybreak",
+    "day": "day noon sunny bright summer daylight",
+}
+_SCENES = {
+    "sea": "sea ocean wave waves beach coast harbor harbour lighthouse lake shore boat sail sailboat ship bay",
+    "forest": "forest tree trees wood woods pine pines jungle taiga",
+    "mountains": "mountain mountains peak peaks alps alpine summit cliff",
+    "desert": "desert dune dunes sand sahara",
+    "hills": "hill hills valley meadow field countryside garden",
+}
+_HUES = {
+    "red": "d92924",
+    "orange": "f28026",
+    "gold": "f2bf40",
+    "yellow": "f2e04c",
+    "green": "40b24c",
+    "teal": "1a8c8c",
+    "blue": "2659e6",
+    "purple": "8033b2",
+    "violet": "8c4cd9",
+    "pink": "f280b2",
+}
 # mood -> hex RGB of sky top, horizon, sun/moon, far land, near land, water
 _PALETTES = {
     "day": "2961bf b8d9f2 fff7db 7394b8 1a382b 1f5c8c",
     "dusk": "211f54 fc945c ffdb8f 80547a 170f24 402e59",
     "night": "030512 1a2952 f2f2e0 1a2442 050812 080f24",
-    "dawn": "546bb2 ffccad ffedbf 998cad 333352 596b99"}
+    "dawn": "546bb2 ffccad ffedbf 998cad 333352 596b99",
+}
 _LIGHT = {"day": 1.0, "dawn": 0.85, "dusk": 0.65, "night": 0.3}
 _GLOW = {"day": 0.45, "night": 0.22, "dusk": 0.8, "dawn": 0.7}
 
 
 @dataclass(frozen=True)
 class RenderedImage:
-    data: bytes          # encoded image
+    data: bytes  # encoded image
     width: int
     height: int
-    output_format: str   # png | webp | jpeg
-    mime_type: str       # image/png, image/webp, image/jpeg
+    output_format: str  # png | webp | jpeg
+    mime_type: str  # image/png, image/webp, image/jpeg
 
 
 def _smooth(e0, e1, x):
@@ -79,7 +96,7 @@ def _noise2d(rng, w, h, gw, gh, octaves):
     lw, lh = min(w, 256), min(h, 256)
     out, amp, total = np.zeros((lh, lw), np.float32), 1.0, 0.0
     for o in range(6):
-        g = rng.random((gh * 2 ** o + 1, gw * 2 ** o + 1), dtype=np.float32)
+        g = rng.random((gh * 2**o + 1, gw * 2**o + 1), dtype=np.float32)
         if o < octaves:
             out += amp * np.asarray(Image.fromarray(g).resize((lw, lh), Image.BICUBIC))
             total += amp
@@ -161,7 +178,7 @@ def _sky(img, rng, mood, pal, hy, sx, sy, sr, u, octaves):
     xs = (np.arange(lw, dtype=np.float32) + 0.5) * (w / lw)
     sky = top + (hor - top) * (np.clip(ys / hy, 0, 1) ** 1.7)[..., None]
     glow = np.hypot(xs - sx, ys - sy) / u
-    glow = _GLOW[mood] * (0.6 * np.exp(-glow / 0.12) + 0.4 * np.exp(-(glow / 0.55) ** 2))
+    glow = _GLOW[mood] * (0.6 * np.exp(-glow / 0.12) + 0.4 * np.exp(-((glow / 0.55) ** 2)))
     sky = sky + glow[..., None] * (sun - sky)
     # clouds: horizontally stretched fractal noise above 1.25 x horizon, lit from the sun side
     rows = min(lh, int(hy * 1.25 * lh / h) + 1)
@@ -206,8 +223,8 @@ def _sea(img, alpha, rng, pal, hy, sx, mood, u, octaves):
     far_c, near_c = hor + (water - hor) * 0.45, (water + (top - water) * 0.25) * 0.7
     lines = _noise2d(rng, w, 256, max(2, round(4 * w / h)), 24, octaves)  # ripples, rows in perspective
     s = lines[(np.sqrt(t[:, 0]) * 255).astype(np.int64)]
-    col = (far_c + (near_c - far_c) * (t ** 0.6)[..., None]) * (0.86 + 0.28 * s)[..., None]
-    g = np.exp(-((xs - sx) / (u * (0.02 + 0.16 * t))) ** 2) * _smooth(0.48, 0.66, s) * (1 - 0.6 * t)
+    col = (far_c + (near_c - far_c) * (t**0.6)[..., None]) * (0.86 + 0.28 * s)[..., None]
+    g = np.exp(-(((xs - sx) / (u * (0.02 + 0.16 * t))) ** 2)) * _smooth(0.48, 0.66, s) * (1 - 0.6 * t)
     col += (g * (_GLOW[mood] * 0.5 + 0.45))[..., None] * (sun - col)  # glitter under the sun / moon
     cov = np.clip(ys - hy + 0.5, 0, 1)
     img[r0:] += cov[..., None] * (col - img[r0:])
@@ -224,7 +241,7 @@ def _lighthouse(img, alpha, pal, mood, cx, by, ht, sun_right, beam):
         x0, y0, cov = res
         xx = (np.arange(cov.shape[1]) + x0 + 0.5 - cx) / bw * (-1 if sun_right else 1)
         shade = np.clip(1.0 - 0.45 * _smooth(-0.6, 0.9, xx), 0.4, 1.0)
-        img[y0:y0 + cov.shape[0], x0:x0 + cov.shape[1]] *= (1 - cov * (1 - shade))[..., None]
+        img[y0 : y0 + cov.shape[0], x0 : x0 + cov.shape[1]] *= (1 - cov * (1 - shade))[..., None]
     red = np.array((0.7, 0.13, 0.11)) * light
     for i in (0.2, 0.6):  # two red bands
         wa, wb = bw + (tw - bw) * i, bw + (tw - bw) * (i + 0.2)
@@ -245,7 +262,7 @@ def _lighthouse(img, alpha, pal, mood, cx, by, ht, sun_right, beam):
     dx = (np.arange(lw, dtype=np.float32) + 0.5) * (w / lw) - cx
     ux, uy = beam[0] * np.cos(beam[1]), -np.sin(beam[1])
     along, perp, r = (dx * ux + dy * uy) / u, np.abs(dy * ux - dx * uy) / u, np.hypot(dx, dy) / u
-    beam = (along > 0) * np.exp(-(perp / (np.abs(along) * 0.09 + 0.004)) ** 2 - along / 0.9)
+    beam = (along > 0) * np.exp(-((perp / (np.abs(along) * 0.09 + 0.004)) ** 2) - along / 0.9)
     light = k * (0.9 * np.exp(-r / 0.012) + 0.25 * np.exp(-r / 0.08) + 0.35 * beam)
     img[r0:r1] += _upsample(light.astype(np.float32), w, r1 - r0)[..., None] * np.array((1.0, 0.9, 0.6), np.float32)
 
@@ -255,8 +272,12 @@ def _coast(img, alpha, rng, mood, words, pal, w, h, u, hy, sx, octaves, transpar
     xs = np.arange(w, dtype=np.float32) + 0.5
     for k in range(2):  # distant islands sitting on the horizon
         prof, thr = _fbm1d(rng, w, octaves, 3.0 + 2 * k), rng.uniform(0.5, 0.62)
-        _layer(img, alpha, hy - h * (0.06 - 0.025 * k) * np.clip((prof - thr) / (1 - thr), 0, 1) ** 0.7,
-               far + (hor - far) * (0.45 - 0.2 * k))
+        _layer(
+            img,
+            alpha,
+            hy - h * (0.06 - 0.025 * k) * np.clip((prof - thr) / (1 - thr), 0, 1) ** 0.7,
+            far + (hor - far) * (0.45 - 0.2 * k),
+        )
     _sea(img, alpha, rng, pal, hy, sx, mood, u, octaves)
     left = sx > w * 0.5  # the headland stands on the side away from the sun
     xe = max(w * 0.2, min(w * rng.uniform(0.3, 0.42), (w - sx if left else sx) - w * 0.14))
@@ -267,19 +288,54 @@ def _coast(img, alpha, rng, mood, words, pal, w, h, u, hy, sx, octaves, transpar
     if words & {"boat", "sail", "sailboat", "ship"} or boat < 0.35:  # small sailboat on the open side
         t, bx = rng.uniform(0.1, 0.45), w * (rng.uniform(0.55, 0.85) if left else rng.uniform(0.15, 0.45))
         by, bs = hy + t * (h - hy), u * (0.015 + 0.07 * t)
-        _polys(img, alpha, [[(bx - bs, by - 0.2 * bs), (bx + bs, by - 0.2 * bs), (bx + 0.65 * bs, by + 0.12 * bs),
-                             (bx - 0.7 * bs, by + 0.12 * bs)]], near * 0.9)
-        _polys(img, alpha, [[(bx, by - 0.28 * bs), (bx, by - 1.7 * bs), (bx + 0.8 * bs, by - 0.28 * bs)],
-                            [(bx - 0.12 * bs, by - 0.28 * bs), (bx - 0.12 * bs, by - 1.45 * bs),
-                             (bx - 0.75 * bs, by - 0.28 * bs)]], (hor + (1.0 - hor) * 0.5) * _LIGHT[mood])
-    _layer(img, alpha, top_h, near * 1.1 + far * 0.15, hor + (far - hor) * 0.5, 0.25, hy - hh, h,
-           bottom=hy + (h - hy) * _smooth(xe * 1.05, xe * 0.45, dist) ** 0.6)
+        _polys(
+            img,
+            alpha,
+            [
+                [
+                    (bx - bs, by - 0.2 * bs),
+                    (bx + bs, by - 0.2 * bs),
+                    (bx + 0.65 * bs, by + 0.12 * bs),
+                    (bx - 0.7 * bs, by + 0.12 * bs),
+                ]
+            ],
+            near * 0.9,
+        )
+        _polys(
+            img,
+            alpha,
+            [
+                [(bx, by - 0.28 * bs), (bx, by - 1.7 * bs), (bx + 0.8 * bs, by - 0.28 * bs)],
+                [(bx - 0.12 * bs, by - 0.28 * bs), (bx - 0.12 * bs, by - 1.45 * bs), (bx - 0.75 * bs, by - 0.28 * bs)],
+            ],
+            (hor + (1.0 - hor) * 0.5) * _LIGHT[mood],
+        )
+    _layer(
+        img,
+        alpha,
+        top_h,
+        near * 1.1 + far * 0.15,
+        hor + (far - hor) * 0.5,
+        0.25,
+        hy - hh,
+        h,
+        bottom=hy + (h - hy) * _smooth(xe * 1.05, xe * 0.45, dist) ** 0.6,
+    )
     if "lighthouse" in words or hl < 0.3:
         cx = xe * rng.uniform(0.3, 0.5)
         cx = cx if left else w - cx
         ci = min(w - 1, int(cx))
-        _lighthouse(img, alpha, pal, mood, cx, top_h[max(0, ci - 3):ci + 4].max() + 2, h * rng.uniform(0.17, 0.23),
-                    sx > cx, None if transparent else (1 if left else -1, elev))
+        _lighthouse(
+            img,
+            alpha,
+            pal,
+            mood,
+            cx,
+            top_h[max(0, ci - 3) : ci + 4].max() + 2,
+            h * rng.uniform(0.17, 0.23),
+            sx > cx,
+            None if transparent else (1 if left else -1, elev),
+        )
 
 
 def _land(img, alpha, rng, mood, scene, pal, w, h, hy, octaves):
@@ -289,7 +345,8 @@ def _land(img, alpha, rng, mood, scene, pal, w, h, hy, octaves):
     for k in range(n):
         dep = k / (n - 1)
         amp, freq = {"mountains": (0.24 - 0.17 * dep, 2 + 3 * dep), "desert": (0.07 - 0.02 * dep, 1.3 + dep)}.get(
-            scene, (0.09 - 0.04 * dep, 1.5 + 2 * dep))
+            scene, (0.09 - 0.04 * dep, 1.5 + 2 * dep)
+        )
         amp, sharp = amp * h, scene == "mountains"
         prof = _fbm1d(rng, w, octaves if sharp else max(2, octaves - 1), freq, sharp)
         if scene == "desert":  # sharp dune crests
@@ -297,7 +354,7 @@ def _land(img, alpha, rng, mood, scene, pal, w, h, hy, octaves):
         top_k = bases[k] - amp * (prof - 0.35) * 2.0
         if scene in ("forest", "hills"):  # dense pines, or a few round trees on hills
             nt = min(300, int(round((w / h) * ((55 - 35 * dep) if scene == "forest" else 6 * dep))))
-            tx, ht = rng.random(nt) * w, h * (0.03 + 0.1 * dep ** 1.4) * (0.6 + 0.7 * rng.random(nt))[:, None]
+            tx, ht = rng.random(nt) * w, h * (0.03 + 0.1 * dep**1.4) * (0.6 + 0.7 * rng.random(nt))[:, None]
             d = np.abs(xs - tx[:, None])
             if nt and scene == "forest":
                 top_k = top_k - (ht * np.clip(1 - d / (ht * 0.28), 0, 1) ** 1.15).max(axis=0)
@@ -307,8 +364,17 @@ def _land(img, alpha, rng, mood, scene, pal, w, h, hy, octaves):
         if scene == "mountains" and k < 2 and mood != "night":
             line = bases[k] - amp * (0.5 + 0.25 * _fbm1d(rng, w, 3, 8.0))
             snow = (line, np.minimum(hor + (1.0 - hor) * 0.6, 1.0) * (0.55 + 0.45 * _LIGHT[mood]))
-        _layer(img, alpha, top_k.astype(np.float32), far + (near - far) * dep ** 0.8, hor + (far - hor) * 0.5,
-               rng.uniform(0.2, 0.55) * (1 - dep * 0.5), bases[k] - amp * 0.3, bases[k + 1], snow=snow)
+        _layer(
+            img,
+            alpha,
+            top_k.astype(np.float32),
+            far + (near - far) * dep**0.8,
+            hor + (far - hor) * 0.5,
+            rng.uniform(0.2, 0.55) * (1 - dep * 0.5),
+            bases[k] - amp * 0.3,
+            bases[k + 1],
+            snow=snow,
+        )
 
 
 def _paint(rng, mood, scene, words, pal, w, h, octaves, transparent):
@@ -329,17 +395,40 @@ def _paint(rng, mood, scene, words, pal, w, h, octaves, transparent):
         for _ in range(int(sky_rng.integers(2, 6))):
             x, y = bx + sky_rng.normal(0, u * 0.06), by + sky_rng.normal(0, u * 0.03)
             s = u * sky_rng.uniform(0.008, 0.016)
-            _polys(img, alpha, [[(x - s, y - 0.4 * s), (x, y), (x + s, y - 0.4 * s), (x + s, y - 0.3 * s),
-                                 (x, y + 0.18 * s), (x - s, y - 0.3 * s)]], near)
+            _polys(
+                img,
+                alpha,
+                [
+                    [
+                        (x - s, y - 0.4 * s),
+                        (x, y),
+                        (x + s, y - 0.4 * s),
+                        (x + s, y - 0.3 * s),
+                        (x, y + 0.18 * s),
+                        (x - s, y - 0.3 * s),
+                    ]
+                ],
+                near,
+            )
     if not transparent:  # gentle (separable) vignette
         img *= (1.0 - 0.35 * ((np.arange(h, dtype=np.float32) + 0.5) / h - 0.5) ** 2)[:, None, None]
         img *= (1.0 - 0.35 * ((np.arange(w, dtype=np.float32) + 0.5) / w - 0.5) ** 2)[:, None]
     return img, alpha
 
 
-def render_image(prompt: str, seed: int, width: int, height: int, *, output_format: str = "png",
-                 quality: str = "standard", output_compression: int | None = None,
-                 background: str = "auto", index: int = 0, negative_prompt: str = "") -> RenderedImage:
+def render_image(
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    *,
+    output_format: str = "png",
+    quality: str = "standard",
+    output_compression: int | None = None,
+    background: str = "auto",
+    index: int = 0,
+    negative_prompt: str = "",
+) -> RenderedImage:
     """Render ``prompt`` with ``seed`` as an encoded ``width`` x ``height`` image.
 
     ``index`` is the position in a batch (distinct, reproducible images); ``quality`` adds
@@ -349,6 +438,7 @@ def render_image(prompt: str, seed: int, width: int, height: int, *, output_form
     ``negative_prompt`` steer nothing and rule out the moods, scenes and colours they name.
     Raises ValueError for out-of-range sizes, unknown formats or other invalid arguments.
     """
+
     def is_int(v):
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -375,8 +465,10 @@ def render_image(prompt: str, seed: int, width: int, height: int, *, output_form
     moods = [m for m in ("day", "dusk", "night", "dawn") if not avoid & {m, *_MOODS[m].split()}] or ["day"]
     scenes = [s for s in ("mountains", "forest", "sea", "desert", "hills") if not avoid & {s, *_SCENES[s].split()}]
     mood = next((m for m, ws in _MOODS.items() if m in moods and words & set(ws.split())), moods[tag[0] % len(moods)])
-    scene = next((s for s, ws in _SCENES.items() if s in scenes and words & set(ws.split())),
-                 (scenes or ["hills"])[tag[1] % max(1, len(scenes))])
+    scene = next(
+        (s for s, ws in _SCENES.items() if s in scenes and words & set(ws.split())),
+        (scenes or ["hills"])[tag[1] % max(1, len(scenes))],
+    )
     transparent = background == "transparent"
     img, alpha = _paint(rng, mood, scene, words, _palette(mood, scene, words, rng), width, height, octaves, transparent)
     if transparent:

@@ -22,7 +22,16 @@ from PIL import Image
 
 from worker.render import render_image
 
-_HUE_WORDS = ((0, "red"), (30, "orange"), (50, "gold"), (120, "green"), (180, "teal"), (225, "blue"), (275, "purple"), (320, "pink"))
+_HUE_WORDS = (
+    (0, "red"),
+    (30, "orange"),
+    (50, "gold"),
+    (120, "green"),
+    (180, "teal"),
+    (225, "blue"),
+    (275, "purple"),
+    (320, "pink"),
+)
 
 
 def decode(data: bytes, width: int, height: int) -> np.ndarray:
@@ -52,8 +61,19 @@ def _rendered(prompt: str, seed: int, width: int, height: int, **kw) -> np.ndarr
     return np.asarray(Image.open(io.BytesIO(out.data)).convert("RGBA"), np.float32) / 255.0
 
 
-def edit(images: list[bytes], mask: bytes | None, prompt: str, seed: int, width: int, height: int, *,
-         index: int = 0, quality: str = "standard", negative_prompt: str = "", background: str = "auto") -> np.ndarray:
+def edit(
+    images: list[bytes],
+    mask: bytes | None,
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    *,
+    index: int = 0,
+    quality: str = "standard",
+    negative_prompt: str = "",
+    background: str = "auto",
+) -> np.ndarray:
     """The edited picture (float RGBA) of ``images[0]`` (+ references) under ``mask``."""
     base = decode(images[0], width, height)
     for ref in images[1:]:  # references: a quarter of each, in order
@@ -64,8 +84,16 @@ def edit(images: list[bytes], mask: bytes | None, prompt: str, seed: int, width:
         area = 1.0 - base[..., 3]
     else:
         area = np.full((height, width), 0.5, np.float32)
-    fresh = _rendered(prompt, seed, width, height, index=index, quality=quality, negative_prompt=negative_prompt,
-                      background=background)
+    fresh = _rendered(
+        prompt,
+        seed,
+        width,
+        height,
+        index=index,
+        quality=quality,
+        negative_prompt=negative_prompt,
+        background=background,
+    )
     out = base * (1.0 - area[..., None]) + fresh * area[..., None]
     if background != "transparent":
         out[..., 3] = 1.0
@@ -77,8 +105,12 @@ def _steering_words(rgba: np.ndarray) -> str:
     rgb = rgba[..., :3].reshape(-1, 3)
     mean = rgb.mean(axis=0)
     lum = float(mean @ np.array((0.299, 0.587, 0.114), np.float32))
-    mood = "night" if lum < 0.22 else "dusk" if mean[0] > mean[2] * 1.15 and lum < 0.55 else "day" if lum > 0.6 else "dawn"
-    hsv = np.asarray(Image.fromarray((rgb.reshape(rgba.shape[0], -1, 3) * 255).astype(np.uint8)).convert("HSV"), np.float32)
+    mood = (
+        "night" if lum < 0.22 else "dusk" if mean[0] > mean[2] * 1.15 and lum < 0.55 else "day" if lum > 0.6 else "dawn"
+    )
+    hsv = np.asarray(
+        Image.fromarray((rgb.reshape(rgba.shape[0], -1, 3) * 255).astype(np.uint8)).convert("HSV"), np.float32
+    )
     sat = hsv[..., 1] / 255.0
     if float(sat.mean()) < 0.2:
         return mood

@@ -6,6 +6,7 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.grpc_client import channel, is_serving
 from svckit.logging import get_logger
 from svckit.server import GrpcService
+
 from worker.core import JobRunner
 from worker.providers import make_provider
 from worker.settings import WorkerSettings
@@ -36,7 +37,6 @@ async def serve(settings: WorkerSettings) -> None:
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         client_id=f"worker-{provider.name}",
     )
-
 
     def on_control(record: Record[events_pb2.ControlMessage]) -> None:
         message = record.message

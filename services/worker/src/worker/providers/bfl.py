@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import httpx
-from pydantic import Field
-
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pydantic import Field
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
+
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
@@ -70,7 +70,9 @@ def request_body(generation: gen.Generation, model: BflModel, safety_tolerance: 
     if kind not in (gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT):
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"bfl cannot do {gen.GenerationKind.Name(kind)}")
     if kind == gen.GENERATION_KIND_EDIT and not (model.image_input and input_image):
-        raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} on bfl edits no images; flux-kontext-pro does")
+        raise ProviderError(
+            ErrorCode.INVALID_REQUEST, f"{generation.model} on bfl edits no images; flux-kontext-pro does"
+        )
     wants = formats.of(generation.output_format).name
     body: dict = {
         "prompt": params.prompt,
@@ -104,7 +106,10 @@ class BflProvider(Provider):
             max_connections=POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
-            self.name, settings.storage_addr, self._up, settings.download_max_bytes,
+            self.name,
+            settings.storage_addr,
+            self._up,
+            settings.download_max_bytes,
             allow_private_urls=settings.input_urls_allow_private,
         )
         self._base_host = httpx.URL(settings.base_url).host
@@ -119,9 +124,13 @@ class BflProvider(Provider):
 
     def _classify(self, response: httpx.Response) -> ProviderError | None:
         if response.status_code == 422:  # FastAPI validation: {"detail": [{"loc", "msg"}]}
-            return ProviderError(ErrorCode.INVALID_REQUEST, f"bfl rejected the request: {self._up.scrub(response_detail(response))}")
+            return ProviderError(
+                ErrorCode.INVALID_REQUEST, f"bfl rejected the request: {self._up.scrub(response_detail(response))}"
+            )
         if response.status_code == 402:
-            return ProviderError(ErrorCode.PROVIDER_AUTH, "bfl: the gateway's account is out of credits (HTTP 402)", retryable=True)
+            return ProviderError(
+                ErrorCode.PROVIDER_AUTH, "bfl: the gateway's account is out of credits (HTTP 402)", retryable=True
+            )
         return None
 
     async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
@@ -134,14 +143,20 @@ class BflProvider(Provider):
         # BFL fetches http(s) URLs itself; stored images go as base64.
         image = ""
         if inputs:
-            image = inputs[0].url if inputs[0].url.startswith(("http://", "https://")) and not inputs[0].object_key else await self._inputs.b64(inputs[0])
+            image = (
+                inputs[0].url
+                if inputs[0].url.startswith(("http://", "https://")) and not inputs[0].object_key
+                else await self._inputs.b64(inputs[0])
+            )
         body = request_body(generation, model, self._settings.safety_tolerance, image)
         n = generation.params.n or 1
         fan = Fanout(progress, n)
 
         def job(index: int):
             # Same seed, same image: each of the n tasks gets its own.
-            return lambda: self._run_task(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds)
+            return lambda: self._run_task(
+                model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds
+            )
 
         samples = await run_all([job(i) for i in range(n)])
         images = [await deliver(data, generation, self.name) for data in samples]
@@ -151,9 +166,13 @@ class BflProvider(Provider):
         submitted = (await self._up.request("POST", f"/v1/{model.endpoint}", json=body)).json()
         task_id, polling_url = submitted.get("id"), submitted.get("polling_url")
         if not task_id or not polling_url:
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl accepted the job without an id or polling_url", retryable=True)
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, "bfl accepted the job without an id or polling_url", retryable=True
+            )
         if not self._trusted(polling_url):
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl returned a polling_url on a foreign host", retryable=True)
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, "bfl returned a polling_url on a foreign host", retryable=True
+            )
         await fan.upstream(index, task_id)
         clock = PollClock(self.name, self._settings, eta_seconds=eta)
         warned = False
@@ -164,7 +183,9 @@ class BflProvider(Provider):
             if status == READY:
                 sample = (result.get("result") or {}).get("sample")
                 if not sample:
-                    raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl finished without a result sample", retryable=True)
+                    raise ProviderError(
+                        ErrorCode.PROVIDER_ERROR, "bfl finished without a result sample", retryable=True
+                    )
                 data = await self._up.download(sample, self._settings.download_max_bytes)
                 await fan.report(index, 100.0)
                 return data
@@ -174,7 +195,9 @@ class BflProvider(Provider):
                     f"bfl's moderation flagged {MODERATED[status]} ({status}){_details(result)}",
                 )
             if status == FAILED:
-                raise ProviderError(ErrorCode.PROVIDER_ERROR, f"bfl failed to generate the image{_details(result)}", retryable=True)
+                raise ProviderError(
+                    ErrorCode.PROVIDER_ERROR, f"bfl failed to generate the image{_details(result)}", retryable=True
+                )
             if status == NOT_FOUND:
                 raise ProviderError(
                     ErrorCode.PROVIDER_ERROR, f"bfl no longer knows task {task_id} (unknown or expired)", retryable=True

@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from pydantic import Field
-
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pydantic import Field
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
+
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.images import decode_b64
@@ -58,8 +58,13 @@ MODELS: dict[str, FalModel] = {
     "flux-1.1-pro": FalModel("fal-ai/flux-pro/v1.1", safety_tolerance=True),
     "flux-pro": FalModel("fal-ai/flux-pro/new", safety_tolerance=True),
     "flux-dev": FalModel("fal-ai/flux/dev"),
-    "flux-kontext-pro": FalModel("fal-ai/flux-pro/kontext", "ratio", image_input="image_url",
-                                 text_endpoint="fal-ai/flux-pro/kontext/text-to-image", safety_tolerance=True),
+    "flux-kontext-pro": FalModel(
+        "fal-ai/flux-pro/kontext",
+        "ratio",
+        image_input="image_url",
+        text_endpoint="fal-ai/flux-pro/kontext/text-to-image",
+        safety_tolerance=True,
+    ),
     "stable-diffusion-xl": FalModel("fal-ai/fast-sdxl", format_field="format", negative_prompt=True),
 }
 
@@ -99,7 +104,9 @@ def image_urls(result: dict, n: int) -> list[str]:
     """The result's image URLs; a flagged image (has_nsfw_concepts) refuses the generation."""
     flagged = [i for i, nsfw in enumerate(result.get("has_nsfw_concepts") or []) if nsfw]
     if flagged:
-        raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"fal's safety checker flagged {len(flagged)} of {n} images")
+        raise ProviderError(
+            ErrorCode.CONTENT_POLICY_VIOLATION, f"fal's safety checker flagged {len(flagged)} of {n} images"
+        )
     urls = [i.get("url") for i in result.get("images") or [] if isinstance(i, dict) and i.get("url")]
     if len(urls) < n:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, f"fal returned {len(urls)} of {n} images", retryable=True)
@@ -123,7 +130,10 @@ class FalProvider(Provider):
             max_connections=POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
-            self.name, settings.storage_addr, self._up, settings.download_max_bytes,
+            self.name,
+            settings.storage_addr,
+            self._up,
+            settings.download_max_bytes,
             allow_private_urls=settings.input_urls_allow_private,
         )
         self._host = httpx.URL(settings.base_url).host
@@ -139,9 +149,13 @@ class FalProvider(Provider):
 
     def _classify(self, response: httpx.Response) -> ProviderError | None:
         if response.status_code == 422:  # {"detail": [{"loc", "msg", "type"}]} or a string
-            return ProviderError(ErrorCode.INVALID_REQUEST, f"fal rejected the input: {self._up.scrub(response_detail(response))}")
+            return ProviderError(
+                ErrorCode.INVALID_REQUEST, f"fal rejected the input: {self._up.scrub(response_detail(response))}"
+            )
         if response.status_code == 404:
-            return ProviderError(ErrorCode.PROVIDER_ERROR, f"fal does not know this model: {response_detail(response)}", retryable=True)
+            return ProviderError(
+                ErrorCode.PROVIDER_ERROR, f"fal does not know this model: {response_detail(response)}", retryable=True
+            )
         return None
 
     async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
@@ -177,7 +191,11 @@ class FalProvider(Provider):
         self._cancel_urls.pop(request_id, None)
         images = []
         for url in image_urls(result, generation.params.n or 1):
-            data = decode_b64(url, self.name) if url.startswith("data:") else await self._up.download(url, self._settings.download_max_bytes)
+            data = (
+                decode_b64(url, self.name)
+                if url.startswith("data:")
+                else await self._up.download(url, self._settings.download_max_bytes)
+            )
             images.append(await deliver(data, generation, self.name))
         await progress(100.0)
         return ProviderResult(images)
@@ -209,12 +227,18 @@ class FalProvider(Provider):
             try:
                 resp = await self._up.client.get(response_url)
             except httpx.TransportError as exc:
-                transient: ProviderError = ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, f"fal is unreachable ({type(exc).__name__})", retryable=True)
+                transient: ProviderError = ProviderError(
+                    ErrorCode.PROVIDER_UNAVAILABLE, f"fal is unreachable ({type(exc).__name__})", retryable=True
+                )
                 wait = self._retry.backoff(attempt)
             else:
                 if resp.is_success:
                     return resp.json()
-                if not (resp.status_code == 429 or resp.status_code in _INGRESS_STATUSES and "x-fal-request-id" not in resp.headers):
+                if not (
+                    resp.status_code == 429
+                    or resp.status_code in _INGRESS_STATUSES
+                    and "x-fal-request-id" not in resp.headers
+                ):
                     raise self._failure(resp)
                 transient = self._up.error_of(resp)
                 hinted = retry_after_seconds(resp)

@@ -31,12 +31,12 @@ from __future__ import annotations
 import base64
 
 import httpx
-from pydantic import Field, SecretStr
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from pydantic import Field, SecretStr
 from svckit.errors import ErrorCode
 from svckit.settings import load_settings
+
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
 from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
@@ -45,10 +45,18 @@ from worker.providers.upstream import Upstream
 
 NAME = "google"
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-REFUSED_FINISH = frozenset({
-    "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION",
-    "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
-})
+REFUSED_FINISH = frozenset(
+    {
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
 
 
 class GoogleSettings(InputUpstreamSettings):
@@ -146,7 +154,9 @@ def classify(response: httpx.Response) -> ProviderError | None:
 class GoogleProvider(Provider):
     name = NAME
 
-    def __init__(self, settings: GoogleSettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None) -> None:
+    def __init__(
+        self, settings: GoogleSettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None
+    ) -> None:
         self._settings = settings
         key = settings.api_key.get_secret_value()
         self._upstream = Upstream(
@@ -179,7 +189,9 @@ class GoogleProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"google does not do {gen.GenerationKind.Name(kind)}")
         inputs = await self._inputs.load(generation)
         if any(i.role == "mask" for i in inputs):
-            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} edits from the prompt; it takes no mask")
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST, f"{generation.model} edits from the prompt; it takes no mask"
+            )
         if kind == gen.GENERATION_KIND_EDIT and not inputs:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "an edit needs an input image")
         body = request_body(generation, [(i.mime_type, i.data) for i in inputs])

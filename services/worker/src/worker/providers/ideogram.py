@@ -26,16 +26,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from pydantic import Field, SecretStr
-
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pydantic import Field, SecretStr
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
+
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import to_requested
 from worker.providers.settings import UpstreamSettings
-from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, seed_within, within_job_timeout
+from worker.providers.shaping import (
+    all_or_first_error,
+    nearest_ratio,
+    non_empty_prompt,
+    seed_within,
+    within_job_timeout,
+)
 from worker.providers.upstream import Upstream
 
 log = get_logger(__name__)
@@ -43,7 +49,23 @@ NAME = "ideogram"
 MAX_SEED = 2_147_483_647
 MAX_IMAGES = 8
 LEGACY_RATIOS = ("10_16", "16_10", "9_16", "16_9", "3_2", "2_3", "4_3", "3_4", "1_1", "1_3", "3_1")
-V3_RATIOS = ("1x3", "3x1", "1x2", "2x1", "9x16", "16x9", "10x16", "16x10", "2x3", "3x2", "3x4", "4x3", "4x5", "5x4", "1x1")
+V3_RATIOS = (
+    "1x3",
+    "3x1",
+    "1x2",
+    "2x1",
+    "9x16",
+    "16x9",
+    "10x16",
+    "16x10",
+    "2x3",
+    "3x2",
+    "3x4",
+    "4x3",
+    "4x5",
+    "5x4",
+    "1x1",
+)
 LEGACY_STYLES = frozenset({"AUTO", "GENERAL", "FICTION", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME"})
 V3_STYLES = frozenset({"AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION"})
 
@@ -85,7 +107,9 @@ def route_of(model: str) -> Route:
     try:
         return MODELS[model]
     except KeyError:
-        raise ProviderError(ErrorCode.INVALID_REQUEST, f"the ideogram adapter does not serve the model {model!r}") from None
+        raise ProviderError(
+            ErrorCode.INVALID_REQUEST, f"the ideogram adapter does not serve the model {model!r}"
+        ) from None
 
 
 def _ratio(text: str) -> tuple[int, int]:
@@ -130,7 +154,9 @@ def refusal(response: httpx.Response) -> ProviderError | None:
         detail = str(body.get("error")) if isinstance(body, dict) and body.get("error") else ""
     except ValueError:
         detail = ""
-    return ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"ideogram refused the request: {detail or 'failed the safety check'}")
+    return ProviderError(
+        ErrorCode.CONTENT_POLICY_VIOLATION, f"ideogram refused the request: {detail or 'failed the safety check'}"
+    )
 
 
 class ImageSlots:
@@ -205,11 +231,15 @@ class IdeogramProvider(Provider):
         items = items[: fields["num_images"]]
         safe = [i for i in items if isinstance(i, dict) and i.get("is_image_safe") is not False and i.get("url")]
         if not safe:
-            raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, "ideogram withheld every image as unsafe (is_image_safe: false)")
+            raise ProviderError(
+                ErrorCode.CONTENT_POLICY_VIOLATION, "ideogram withheld every image as unsafe (is_image_safe: false)"
+            )
         if len(safe) < len(items):
             log.info("ideogram withheld unsafe images", withheld=len(items) - len(safe), kept=len(safe))
         # The URLs expire: fetch them all now, together.
-        downloads = await all_or_first_error([self._upstream.download(i["url"], self._settings.download_max_bytes) for i in safe])
+        downloads = await all_or_first_error(
+            [self._upstream.download(i["url"], self._settings.download_max_bytes) for i in safe]
+        )
         images = []
         for index, (item, data) in enumerate(zip(safe, downloads, strict=True)):
             rewritten = item.get("prompt") if item.get("prompt") and item.get("prompt") != fields["prompt"] else ""

@@ -8,10 +8,10 @@ import binascii
 import io
 
 from PIL import Image, UnidentifiedImageError
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
+
 from worker.providers.base import GeneratedImage, ProviderError
 
 # Refuse decompression bombs: far above any upstream's largest size (4096 x 4096 ~ 16.8 MP).
@@ -37,7 +37,9 @@ def _probe(data: bytes, provider: str) -> tuple[str, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             if probe.width * probe.height > MAX_PIXELS:
-                raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels")
+                raise ProviderError(
+                    ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels"
+                )
             fmt, width, height = (probe.format or "").lower(), probe.width, probe.height
             probe.verify()
     except ProviderError:
@@ -47,7 +49,9 @@ def _probe(data: bytes, provider: str) -> tuple[str, int, int]:
     return ("jpeg" if fmt == "jpg" else fmt), width, height
 
 
-def _encode(data: bytes, fmt: formats.ImageFormat, compression: int | None, provider: str, revised_prompt: str) -> GeneratedImage:
+def _encode(
+    data: bytes, fmt: formats.ImageFormat, compression: int | None, provider: str, revised_prompt: str
+) -> GeneratedImage:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
@@ -72,7 +76,9 @@ def _encode(data: bytes, fmt: formats.ImageFormat, compression: int | None, prov
     return GeneratedImage(out.getvalue(), image.width, image.height, fmt.enum, revised_prompt)
 
 
-async def to_requested(data: bytes, generation: gen.Generation, provider: str, revised_prompt: str = "") -> GeneratedImage:
+async def to_requested(
+    data: bytes, generation: gen.Generation, provider: str, revised_prompt: str = ""
+) -> GeneratedImage:
     """Upstream bytes as the generation asks for them. Bytes already in the asked format
     (and no compression asked) pass through untouched, checked but never decoded; others
     are decoded and re-encoded off the event loop."""

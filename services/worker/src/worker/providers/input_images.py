@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 import grpc
 from PIL import Image, UnidentifiedImageError
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
+
 from worker.providers.base import ProviderError
 from worker.providers.images import MAX_PIXELS
 from worker.providers.settings import UpstreamSettings
@@ -144,7 +144,9 @@ class InputReader:
             async for part in self._storage.GetImage(storage_pb.GetImageRequest(object_key=object_key), timeout=60):
                 size += len(part.chunk)
                 if size > self._max_bytes:
-                    raise ProviderError(ErrorCode.INVALID_REQUEST, f"an input image is larger than {self._max_bytes} bytes")
+                    raise ProviderError(
+                        ErrorCode.INVALID_REQUEST, f"an input image is larger than {self._max_bytes} bytes"
+                    )
                 parts.append(part.chunk)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
@@ -164,7 +166,9 @@ class InputReader:
         except ProviderError as exc:
             if exc.retryable:
                 raise
-            raise ProviderError(ErrorCode.INVALID_REQUEST, "the input image URL could not be fetched or is too large") from exc
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST, "the input image URL could not be fetched or is too large"
+            ) from exc
 
 
 async def _refuse_private(url: str) -> None:

@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import grpc
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
+
 from worker import render_inputs
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.render import render_image
@@ -35,15 +35,20 @@ class LocalProvider(Provider):
     async def _read_from_storage(self, object_key: str) -> bytes:
         if self._channel is None:  # only edits and variations need it
             from svckit.settings import load_settings
+
             from worker.settings import WorkerSettings
 
             self._channel = channel(load_settings(WorkerSettings).storage_addr)
         stub = storage_service_pb2_grpc.StorageServiceStub(self._channel)
         try:
-            parts = [p.chunk async for p in stub.GetImage(storage_pb.GetImageRequest(object_key=object_key), timeout=60)]
+            parts = [
+                p.chunk async for p in stub.GetImage(storage_pb.GetImageRequest(object_key=object_key), timeout=60)
+            ]
         except grpc.aio.AioRpcError as exc:
             retryable = exc.code() != grpc.StatusCode.NOT_FOUND
-            raise ProviderError(ErrorCode.INTERNAL, f"reading input {object_key}: {exc.details()}", retryable=retryable) from exc
+            raise ProviderError(
+                ErrorCode.INTERNAL, f"reading input {object_key}: {exc.details()}", retryable=retryable
+            ) from exc
         return b"".join(parts)
 
     async def _inputs(self, params: gen.GenerationParams) -> tuple[list[bytes], bytes | None]:
@@ -67,7 +72,9 @@ class LocalProvider(Provider):
         fmt = formats.of(generation.output_format)
         n = params.n or 1
         kind = params.kind or gen.GENERATION_KIND_GENERATE
-        inputs = await self._inputs(params) if kind in (gen.GENERATION_KIND_EDIT, gen.GENERATION_KIND_VARIATION) else None
+        inputs = (
+            await self._inputs(params) if kind in (gen.GENERATION_KIND_EDIT, gen.GENERATION_KIND_VARIATION) else None
+        )
         wanted_partials = params.partial_images if params.stream else 0
         images = []
         for index in range(n):
@@ -87,7 +94,9 @@ class LocalProvider(Provider):
         return ProviderResult(images)
 
     @staticmethod
-    def _render(generation: gen.Generation, kind: int, inputs, index: int, fmt: str, n_partials: int) -> tuple[bytes, list[bytes]]:
+    def _render(
+        generation: gen.Generation, kind: int, inputs, index: int, fmt: str, n_partials: int
+    ) -> tuple[bytes, list[bytes]]:
         """(final image bytes, partial images' bytes) of image `index`."""
         params = generation.params
         compression = params.output_compression if params.HasField("output_compression") else None
@@ -96,8 +105,16 @@ class LocalProvider(Provider):
         w, h = generation.width, generation.height
         if kind == gen.GENERATION_KIND_GENERATE:
             data = render_image(
-                params.prompt, generation.seed, w, h, output_format=fmt, quality=quality,
-                output_compression=compression, background=background, index=index, negative_prompt=params.negative_prompt,
+                params.prompt,
+                generation.seed,
+                w,
+                h,
+                output_format=fmt,
+                quality=quality,
+                output_compression=compression,
+                background=background,
+                index=index,
+                negative_prompt=params.negative_prompt,
             ).data
             if not n_partials:
                 return data, []
@@ -107,8 +124,16 @@ class LocalProvider(Provider):
             try:
                 if kind == gen.GENERATION_KIND_EDIT:
                     picture = render_inputs.edit(
-                        images, mask, params.prompt, generation.seed, w, h, index=index, quality=quality,
-                        negative_prompt=params.negative_prompt, background=background,
+                        images,
+                        mask,
+                        params.prompt,
+                        generation.seed,
+                        w,
+                        h,
+                        index=index,
+                        quality=quality,
+                        negative_prompt=params.negative_prompt,
+                        background=background,
                     )
                 else:
                     picture = render_inputs.variation(images[0], generation.seed, w, h, index=index)
@@ -116,7 +141,9 @@ class LocalProvider(Provider):
                 raise ValueError(f"an input image could not be read: {exc}") from exc
             data = render_inputs.encode(picture, fmt, compression, keep_alpha=background == "transparent")
         keep_alpha = background == "transparent"
-        previews = [render_inputs.encode(p, fmt, compression, keep_alpha) for p in render_inputs.partials(picture, n_partials)]
+        previews = [
+            render_inputs.encode(p, fmt, compression, keep_alpha) for p in render_inputs.partials(picture, n_partials)
+        ]
         return data, previews
 
     async def close(self) -> None:

@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import httpx
-from pydantic import Field, field_validator
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
+from pydantic import Field, field_validator
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
 from svckit.logging import get_logger
 from svckit.settings import load_settings
+
 from worker.providers import midjourney_api as mj
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
@@ -73,11 +73,15 @@ class StatusParents:
 
     async def __call__(self, generation_id: str) -> gen.Generation | None:
         try:
-            resp = await self._stub.GetGeneration(status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=5)
+            resp = await self._stub.GetGeneration(
+                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=5
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise ProviderError(ErrorCode.UNAVAILABLE, f"reading the parent generation failed: {exc.code().name}", retryable=True) from exc
+            raise ProviderError(
+                ErrorCode.UNAVAILABLE, f"reading the parent generation failed: {exc.code().name}", retryable=True
+            ) from exc
         return resp.generation
 
     async def close(self) -> None:
@@ -101,7 +105,10 @@ class MidjourneyProvider(Provider):
             max_connections=POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
-            self.name, settings.storage_addr, self._up, settings.download_max_bytes,
+            self.name,
+            settings.storage_addr,
+            self._up,
+            settings.download_max_bytes,
             allow_private_urls=settings.input_urls_allow_private,
         )
         self._status = StatusParents(settings.status_addr) if parents is None and settings.status_addr else None
@@ -179,7 +186,9 @@ class MidjourneyProvider(Provider):
         if kind == gen.GENERATION_KIND_DESCRIBE:
             descriptions = mj.descriptions_of(task)
             if not descriptions:
-                raise ProviderError(ErrorCode.PROVIDER_ERROR, "Midjourney described the image with no prompts", retryable=True)
+                raise ProviderError(
+                    ErrorCode.PROVIDER_ERROR, "Midjourney described the image with no prompts", retryable=True
+                )
             return ProviderResult([], descriptions=descriptions)
         image_url = task.get("imageUrl")
         if not image_url:
@@ -196,11 +205,15 @@ class MidjourneyProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, "an action needs the button to press (action)")
         parent, task_id = await self._parent_task(generation)
         if self._flavor.has_buttons:
-            return "/mj/submit/action", {"taskId": task_id, "customId": mj.custom_id_for(params.action, list(parent.buttons))}
+            return "/mj/submit/action", {
+                "taskId": task_id,
+                "customId": mj.custom_id_for(params.action, list(parent.buttons)),
+            }
         change = mj.parse_change(params.action)
         if change is None:
             raise ProviderError(
-                ErrorCode.INVALID_REQUEST, f"this Midjourney proxy (novicezk) only does U1-U4, V1-V4 and reroll; not {params.action!r}"
+                ErrorCode.INVALID_REQUEST,
+                f"this Midjourney proxy (novicezk) only does U1-U4, V1-V4 and reroll; not {params.action!r}",
             )
         return "/mj/submit/change", mj.change_body(task_id, change)
 
@@ -214,7 +227,9 @@ class MidjourneyProvider(Provider):
         if parent is None or parent.account_id != generation.account_id:
             raise ProviderError(ErrorCode.NOT_FOUND, f"generation {parent_id} not found")
         if parent.state != gen.GENERATION_STATE_SUCCEEDED:
-            raise ProviderError(ErrorCode.INVALID_REQUEST, f"generation {parent_id} has not succeeded; its buttons cannot be pressed")
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST, f"generation {parent_id} has not succeeded; its buttons cannot be pressed"
+            )
         for attempt in reversed(parent.attempts):
             if attempt.provider == self.name and attempt.upstream_id and not attempt.error.code:
                 return parent, attempt.upstream_id
@@ -246,7 +261,9 @@ class MidjourneyProvider(Provider):
             if not isinstance(task, dict) or not task:
                 missing += 1  # novicezk: empty 200; trueai: 204
                 if missing >= MISSING_TOLERANCE:
-                    raise ProviderError(ErrorCode.PROVIDER_ERROR, f"the Midjourney proxy lost task {task_id}", retryable=True)
+                    raise ProviderError(
+                        ErrorCode.PROVIDER_ERROR, f"the Midjourney proxy lost task {task_id}", retryable=True
+                    )
                 continue
             missing = 0
             status = task.get("status")
@@ -275,4 +292,6 @@ def _json(response: httpx.Response) -> object:
     try:
         return response.json()
     except ValueError as exc:
-        raise ProviderError(ErrorCode.PROVIDER_ERROR, "the Midjourney proxy answered something that is not JSON", retryable=True) from exc
+        raise ProviderError(
+            ErrorCode.PROVIDER_ERROR, "the Midjourney proxy answered something that is not JSON", retryable=True
+        ) from exc

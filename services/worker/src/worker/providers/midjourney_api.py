@@ -21,21 +21,36 @@ from dataclasses import dataclass
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
+
 from worker.providers.base import ProviderError
 
 NOVICEZK = "novicezk"
 TRUEAI = "trueai"
 
 # Submit codes (SubmitResultVO.code).
-SUCCESS, NOT_FOUND, VALIDATION_ERROR, FAILURE, EXISTED, IN_QUEUE, QUEUE_REJECTED, BANNED_PROMPT = 1, 3, 4, 9, 21, 22, 23, 24
+SUCCESS, NOT_FOUND, VALIDATION_ERROR, FAILURE, EXISTED, IN_QUEUE, QUEUE_REJECTED, BANNED_PROMPT = (
+    1,
+    3,
+    4,
+    9,
+    21,
+    22,
+    23,
+    24,
+)
 RUNNING_STATES = frozenset({"NOT_START", "SUBMITTED", "IN_PROGRESS"})
 GRID_ACTIONS = frozenset({"IMAGINE", "VARIATION", "REROLL", "BLEND"})
 # failReason wording is not documented; these are the words of Midjourney's refusals.
-_REFUSAL = re.compile(r"banned|moderat|blocked|inappropriate|community guidelines|not allowed|sensitive|敏感|违规", re.I)
+_REFUSAL = re.compile(
+    r"banned|moderat|blocked|inappropriate|community guidelines|not allowed|sensitive|敏感|违规", re.I
+)
 _CHANGE = re.compile(r"^\s*(?:([UV])\s*([1-4])|(R|reroll|🔄))\s*$", re.I)
 _CUSTOM = re.compile(r"^MJ::JOB::(upsample|variation|reroll)::(\d)::([^:]+)(?:::SOLO)?$")
 _DESCRIBE_MARK = re.compile(r"\s*[1-4]\ufe0f?\u20e3\s*")
-_HAS = {name: re.compile(rf"(?:^|\s)--{name}\b", re.I) for name in ("ar", "aspect", "no", "seed", "v", "version", "niji", "turbo")}
+_HAS = {
+    name: re.compile(rf"(?:^|\s)--{name}\b", re.I)
+    for name in ("ar", "aspect", "no", "seed", "v", "version", "niji", "turbo")
+}
 # Catalog model id -> the Midjourney version parameter it promises.
 VERSIONS = {"midjourney-v6": "6", "midjourney-turbo": "6"}
 TURBO_MODELS = frozenset({"midjourney-turbo"})
@@ -110,7 +125,11 @@ class Change:
 def parse_change(action: str) -> Change | None:
     """U1..U4, V1..V4, R/reroll, or a grid button's customId; None for any other button."""
     if m := _CHANGE.match(action):
-        return Change({"U": "UPSCALE", "V": "VARIATION"}[m.group(1).upper()], int(m.group(2))) if m.group(1) else Change("REROLL")
+        return (
+            Change({"U": "UPSCALE", "V": "VARIATION"}[m.group(1).upper()], int(m.group(2)))
+            if m.group(1)
+            else Change("REROLL")
+        )
     if m := _CUSTOM.match(action.strip()):
         kind = {"upsample": "UPSCALE", "variation": "VARIATION", "reroll": "REROLL"}[m.group(1)]
         return Change(kind, 0 if kind == "REROLL" else int(m.group(2)))
@@ -150,7 +169,9 @@ def grid_buttons(task: dict) -> list[gen.Button]:
 def buttons_of(task: dict, flavor: Flavor) -> list[gen.Button]:
     if flavor.has_buttons:
         return [
-            gen.Button(custom_id=str(b.get("customId", "")), label=str(b.get("label") or ""), emoji=str(b.get("emoji") or ""))
+            gen.Button(
+                custom_id=str(b.get("customId", "")), label=str(b.get("label") or ""), emoji=str(b.get("emoji") or "")
+            )
             for b in task.get("buttons") or []
             if b.get("customId")
         ]
@@ -171,7 +192,9 @@ class QueueFull(ProviderError):
 def submitted_task_id(body: object) -> str:
     """The task id of a submit response, or the ProviderError its code means."""
     if not isinstance(body, dict):
-        raise ProviderError(ErrorCode.PROVIDER_ERROR, "the Midjourney proxy answered a submit without a result", retryable=True)
+        raise ProviderError(
+            ErrorCode.PROVIDER_ERROR, "the Midjourney proxy answered a submit without a result", retryable=True
+        )
     code = body.get("code")
     description = " ".join(str(body.get("description") or "").split())[:200]
     result = str(body.get("result") or "")
@@ -180,22 +203,33 @@ def submitted_task_id(body: object) -> str:
         return result
     if code == EXISTED and result:
         if "confirm" in description.lower() or "modal" in description.lower():
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, f"Midjourney asks for a confirmation the gateway cannot give: {description}")
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, f"Midjourney asks for a confirmation the gateway cannot give: {description}"
+            )
         return result  # the same action on the same image ran before: its task is the answer
     if code == BANNED_PROMPT:
         word = properties.get("bannedWord")
         raise ProviderError(
-            ErrorCode.CONTENT_POLICY_VIOLATION, "Midjourney refused the prompt" + (f" (banned word: {word})" if word else "")
+            ErrorCode.CONTENT_POLICY_VIOLATION,
+            "Midjourney refused the prompt" + (f" (banned word: {word})" if word else ""),
         )
     if code == QUEUE_REJECTED:
-        raise QueueFull(ErrorCode.PROVIDER_UNAVAILABLE, f"the Midjourney proxy's queue is full: {description}", retryable=True)
+        raise QueueFull(
+            ErrorCode.PROVIDER_UNAVAILABLE, f"the Midjourney proxy's queue is full: {description}", retryable=True
+        )
     if code == VALIDATION_ERROR:
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"the Midjourney proxy rejected the request: {description}")
     if code == NOT_FOUND:
-        raise ProviderError(ErrorCode.NOT_FOUND, f"the parent task no longer exists on the Midjourney proxy: {description}")
+        raise ProviderError(
+            ErrorCode.NOT_FOUND, f"the parent task no longer exists on the Midjourney proxy: {description}"
+        )
     if code == FAILURE:
-        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, f"the Midjourney proxy failed: {description}", retryable=True)
-    raise ProviderError(ErrorCode.PROVIDER_ERROR, f"the Midjourney proxy answered code {code}: {description}", retryable=True)
+        raise ProviderError(
+            ErrorCode.PROVIDER_UNAVAILABLE, f"the Midjourney proxy failed: {description}", retryable=True
+        )
+    raise ProviderError(
+        ErrorCode.PROVIDER_ERROR, f"the Midjourney proxy answered code {code}: {description}", retryable=True
+    )
 
 
 def failure_of(task: dict) -> ProviderError:
@@ -203,9 +237,13 @@ def failure_of(task: dict) -> ProviderError:
     status = task.get("status")
     reason = " ".join(str(task.get("failReason") or "").split())[:300]
     if status == "MODAL":
-        return ProviderError(ErrorCode.PROVIDER_ERROR, "Midjourney asks for a confirmation (remix or region) the gateway cannot give")
+        return ProviderError(
+            ErrorCode.PROVIDER_ERROR, "Midjourney asks for a confirmation (remix or region) the gateway cannot give"
+        )
     if status == "CANCEL":
         return ProviderError(ErrorCode.PROVIDER_ERROR, "the task was cancelled on the Midjourney proxy", retryable=True)
     if _REFUSAL.search(reason):
         return ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"Midjourney refused the request: {reason}")
-    return ProviderError(ErrorCode.PROVIDER_ERROR, f"Midjourney failed the task: {reason or 'no reason given'}", retryable=True)
+    return ProviderError(
+        ErrorCode.PROVIDER_ERROR, f"Midjourney failed the task: {reason or 'no reason given'}", retryable=True
+    )

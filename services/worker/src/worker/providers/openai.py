@@ -25,13 +25,13 @@ import json
 from typing import Literal
 
 import httpx
-from pydantic import Field, SecretStr
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from pydantic import Field, SecretStr
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.settings import load_settings
+
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
 from worker.providers.input_images import InputFile, InputReader, InputUpstreamSettings, as_png, storage_from_env
@@ -50,7 +50,9 @@ class OpenAISettings(InputUpstreamSettings):
     base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
     # What DALL·E models are asked to return: inline base64 (one round trip) or a URL,
     # which the adapter then downloads at once (it expires after 60 minutes).
-    dalle_response_format: Literal["b64_json", "url"] = Field("b64_json", validation_alias="OPENAI_DALLE_RESPONSE_FORMAT")
+    dalle_response_format: Literal["b64_json", "url"] = Field(
+        "b64_json", validation_alias="OPENAI_DALLE_RESPONSE_FORMAT"
+    )
     # Catalog model id -> upstream model name, where they differ (JSON object).
     models: dict[str, str] = Field(default_factory=dict, validation_alias="OPENAI_MODELS")
 
@@ -151,7 +153,9 @@ def _kind(generation: gen.Generation) -> int:
 class OpenAIProvider(Provider):
     name = NAME
 
-    def __init__(self, settings: OpenAISettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None) -> None:
+    def __init__(
+        self, settings: OpenAISettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None
+    ) -> None:
         self._settings = settings
         key = settings.api_key.get_secret_value()
         self._retry = settings.retry_policy()
@@ -208,7 +212,9 @@ class OpenAIProvider(Provider):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "openai answered with no image")
         return ProviderResult(images, usage=usage_of(body))
 
-    async def _streamed(self, generation: gen.Generation, progress: Progress, path: str, request: dict) -> ProviderResult:
+    async def _streamed(
+        self, generation: gen.Generation, progress: Progress, path: str, request: dict
+    ) -> ProviderResult:
         """Partial images as progress, completed events as results. Progress runs from image
         to image: image k's partials fill (k, k+1) of n, its completed event reaches k+1."""
         wanted = generation.params.n or 1
@@ -246,7 +252,9 @@ class OpenAIProvider(Provider):
             return await self._upstream.download(item["url"], self._settings.download_max_bytes)
         raise ProviderError(ErrorCode.PROVIDER_ERROR, "openai answered with an image that has neither b64_json nor url")
 
-    async def _files(self, generation: gen.Generation, family: Family, kind: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    async def _files(
+        self, generation: gen.Generation, family: Family, kind: int
+    ) -> list[tuple[str, tuple[str, bytes, str]]]:
         """The multipart file parts of an edit (image / image[] + mask) or a variation (image)."""
         if family is Family.DALLE3:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "dall-e-3 does not do edits or variations")
@@ -313,4 +321,3 @@ def _message(body: dict) -> str:
     if isinstance(err, dict):
         return str(err.get("message") or err.get("code") or "unknown error")[:300]
     return str(err)[:300]
-

@@ -12,13 +12,13 @@ import re
 from dataclasses import dataclass
 
 import httpx
-from pydantic import Field
-
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pydantic import Field
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
+
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
@@ -65,9 +65,15 @@ MODELS: dict[str, ReplicateModel] = {
     "flux-pro": ReplicateModel("black-forest-labs/flux-pro", "custom"),
     "flux-dev": ReplicateModel("black-forest-labs/flux-dev", "ratio", tuple(FLUX_RATIOS), multi=True),
     "flux-kontext-pro": ReplicateModel(
-        "black-forest-labs/flux-kontext-pro", "ratio", tuple(KONTEXT_RATIOS), formats=("jpg", "png"), image_input="input_image"
+        "black-forest-labs/flux-kontext-pro",
+        "ratio",
+        tuple(KONTEXT_RATIOS),
+        formats=("jpg", "png"),
+        image_input="input_image",
     ),
-    "stable-diffusion-xl": ReplicateModel("stability-ai/sdxl", "pixels", multi=True, formats=("png",), negative_prompt=True, community=True),
+    "stable-diffusion-xl": ReplicateModel(
+        "stability-ai/sdxl", "pixels", multi=True, formats=("png",), negative_prompt=True, community=True
+    ),
 }
 
 
@@ -82,7 +88,11 @@ def model_input(generation: gen.Generation, model: ReplicateModel, image: str = 
     if params.negative_prompt and not model.negative_prompt:
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} on replicate takes no negative_prompt")
     wants = {"jpeg": "jpg"}.get(formats.of(generation.output_format).name, formats.of(generation.output_format).name)
-    body: dict = {"prompt": params.prompt, "seed": generation.seed, "output_format": wants if wants in model.formats else "png"}
+    body: dict = {
+        "prompt": params.prompt,
+        "seed": generation.seed,
+        "output_format": wants if wants in model.formats else "png",
+    }
     if model.community:
         del body["output_format"]  # SDXL makes png only
     if model.sizing == "custom":
@@ -118,7 +128,9 @@ def failure_of(prediction: dict) -> ProviderError:
         return ProviderError(ErrorCode.PROVIDER_ERROR, "the prediction was canceled on replicate", retryable=True)
     if _REFUSAL.search(error):
         return ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's model refused: {error}")
-    return ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate's prediction failed: {error or 'no reason given'}", retryable=True)
+    return ProviderError(
+        ErrorCode.PROVIDER_ERROR, f"replicate's prediction failed: {error or 'no reason given'}", retryable=True
+    )
 
 
 class ReplicateProvider(Provider):
@@ -138,7 +150,10 @@ class ReplicateProvider(Provider):
             max_connections=64 if settings.prefer_wait_seconds else POLL_CONNECTIONS,
         )
         self._inputs = InputImages(
-            self.name, settings.storage_addr, self._up, settings.download_max_bytes,
+            self.name,
+            settings.storage_addr,
+            self._up,
+            settings.download_max_bytes,
             allow_private_urls=settings.input_urls_allow_private,
         )
         self._host = httpx.URL(settings.base_url).host
@@ -154,17 +169,27 @@ class ReplicateProvider(Provider):
     def _classify(self, response: httpx.Response) -> ProviderError | None:
         status = response.status_code
         if status == 422 and response_detail(response).startswith("The specified version"):
-            return ProviderError(ErrorCode.PROVIDER_ERROR, "replicate does not know REPLICATE_SDXL_VERSION", retryable=True)
+            return ProviderError(
+                ErrorCode.PROVIDER_ERROR, "replicate does not know REPLICATE_SDXL_VERSION", retryable=True
+            )
         if status == 422:  # RFC 7807: {"title": "Input validation failed", "detail": "- input.width: ..."}
-            return ProviderError(ErrorCode.INVALID_REQUEST, f"replicate rejected the input: {self._up.scrub(response_detail(response))}")
+            return ProviderError(
+                ErrorCode.INVALID_REQUEST, f"replicate rejected the input: {self._up.scrub(response_detail(response))}"
+            )
         if status == 404 and "/cancel" not in response.request.url.path:
-            return ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate does not know this model or prediction: {response_detail(response)}", retryable=True)
+            return ProviderError(
+                ErrorCode.PROVIDER_ERROR,
+                f"replicate does not know this model or prediction: {response_detail(response)}",
+                retryable=True,
+            )
         return None
 
     async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
         model = MODELS.get(generation.model)
         if model is None:
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate does not serve {generation.model}", retryable=True)
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, f"replicate does not serve {generation.model}", retryable=True
+            )
         inputs = images_of(generation) if model.image_input else []
         if len(inputs) > 1:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one input image")
@@ -174,11 +199,15 @@ class ReplicateProvider(Provider):
         fan = Fanout(progress, runs)
 
         def job(index: int):
-            return lambda: self._predict(model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds)
+            return lambda: self._predict(
+                model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds
+            )
 
         urls = [url for batch in await run_all([job(i) for i in range(runs)]) for url in batch]
         if len(urls) < n:
-            raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's safety checker withheld {n - len(urls)} of {n} images")
+            raise ProviderError(
+                ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's safety checker withheld {n - len(urls)} of {n} images"
+            )
         images = []
         for url in urls[:n]:
             data = await self._up.download(url, self._settings.download_max_bytes)
@@ -194,11 +223,15 @@ class ReplicateProvider(Provider):
         prediction = (await self._up.request("POST", path, json=payload, headers=headers)).json()
         prediction_id = prediction.get("id")
         if not prediction_id:
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate created a prediction without an id", retryable=True)
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, "replicate created a prediction without an id", retryable=True
+            )
         await fan.upstream(index, prediction_id)
         get_url = (prediction.get("urls") or {}).get("get") or f"/predictions/{prediction_id}"
         if httpx.URL(get_url).host not in ("", self._host):
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, "replicate returned a prediction URL on a foreign host", retryable=True)
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, "replicate returned a prediction URL on a foreign host", retryable=True
+            )
         clock = PollClock(self.name, self._settings, eta_seconds=eta)
         try:
             while prediction.get("status") not in TERMINAL:
@@ -216,7 +249,9 @@ class ReplicateProvider(Provider):
         urls = outputs_of(prediction)
         if not urls:
             removed = " (its data was already removed)" if prediction.get("data_removed") else ""
-            raise ProviderError(ErrorCode.PROVIDER_ERROR, f"replicate's prediction succeeded without output{removed}", retryable=True)
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, f"replicate's prediction succeeded without output{removed}", retryable=True
+            )
         await fan.report(index, 100.0)
         return urls
 

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
+
 from worker.providers.base import ProviderError
 
 T = TypeVar("T")
@@ -22,7 +23,9 @@ async def within_job_timeout(work: Awaitable[T], seconds: float, provider: str) 
         async with asyncio.timeout(seconds):
             return await work
     except TimeoutError:
-        raise ProviderError(ErrorCode.TIMEOUT, f"{provider} did not finish within {seconds:.0f} s", retryable=True) from None
+        raise ProviderError(
+            ErrorCode.TIMEOUT, f"{provider} did not finish within {seconds:.0f} s", retryable=True
+        ) from None
 
 
 def requested_ratio(generation: gen.Generation) -> tuple[int, int]:

@@ -15,9 +15,9 @@ import math
 from fractions import Fraction
 
 from PIL import Image, UnidentifiedImageError
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
+
 from worker.providers.base import GeneratedImage, ProviderError
 from worker.providers.images import MAX_PIXELS, to_requested
 
@@ -34,7 +34,7 @@ def fit(width: int, height: int, *, lo: int, hi: int, step: int) -> tuple[int, i
 
 
 def aspect_ratio(width: int, height: int, *, widest: Fraction | None = None) -> str:
-    """"W:H" of a pixel size, reduced (1344x768 -> "7:4"); clamped to [1/widest, widest]."""
+    """ "W:H" of a pixel size, reduced (1344x768 -> "7:4"); clamped to [1/widest, widest]."""
     ratio = Fraction(width, height)
     if widest is not None:
         ratio = max(1 / widest, min(widest, ratio))
@@ -56,7 +56,9 @@ def _resize(data: bytes, width: int, height: int, provider: str) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             if probe.width * probe.height > MAX_PIXELS:
-                raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels")
+                raise ProviderError(
+                    ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels"
+                )
             if (probe.width, probe.height) == (width, height):
                 return data
             image = probe.convert("RGBA" if "A" in probe.getbands() else "RGB")

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
+
 from worker.providers.base import ProviderError
 from worker.providers.upstream import RETRYABLE_STATUSES, RetryPolicy, Upstream, retry_after_seconds
 
@@ -56,7 +56,9 @@ async def open_stream(
             wait, cause = retry.backoff(attempt), exc
         except httpx.TransportError as exc:
             failure = ProviderError(
-                ErrorCode.PROVIDER_UNAVAILABLE, f"{upstream.provider} is unreachable ({type(exc).__name__})", retryable=True
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                f"{upstream.provider} is unreachable ({type(exc).__name__})",
+                retryable=True,
             )
             wait, cause = retry.backoff(attempt), exc
         else:
@@ -107,5 +109,7 @@ async def events(response: httpx.Response, provider: str) -> AsyncIterator[Event
         raise ProviderError(ErrorCode.TIMEOUT, f"{provider} stopped sending events", retryable=True) from exc
     except httpx.TransportError as exc:
         raise ProviderError(
-            ErrorCode.PROVIDER_UNAVAILABLE, f"{provider} broke off the event stream ({type(exc).__name__})", retryable=True
+            ErrorCode.PROVIDER_UNAVAILABLE,
+            f"{provider} broke off the event stream ({type(exc).__name__})",
+            retryable=True,
         ) from exc

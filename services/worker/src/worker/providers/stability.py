@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
-from pydantic import Field, SecretStr
-
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from pydantic import Field, SecretStr
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.settings import load_settings
+
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
 from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
@@ -67,10 +67,27 @@ MODELS: dict[str, Route] = {
     "stable-image-core": Route("core"),
     "stable-image-ultra": Route("ultra", image_input=True),
 }
-STYLE_PRESETS = frozenset({
-    "3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance", "fantasy-art", "isometric",
-    "line-art", "low-poly", "modeling-compound", "neon-punk", "origami", "photographic", "pixel-art", "tile-texture",
-})
+STYLE_PRESETS = frozenset(
+    {
+        "3d-model",
+        "analog-film",
+        "anime",
+        "cinematic",
+        "comic-book",
+        "digital-art",
+        "enhance",
+        "fantasy-art",
+        "isometric",
+        "line-art",
+        "low-poly",
+        "modeling-compound",
+        "neon-punk",
+        "origami",
+        "photographic",
+        "pixel-art",
+        "tile-texture",
+    }
+)
 
 
 class StabilitySettings(InputUpstreamSettings):
@@ -85,14 +102,18 @@ def route_of(model: str) -> Route:
     try:
         return MODELS[model]
     except KeyError:
-        raise ProviderError(ErrorCode.INVALID_REQUEST, f"the stability adapter does not serve the model {model!r}") from None
+        raise ProviderError(
+            ErrorCode.INVALID_REQUEST, f"the stability adapter does not serve the model {model!r}"
+        ) from None
 
 
 def aspect_ratio(generation: gen.Generation) -> str:
     return nearest_ratio(generation, ASPECT_RATIOS, lambda r: tuple(int(x) for x in r.split(":")))
 
 
-def form_fields(generation: gen.Generation, route: Route, *, index: int, with_image: bool, strength: float) -> dict[str, str]:
+def form_fields(
+    generation: gen.Generation, route: Route, *, index: int, with_image: bool, strength: float
+) -> dict[str, str]:
     """The text parts of request `index` (of n) for this route."""
     p = generation.params
     fields = {"prompt": non_empty_prompt(generation, NAME)}
@@ -149,7 +170,8 @@ def result_of(response: httpx.Response) -> tuple[bytes, str, str]:
 def check_finish(reason: str) -> None:
     if reason == "CONTENT_FILTERED":
         raise ProviderError(
-            ErrorCode.CONTENT_POLICY_VIOLATION, "stability's content filter blurred the result (finish-reason CONTENT_FILTERED)"
+            ErrorCode.CONTENT_POLICY_VIOLATION,
+            "stability's content filter blurred the result (finish-reason CONTENT_FILTERED)",
         )
     if reason not in ("", "SUCCESS"):
         raise ProviderError(ErrorCode.PROVIDER_ERROR, f"stability finished with {reason[:50]!r}")
@@ -158,7 +180,9 @@ def check_finish(reason: str) -> None:
 class StabilityProvider(Provider):
     name = NAME
 
-    def __init__(self, settings: StabilitySettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None) -> None:
+    def __init__(
+        self, settings: StabilitySettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None
+    ) -> None:
         self._settings = settings
         key = settings.api_key.get_secret_value()
         self._upstream = Upstream(
@@ -187,7 +211,9 @@ class StabilityProvider(Provider):
     async def _generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
         route = route_of(generation.model)
         if (generation.params.kind or gen.GENERATION_KIND_GENERATE) != gen.GENERATION_KIND_GENERATE:
-            raise ProviderError(ErrorCode.INVALID_REQUEST, "stability generates from a prompt (and an optional image) only")
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST, "stability generates from a prompt (and an optional image) only"
+            )
         inputs = [i for i in await self._inputs.load(generation) if i.role == "image"]
         if len(inputs) > 1:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one input image")
@@ -196,11 +222,15 @@ class StabilityProvider(Provider):
 
         async def one(index: int) -> GeneratedImage:
             nonlocal done
-            fields = form_fields(generation, route, index=index, with_image=bool(inputs), strength=self._settings.image_strength)
+            fields = form_fields(
+                generation, route, index=index, with_image=bool(inputs), strength=self._settings.image_strength
+            )
             parts: list = [(k, (None, v)) for k, v in fields.items()]
             if inputs:
                 parts.append(("image", (inputs[0].filename, inputs[0].data, inputs[0].mime_type)))
-            response = await self._upstream.request("POST", f"/v2beta/stable-image/generate/{route.endpoint}", files=parts)
+            response = await self._upstream.request(
+                "POST", f"/v2beta/stable-image/generate/{route.endpoint}", files=parts
+            )
             if index == 0 and (request_id := response.headers.get("x-request-id")):
                 progress.upstream(request_id)
             data, reason, _seed = result_of(response)
@@ -211,4 +241,3 @@ class StabilityProvider(Provider):
             return image
 
         return ProviderResult(await all_or_first_error([one(i) for i in range(n)]))
-

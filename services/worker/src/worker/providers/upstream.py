@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import httpx
 from prometheus_client import Histogram
-
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
+
 from worker.providers.base import ProviderError
 
 log = get_logger(__name__)
@@ -128,12 +128,16 @@ class Upstream:
             except httpx.TransportError as exc:
                 UPSTREAM_SECONDS.labels(self.provider, method, "unreachable").observe(time.monotonic() - started)
                 failure = ProviderError(
-                    ErrorCode.PROVIDER_UNAVAILABLE, f"{self.provider} is unreachable ({type(exc).__name__})", retryable=True
+                    ErrorCode.PROVIDER_UNAVAILABLE,
+                    f"{self.provider} is unreachable ({type(exc).__name__})",
+                    retryable=True,
                 )
                 wait = self._retry.backoff(attempt)
                 cause = exc
             else:
-                UPSTREAM_SECONDS.labels(self.provider, method, str(response.status_code)).observe(time.monotonic() - started)
+                UPSTREAM_SECONDS.labels(self.provider, method, str(response.status_code)).observe(
+                    time.monotonic() - started
+                )
                 if response.is_success:
                     return response
                 failure = self.error_of(response)
@@ -145,7 +149,13 @@ class Upstream:
             attempt += 1
             if attempt >= self._retry.max_attempts or time.monotonic() + wait > deadline:
                 raise failure from cause
-            log.info("retrying upstream call", provider=self.provider, attempt=attempt, wait_s=round(wait, 2), code=failure.code.value)
+            log.info(
+                "retrying upstream call",
+                provider=self.provider,
+                attempt=attempt,
+                wait_s=round(wait, 2),
+                code=failure.code.value,
+            )
             await asyncio.sleep(wait)
 
     def error_of(self, response: httpx.Response) -> ProviderError:
@@ -161,14 +171,20 @@ class Upstream:
                 retryable=True,
             )
         if status == 429:
-            return ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, f"{self.provider} is rate limiting: {detail}", retryable=True)
+            return ProviderError(
+                ErrorCode.PROVIDER_UNAVAILABLE, f"{self.provider} is rate limiting: {detail}", retryable=True
+            )
         if status >= 500 or status in RETRYABLE_STATUSES:
-            return ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, f"{self.provider} failed (HTTP {status}): {detail}", retryable=True)
+            return ProviderError(
+                ErrorCode.PROVIDER_UNAVAILABLE, f"{self.provider} failed (HTTP {status}): {detail}", retryable=True
+            )
         if status in (400, 413, 422):
             return ProviderError(ErrorCode.INVALID_REQUEST, f"{self.provider} rejected the request: {detail}")
         if status == 402:
             return ProviderError(
-                ErrorCode.PROVIDER_AUTH, f"{self.provider} refused the gateway's account (HTTP 402): {detail}", retryable=True
+                ErrorCode.PROVIDER_AUTH,
+                f"{self.provider} refused the gateway's account (HTTP 402): {detail}",
+                retryable=True,
             )
         return ProviderError(ErrorCode.PROVIDER_ERROR, f"{self.provider} answered HTTP {status}: {detail}")
 
@@ -195,7 +211,9 @@ class Upstream:
                     if resp.is_success:
                         declared = int(resp.headers.get("content-length") or 0)
                         if declared > max_bytes:
-                            raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{self.provider} result is larger than {max_bytes} bytes")
+                            raise ProviderError(
+                                ErrorCode.PROVIDER_ERROR, f"{self.provider} result is larger than {max_bytes} bytes"
+                            )
                         parts, size = [], 0
                         async for chunk in resp.aiter_bytes():
                             size += len(chunk)
@@ -209,7 +227,9 @@ class Upstream:
             except httpx.TransportError:
                 status = 0
             if status and status not in RETRYABLE_STATUSES:
-                raise ProviderError(ErrorCode.PROVIDER_ERROR, f"downloading the {self.provider} result failed (HTTP {status})")
+                raise ProviderError(
+                    ErrorCode.PROVIDER_ERROR, f"downloading the {self.provider} result failed (HTTP {status})"
+                )
             attempt += 1
             wait = self._retry.backoff(attempt)
             if attempt >= self._retry.max_attempts or time.monotonic() + wait > deadline:
