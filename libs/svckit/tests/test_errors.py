@@ -1,5 +1,6 @@
 import grpc
 import pytest
+
 from svckit.errors import GRPC_CODES, ErrorCode, GatewayError, abort_with, from_rpc_error
 from svckit.ids import generation_id_time_ms, new_generation_id
 from svckit.settings import ServiceSettings, load_settings

@@ -3,6 +3,7 @@
 import asyncio
 
 import uvloop
+
 from svckit.server import run
 
 

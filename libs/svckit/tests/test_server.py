@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from svckit.server import LIVENESS_SERVICE, GrpcService
 from svckit.settings import ServiceSettings
 

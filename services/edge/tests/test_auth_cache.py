@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from edge.auth_cache import AuthCache
 
 

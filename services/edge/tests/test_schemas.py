@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from edge.errors import HTTP_ERRORS, openai_error
 from edge.schemas import GenerateBody, ImageForm, OpenAIImageBody, VariationForm, parse_body
 from edge.uploads import fit_size

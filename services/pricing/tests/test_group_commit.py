@@ -17,6 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pricing.database import GroupCommitDatabase
@@ -25,12 +28,9 @@ from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
 from pricing.prices import PriceTable
-from sqlalchemy import Connection, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import new_generation_id
 from svckit.logging import configure_logging
-
 from tests.support.ledger import explain
 
 HERE = Path(__file__).resolve()

@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pricing.plans import Plans
 from pricing.prices import PriceTable

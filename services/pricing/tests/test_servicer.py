@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc

@@ -1,4 +1,5 @@
 import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from routing.admission import admit, validate
 from routing.catalog import Catalog

@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from bus import advance
 from pixelmesh.common.v1 import generation_pb2 as gen
 from routing.fallback import decide, handed_back, observe

@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from status.core import GenerationStore
 from status.servicer import to_operation

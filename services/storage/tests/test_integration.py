@@ -20,6 +20,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from pixelmesh.common.v1 import generation_pb2
 from pixelmesh.storage.v1 import storage_service_pb2 as pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc

@@ -7,9 +7,10 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from pydantic import ValidationError
+
 from pixelmesh.common.v1 import generation_pb2
 from pixelmesh.storage.v1 import storage_service_pb2 as pb
-from pydantic import ValidationError
 from storage.core import ImageStore, build_key, lifecycle_rules, parse_key
 from storage.settings import StorageSettings
 from svckit.errors import ErrorCode, GatewayError

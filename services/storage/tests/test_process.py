@@ -15,6 +15,7 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from minio import Minio
+
 from svckit.grpc_client import channel
 
 SERVICE = "pixelmesh.storage.v1.StorageService"

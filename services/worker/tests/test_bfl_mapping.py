@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError

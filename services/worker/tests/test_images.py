@@ -2,12 +2,12 @@ import io
 
 import pytest
 from PIL import Image
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
+from tests.emulators.harness import fake_image
 from worker.providers import ProviderError
 from worker.providers.images import decode_b64, to_requested
-
-from tests.emulators.harness import fake_image
 
 
 def generation(fmt: int, compression: int | None = None) -> gen.Generation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from bus import Record
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2

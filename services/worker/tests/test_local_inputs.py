@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from worker import render_inputs
 from worker.providers.base import GeneratedImage, Progress

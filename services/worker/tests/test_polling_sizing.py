@@ -8,6 +8,7 @@ import time
 
 import pytest
 from PIL import Image
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import Progress, ProviderError

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from worker.render import SUPPORTED_FORMATS, RenderedImage, render_image
 
 PROMPT = "a lighthouse at dusk"

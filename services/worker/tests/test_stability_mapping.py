@@ -6,6 +6,7 @@ import base64
 
 import httpx
 import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError

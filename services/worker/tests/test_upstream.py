@@ -8,12 +8,12 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from svckit.errors import ErrorCode
-from worker.providers import ProviderError
-from worker.providers.upstream import RetryPolicy, Upstream, retry_after_seconds
 
+from svckit.errors import ErrorCode
 from tests.emulators.harness import EmulatorServer, EmulatorState, Faults, fake_image, install
 from tests.support.ports import free_port
+from worker.providers import ProviderError
+from worker.providers.upstream import RetryPolicy, Upstream, retry_after_seconds
 
 KEY = "sk-upstream-secret-123"
 

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
-from svckit.errors import from_rpc_error
 
+from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh_admin.client import AdminClient
+from svckit.errors import from_rpc_error
 
 
 def _json(message: Message) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 

@@ -29,11 +29,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Gauge
-from svckit.logging import get_logger
 
 from bus.producer import Producer
 from bus.records import M, PoisonMessage, Record, decode, process_span
 from bus.topics import dlq_topic
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 

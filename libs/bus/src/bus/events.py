@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 

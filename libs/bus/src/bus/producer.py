@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from pixelmesh.events.v1 import events_pb2
 
 from bus.events import event_headers
+from pixelmesh.events.v1 import events_pb2
 
 CONTENT_TYPE = "application/x-protobuf"
 _tracer = trace.get_tracer("pixelmesh.bus")

@@ -14,10 +14,10 @@ from typing import Generic
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from svckit.logging import get_logger
 
 from bus.consumer import IDLE_FETCH_WAIT_MS
 from bus.records import M, PoisonMessage, Record, decode, process_span
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -8,7 +8,6 @@ passes the image URLs (presigned by storage) in the order of `generation.images`
 from __future__ import annotations
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-
 from svckit import formats
 from svckit.errors import ErrorCode
 

@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.logging import get_logger
 
 from edge import catalog_routes, docs, jobs, mj, openai_routes, usage
 from edge.deps import REQUEST_LABELS
 from edge.errors import openai_error
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -6,13 +6,13 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
-from svckit.errors import GatewayError
 
 from edge import docs
 from edge.deps import auth, json_body, mesh_dep
 from edge.mesh import Caller, Mesh
 from edge.schemas import PriceBody, parse_body
+from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
+from svckit.errors import GatewayError
 
 router = APIRouter(tags=["Models and prices"])
 

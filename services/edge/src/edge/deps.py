@@ -7,11 +7,11 @@ from contextvars import ContextVar
 
 from fastapi import Depends, Request
 from opentelemetry import trace
-from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.errors import ErrorCode, GatewayError, invalid
 
 from edge.mesh import Caller, Mesh
 from edge.settings import EdgeSettings
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError, invalid
 
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
+
 from svckit.errors import ErrorCode, GatewayError
 
 # code -> (HTTP status, OpenAI error type)

@@ -9,20 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from bus import is_terminal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pixelmesh.common.v1 import generation_pb2 as gen
 from sse_starlette import EventSourceResponse
-from svckit import shapes
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.shapes import STATE_NAMES, state_name
 
+from bus import is_terminal
 from edge.deps import annotate, auth, json_body, mesh_dep
 from edge.errors import openai_error
 from edge.mesh import Caller, Mesh
 from edge.presenters import v2_generation
 from edge.schemas import GenerateBody, parse_body
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import shapes
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.shapes import STATE_NAMES, state_name
 
 router = APIRouter()
 

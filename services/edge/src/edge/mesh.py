@@ -7,9 +7,12 @@ import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from bus import is_terminal
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
+
+from bus import is_terminal
+from edge.auth_cache import AuthCache
+from edge.settings import EdgeSettings
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
@@ -22,9 +25,6 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
 from svckit.ids import new_generation_id
-
-from edge.auth_cache import AuthCache
-from edge.settings import EdgeSettings
 
 # Set by routing on a submit answered with the generation an Idempotency-Key already made.
 REPLAYED_METADATA = "pixelmesh-idempotent-replay"

@@ -16,15 +16,15 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import BaseModel, ValidationError
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.shapes import mj_task
 
 from edge import mj_mapping as mjm
 from edge.deps import annotate, auth, json_body, mesh_dep
 from edge.jobs import idempotency_key
 from edge.mesh import Caller, Mesh, Upload, new_upload_id
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.shapes import mj_task
 
 router = APIRouter()
 

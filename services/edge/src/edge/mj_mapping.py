@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import BaseModel, ConfigDict, Field
-from svckit import formats
-from svckit.errors import ErrorCode, GatewayError, invalid
 
 from edge.schemas import checked_callback_url
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit import formats
+from svckit.errors import ErrorCode, GatewayError, invalid
 
 # The proxies' ReturnCode.
 SUCCESS = 1

@@ -7,9 +7,7 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pixelmesh.common.v1 import generation_pb2 as gen
 from sse_starlette import EventSourceResponse
-from svckit.errors import ErrorCode, GatewayError, invalid
 
 from edge import docs
 from edge.deps import annotate, auth, json_body, mesh_dep, settings_dep
@@ -19,6 +17,8 @@ from edge.schemas import ImageForm, OpenAIImageBody, VariationForm, parse_body
 from edge.settings import EdgeSettings
 from edge.streaming import image_events, timeout_error
 from edge.uploads import check_file, check_mask, fit_size, read_form
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError, invalid
 
 router = APIRouter(tags=["OpenAI Images API"])
 MAX_IDEMPOTENCY_KEY = 255

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from edge.mesh import Mesh
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats, shapes
 from svckit.errors import ErrorCode, GatewayError
-
-from edge.mesh import Mesh
 
 
 def failure(generation: gen.Generation) -> GatewayError:

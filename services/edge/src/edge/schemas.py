@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import invalid
 

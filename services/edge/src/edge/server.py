@@ -7,11 +7,11 @@ import contextlib
 
 import uvicorn
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from svckit.server import GrpcService
 
 from edge.app import create_app
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
+from svckit.server import GrpcService
 
 
 class _Uvicorn(uvicorn.Server):

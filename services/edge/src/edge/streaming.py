@@ -13,12 +13,11 @@ import json
 from collections.abc import AsyncIterator
 
 from bus import is_terminal
-from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.errors import ErrorCode, GatewayError
-
 from edge.errors import error_object
 from edge.mesh import Mesh
 from edge.presenters import failure, stream_event
+from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.errors import ErrorCode, GatewayError
 
 
 def timeout_error(generation_id: str, timeout: float) -> GatewayError:

@@ -11,13 +11,13 @@ import math
 
 from fastapi import Request
 from PIL import Image, UnidentifiedImageError
-from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from svckit import formats
-from svckit.errors import invalid
 
 from edge.mesh import Upload
+from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
+from svckit import formats
+from svckit.errors import invalid
 
 IMAGE_FIELDS = ("image", "image[]")
 MAX_FILES = 17  # up to 16 images and a mask

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
-from svckit.errors import rpc_errors
 
 from edge.deps import auth, mesh_dep
 from edge.mesh import CALL_TIMEOUT, Caller, Mesh
+from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
+from svckit.errors import rpc_errors
 
 router = APIRouter()
 

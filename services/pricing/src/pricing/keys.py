@@ -18,12 +18,12 @@ from functools import partial
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.logging import get_logger
 
 from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries
 from pricing.plans import Plans
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 Clock = Callable[[], int]

@@ -26,20 +26,20 @@ import secrets
 from dataclasses import dataclass
 from functools import partial
 
-from pixelmesh.common.v1 import generation_pb2 as gen
 from prometheus_client import Counter
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from svckit.errors import ErrorCode, GatewayError, invalid
-from svckit.logging import get_logger
-from svckit.tariffs import final_cost
 
+from pixelmesh.common.v1 import generation_pb2 as gen
 from pricing import limits
 from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries, reservations
 from pricing.keys import WRONG_KEY, Clock, ensure_account, now_ms
 from pricing.plans import Plans
 from pricing.prices import PriceTable, Quote
+from svckit.errors import ErrorCode, GatewayError, invalid
+from svckit.logging import get_logger
+from svckit.tariffs import final_cost
 
 log = get_logger(__name__)
 

@@ -17,10 +17,10 @@ import itertools
 import math
 
 from sqlalchemy import Connection, bindparam, func, select
-from svckit.errors import ErrorCode, GatewayError
 
 from pricing.db import reservations
 from pricing.plans import Limits
+from svckit.errors import ErrorCode, GatewayError
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000

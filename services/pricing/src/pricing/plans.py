@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from svckit.errors import invalid
 
 DEFAULT_PLANS = Path(__file__).with_name("plans.yaml")

@@ -8,8 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import yaml
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import BaseModel, ConfigDict, Field
+
+from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError
 
 DEFAULT_PRICE_TABLE = Path(__file__).with_name("prices.yaml")

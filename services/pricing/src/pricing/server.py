@@ -1,9 +1,8 @@
+from sqlalchemy import text
+
 from bus import EVENTS_TOPIC, Producer, ensure_topics
 from bus.topics import dlq_spec, events_spec
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
-from sqlalchemy import text
-from svckit.server import GrpcService
-
 from pricing.db import migrate, open_database
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
@@ -12,6 +11,7 @@ from pricing.prices import PriceTable
 from pricing.servicer import PricingServicer
 from pricing.settings import PricingSettings
 from pricing.settle import Expirer, settlement_consumer
+from svckit.server import GrpcService
 
 
 async def serve(settings: PricingSettings) -> None:

@@ -9,15 +9,15 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
-from svckit.errors import ErrorCode, GatewayError, abort_with, invalid
-
 from pricing import usage as usage_core
 from pricing.keys import KeyInfo, KeyStore
 from pricing.ledger import Balance, Ledger
 from pricing.prices import PriceTable, usd_micros
+from svckit.errors import ErrorCode, GatewayError, abort_with, invalid
 
 ADMIN_METADATA = "x-pixelmesh-admin-token"
 T = TypeVar("T")

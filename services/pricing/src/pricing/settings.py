@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from bus import KafkaServiceSettings
 from pydantic import SecretStr
 
+from bus import KafkaServiceSettings
 from pricing.plans import DEFAULT_PLANS
 from pricing.prices import DEFAULT_PRICE_TABLE
 from pricing.settle import DEFAULT_GROUP

@@ -16,9 +16,8 @@ import contextlib
 
 from bus import EVENTS_TOPIC, Consumer, EventHeaders, Producer, Record, is_terminal
 from pixelmesh.events.v1 import events_pb2
-from svckit.logging import get_logger
-
 from pricing.ledger import Ledger
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 DEFAULT_GROUP = "pixelmesh-pricing-ledger"

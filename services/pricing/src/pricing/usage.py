@@ -6,11 +6,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from svckit.errors import invalid
 
 from pricing.database import Database
 from pricing.db import ledger_entries
 from pricing.limits import DAY_MS
+from svckit.errors import invalid
 
 MAX_DAYS = 366
 DEFAULT_DAYS = 30

@@ -9,12 +9,12 @@ from __future__ import annotations
 import secrets
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from pixelmesh.common.v1 import generation_pb2 as gen
+from routing.catalog import ImageInputs, ModelEntry, parse_pixels
 from svckit import formats
 from svckit.errors import invalid
 from svckit.ids import new_generation_id
-
-from routing.catalog import ImageInputs, ModelEntry, parse_pixels
 
 MAX_SEED = 2**32 - 1
 

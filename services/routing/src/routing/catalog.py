@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 import yaml
-from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from svckit.errors import ErrorCode, GatewayError
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, requests_topic
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
-from svckit.logging import get_logger
-
 from routing.routes import REROUTES, RoutePlanner
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 FALLBACK_GROUP = "pixelmesh-routing-fallback"

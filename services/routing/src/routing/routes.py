@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
+
 from svckit.errors import ErrorCode, GatewayError
 
 CIRCUIT_STATE = Gauge(

@@ -3,14 +3,13 @@ from bus.topics import control_spec, dlq_spec, events_spec, requests_spec
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
-from svckit.grpc_client import channel, is_serving
-from svckit.server import GrpcService
-
 from routing.catalog import Catalog
 from routing.fallback import FALLBACK_GROUP, FallbackHandler, reports_outcome
 from routing.routes import CircuitBreaker, RoutePlanner
 from routing.servicer import RoutingServicer
 from routing.settings import RoutingSettings
+from svckit.grpc_client import channel, is_serving
+from svckit.server import GrpcService
 
 
 async def serve(settings: RoutingSettings) -> None:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import grpc
-from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topic
 from google.longrunning import operations_pb2
 from opentelemetry import trace
+
+from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topic
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
-from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
-from svckit.logging import get_logger
-
 from routing.admission import admit, validate
 from routing.catalog import Catalog
 from routing.routes import RoutePlanner, routes_for
+from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
+from svckit.logging import get_logger
 
 log = get_logger(__name__)
 PRODUCER = "routing"

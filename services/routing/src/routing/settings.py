@@ -1,7 +1,6 @@
 from pathlib import Path
 
 from bus import KafkaServiceSettings
-
 from routing.catalog import DEFAULT_CATALOG
 
 

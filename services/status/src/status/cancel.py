@@ -12,11 +12,10 @@ from __future__ import annotations
 from bus import CONTROL_TOPIC, EVENTS_TOPIC, Producer, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from status.core import GenerationStore
 from svckit.errors import ErrorCode, GatewayError
 from svckit.logging import get_logger
 from svckit.shapes import state_name
-
-from status.core import GenerationStore
 
 log = get_logger(__name__)
 PRODUCER = "status"

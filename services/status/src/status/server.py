@@ -1,20 +1,20 @@
 import httpx
+from google.longrunning import operations_pb2_grpc
+
 from bus import EVENTS_TOPIC, Consumer, Producer, Record, TopicReader, ensure_topics
 from bus.topics import control_spec, events_spec
-from google.longrunning import operations_pb2_grpc
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from svckit.errors import rpc_errors
-from svckit.grpc_client import channel
-from svckit.server import GrpcService
-
 from status.core import GenerationStore
 from status.servicer import OperationsServicer, StatusServicer
 from status.settings import StatusSettings
 from status.webhooks import GROUP, RetryPolicy, WebhookDispatcher, announces
+from svckit.errors import rpc_errors
+from svckit.grpc_client import channel
+from svckit.server import GrpcService
 
 # Webhooks waiting for their next attempt at once (each holds one consumer slot).
 WEBHOOKS_IN_FLIGHT = 256

@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 
 import grpc
-from bus import Producer, is_terminal
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from opentelemetry import trace
+
+from bus import Producer, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2 as pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
-from svckit.errors import ErrorCode, GatewayError, abort_with
-
 from status.cancel import cancel_generation
 from status.core import GenerationStore
 from status.webhooks import secret_for
+from svckit.errors import ErrorCode, GatewayError, abort_with
 
 OPERATION_PREFIX = "generations/"
 MAX_WAIT_SECONDS = 600.0

@@ -1,5 +1,6 @@
-from bus import KafkaServiceSettings
 from pydantic import Field
+
+from bus import KafkaServiceSettings
 
 
 class StatusSettings(KafkaServiceSettings):

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+
 from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from status.core import GenerationStore
 from svckit import shapes
 from svckit.logging import get_logger
-
-from status.core import GenerationStore
 
 log = get_logger(__name__)
 

@@ -27,14 +27,14 @@ from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from opentelemetry.trace import Span, Status, StatusCode
+
 from pixelmesh.common.v1 import generation_pb2
 from pixelmesh.storage.v1 import storage_service_pb2
+from storage.settings import MAX_URL_EXPIRY_SECONDS, StorageSettings
 from svckit import formats
 from svckit.errors import ErrorCode, GatewayError, invalid
 from svckit.logging import get_logger
 from svckit.telemetry import tracer
-
-from storage.settings import MAX_URL_EXPIRY_SECONDS, StorageSettings
 
 # Retention class -> days before the lifecycle rule deletes the object (None: kept forever).
 RETENTION_CLASSES: dict[str, int | None] = {"days-7": 7, "days-30": 30, "days-90": 90, "forever": None}

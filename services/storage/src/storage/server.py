@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from storage.core import ImageStore
+from storage.servicer import StorageServicer
+from storage.settings import StorageSettings
 from svckit.errors import GatewayError
 from svckit.logging import get_logger
 from svckit.server import GrpcService, run
 from svckit.settings import load_settings
-
-from storage.core import ImageStore
-from storage.servicer import StorageServicer
-from storage.settings import StorageSettings
 
 log = get_logger(__name__)
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import grpc
 from google.protobuf import duration_pb2
+
 from pixelmesh.storage.v1 import storage_service_pb2 as pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from svckit.errors import GatewayError, abort_with, invalid
-
 from storage.core import DEFAULT_CHUNK_SIZE, ImageStore
+from svckit.errors import GatewayError, abort_with, invalid
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
+
 from svckit.settings import ServiceSettings
 
 # S3 (and so MinIO) refuses presigned URLs valid for longer than 7 days.

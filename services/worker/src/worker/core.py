@@ -18,18 +18,18 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
-from bus import EVENTS_TOPIC, PoisonMessage, Producer, Record, advance, generation_event, is_terminal
 from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
+
+from bus import EVENTS_TOPIC, PoisonMessage, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from prometheus_client import Counter, Gauge, Histogram
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.tariffs import final_cost
-
 from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 
 log = get_logger(__name__)

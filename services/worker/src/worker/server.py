@@ -6,7 +6,6 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.grpc_client import channel, is_serving
 from svckit.logging import get_logger
 from svckit.server import GrpcService
-
 from worker.core import JobRunner
 from worker.providers import make_provider
 from worker.settings import WorkerSettings

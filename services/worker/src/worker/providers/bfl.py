@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import httpx
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import Field
+
+from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
-
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of

@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import Field
+
+from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
-
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.images import decode_b64

@@ -31,12 +31,12 @@ from __future__ import annotations
 import base64
 
 import httpx
+from pydantic import Field, SecretStr
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from pydantic import Field, SecretStr
 from svckit.errors import ErrorCode
 from svckit.settings import load_settings
-
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
 from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env

@@ -26,12 +26,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from pixelmesh.common.v1 import generation_pb2 as gen
 from pydantic import Field, SecretStr
+
+from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.settings import load_settings
-
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import to_requested
 from worker.providers.settings import UpstreamSettings

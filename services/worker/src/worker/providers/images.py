@@ -8,10 +8,10 @@ import binascii
 import io
 
 from PIL import Image, UnidentifiedImageError
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
-
 from worker.providers.base import GeneratedImage, ProviderError
 
 # Refuse decompression bombs: far above any upstream's largest size (4096 x 4096 ~ 16.8 MP).

@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 import grpc
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
-
 from worker.providers.base import ProviderError
 from worker.providers.images import MAX_PIXELS
 from worker.providers.settings import UpstreamSettings

@@ -11,13 +11,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import grpc
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
-
 from worker import render_inputs
 from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 from worker.render import render_image
@@ -35,7 +35,6 @@ class LocalProvider(Provider):
     async def _read_from_storage(self, object_key: str) -> bytes:
         if self._channel is None:  # only edits and variations need it
             from svckit.settings import load_settings
-
             from worker.settings import WorkerSettings
 
             self._channel = channel(load_settings(WorkerSettings).storage_addr)

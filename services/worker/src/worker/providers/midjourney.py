@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import httpx
+from pydantic import Field, field_validator
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
-from pydantic import Field, field_validator
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
 from svckit.logging import get_logger
 from svckit.settings import load_settings
-
 from worker.providers import midjourney_api as mj
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-
 from worker.providers.base import ProviderError
 
 NOVICEZK = "novicezk"

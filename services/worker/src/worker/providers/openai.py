@@ -25,13 +25,13 @@ import json
 from typing import Literal
 
 import httpx
+from pydantic import Field, SecretStr
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from pydantic import Field, SecretStr
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.settings import load_settings
-
 from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, to_requested
 from worker.providers.input_images import InputFile, InputReader, InputUpstreamSettings, as_png, storage_from_env

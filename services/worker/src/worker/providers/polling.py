@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from svckit.errors import ErrorCode
-
 from worker.providers.base import Progress, ProviderError
 from worker.providers.settings import UpstreamSettings
 

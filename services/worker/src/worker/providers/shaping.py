@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-
 from worker.providers.base import ProviderError
 
 T = TypeVar("T")

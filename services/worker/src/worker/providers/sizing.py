@@ -15,9 +15,9 @@ import math
 from fractions import Fraction
 
 from PIL import Image, UnidentifiedImageError
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-
 from worker.providers.base import GeneratedImage, ProviderError
 from worker.providers.images import MAX_PIXELS, to_requested
 

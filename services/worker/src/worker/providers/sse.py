@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
-
 from worker.providers.base import ProviderError
 from worker.providers.upstream import RETRYABLE_STATUSES, RetryPolicy, Upstream, retry_after_seconds
 

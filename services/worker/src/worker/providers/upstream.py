@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import httpx
 from prometheus_client import Histogram
+
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
-
 from worker.providers.base import ProviderError
 
 log = get_logger(__name__)
