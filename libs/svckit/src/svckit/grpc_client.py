@@ -34,6 +34,9 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A peer that was down is tried again at least this often (gRPC's default backs off to
+# 120 s): once it is back, calls through the channel stop failing within a second.
+MAX_RECONNECT_BACKOFF_MS = 1000
 
 
 def channel(address: str) -> TracedChannel:
@@ -44,6 +47,8 @@ def channel(address: str) -> TracedChannel:
                 ("grpc.service_config", _SERVICE_CONFIG),
                 ("grpc.enable_retries", 1),
                 ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
