@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.otlp_sink import OtlpSink
 from tests.support.ports import free_port
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pixelmesh_local_mesh", ROOT / "deploy/local/mesh.py")
@@ -32,6 +33,14 @@ def otlp_sink() -> Iterator[OtlpSink]:
     sink = OtlpSink().start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster (deploy/local/postgres.sh) for the SQL stores' suites."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ async def test_keys_credits_ledger_and_usage_from_the_cli(mesh, edge_url) -> Non
     credit = cli(mesh, "accounts", "credit", account, "--tokens", "25", "--reference", "invoice-1")
     assert credit.returncode == 0 and "25 tokens available" in credit.stdout, credit.stderr
     again = cli(mesh, "accounts", "credit", account, "--tokens", "25", "--reference", "invoice-1")
-    assert "already credited" in again.stdout and "25 tokens available" in again.stdout
+    assert "already has a credit" in again.stdout and "25 tokens available" in again.stdout
 
     listed = cli(mesh, "keys", "list", "--account", account)
     assert key_id in listed.stdout and secret not in listed.stdout  # shown once, stored hashed
@@ -84,3 +84,22 @@ def test_the_cli_needs_the_admin_token(mesh) -> None:  # noqa: ANN001
     assert missing.returncode == 2 and "PRICING_ADMIN_TOKEN" in missing.stderr
     bad_plan = cli(mesh, "keys", "create", "--plan", "platinum", "--name", "x")
     assert bad_plan.returncode == 1 and "Unknown plan" in bad_plan.stderr and "(plan)" in bad_plan.stderr
+
+
+async def test_a_credit_reference_is_per_account_and_json_says_if_it_was_applied(mesh) -> None:  # noqa: ANN001
+    accounts = []
+    for name in ("acct-a", "acct-b"):
+        created = cli(mesh, "--json", "keys", "create", "--plan", "basic", "--name", name)
+        accounts.append(json.loads(created.stdout)["api_key"]["account_id"])
+    a, b = accounts
+
+    def credit(account: str) -> dict:
+        r = cli(mesh, "--json", "accounts", "credit", account, "--tokens", "10", "--reference", "inv-17")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert credit(a)["applied"] is True
+    first_b = credit(b)  # the same reference, another account: applied
+    assert first_b["applied"] is True and first_b["balance"]["available_tokens"] == "10"
+    again_b = credit(b)
+    assert again_b["applied"] is False and again_b["balance"]["available_tokens"] == "10"

@@ -154,11 +154,12 @@ def test_the_validators_reject_what_kubernetes_would(all_objects) -> None:
         (["--set", "providers.midjourney.enabled=true"], "providers.midjourney: enabled without a baseUrl"),
         (["--set", "webhookSigningKey.value=too-short"], "/webhookSigningKey/value"),
         (["--set", "components.pricing.replicas=2"], "more than one replica needs a shared database"),
+        (["--set", "components.routing.autoscaling.enabled=true"], "components.routing: more than one replica needs a shared database"),
         (["--set", "providers.local.enabled=false"], "no provider is enabled"),
         (["--set", "keda.enabled=true"], "kafka.bootstrapServers is required"),
         (["--set", "worker.shutdownGraceSeconds=100"], "must be below terminationGracePeriodSeconds"),
     ],
-    ids=["schema-typo", "kafka-scheme", "s3-scheme", "key-missing", "mj-base-url", "short-signing-key", "pricing-sqlite",
+    ids=["schema-typo", "kafka-scheme", "s3-scheme", "key-missing", "mj-base-url", "short-signing-key", "pricing-sqlite", "routing-sqlite",
          "no-provider", "keda-kafka", "grace"],
 )
 def test_bad_values_are_refused_with_a_message(helm, helm_env, args, message) -> None:
@@ -213,9 +214,11 @@ def test_one_scaled_object_per_provider_on_its_consumer_lag(all_objects) -> None
 
 @pytest.mark.parametrize(
     ("objects_fixture", "expected"),
-    [("default_objects", {"edge", "routing", "status", "storage"}), ("all_objects", {"edge", "routing", "status", "storage", "pricing"})],
+    [("default_objects", {"edge", "status", "storage"}), ("all_objects", {"edge", "routing", "status", "storage", "pricing"})],
 )
 def test_stateless_services_have_an_hpa(request, objects_fixture, expected) -> None:
+    """Pricing and routing keep state in the database (the ledger, idempotency keys): with a
+    shared one (all_objects) they scale too; with their built-in SQLite they stay at one pod."""
     objects = request.getfixturevalue(objects_fixture)
     deployments = by_name(objects, "Deployment")
     hpas = of_kind(objects, "HorizontalPodAutoscaler")
@@ -224,8 +227,8 @@ def test_stateless_services_have_an_hpa(request, objects_fixture, expected) -> N
         target = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
         assert "replicas" not in target["spec"]
         assert container(target)["resources"]["requests"]["cpu"]  # utilization needs a request
-    if "pricing" not in expected:  # its built-in SQLite lives in one pod
-        assert deployments["pm-pixelmesh-pricing"]["spec"]["replicas"] == 1
+    for stateful in {"pricing", "routing"} - expected:  # its built-in SQLite lives in one pod
+        assert deployments[f"pm-pixelmesh-{stateful}"]["spec"]["replicas"] == 1
 
 
 def test_overrides_replace_keys_and_merge_blocks_one_level(all_objects) -> None:
@@ -340,7 +343,7 @@ def test_network_policies_open_only_the_designed_ways_out(all_objects) -> None:
 
     dns_kafka_otlp = {53, 9092, 4318}
     assert egress_ports("edge") == {53, 4318}
-    assert egress_ports("routing") == dns_kafka_otlp
+    assert egress_ports("routing") == dns_kafka_otlp | {5432}  # its idempotency keys in the database
     assert egress_ports("status") == dns_kafka_otlp | {443, 80}  # webhook receivers
     status_out = by_name(all_objects, "NetworkPolicy")["pm-pixelmesh-status"]["spec"]["egress"]
     (webhooks,) = [r for r in status_out if {p["port"] for p in r["ports"]} == {443, 80}]
@@ -374,8 +377,8 @@ def test_secrets_only_through_secret_refs(all_objects, ci_values) -> None:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] in existing or (ref["name"] == secret["metadata"]["name"] and ref["key"] in stored), ref
     # the 8 provider keys, storage's S3 pair, pricing's dev key, database URL and admin token,
-    # status's webhook signing key
-    assert secret_vars == 8 + 2 + 3 + 1
+    # status's webhook signing key, routing's database URL
+    assert secret_vars == 8 + 2 + 3 + 1 + 1
 
 
 def _adapter_settings(provider: str) -> type | None:
@@ -479,12 +482,15 @@ def test_environment_matches_the_services_settings(request, objects_fixture) -> 
         assert not unknown, (component(d), unknown)
 
 
-def test_pricing_sqlite_is_writable_on_a_read_only_root(default_objects, all_objects) -> None:
-    """Without a database, pricing's SQLite file lives on an emptyDir (one replica, as the
-    chart insists); with one, the URL comes from the Secret and no such volume exists."""
-    pricing = by_name(default_objects, "Deployment")["pm-pixelmesh-pricing"]
-    url = env_of(pricing)["PRICING_DATABASE_URL"]["value"]
-    assert url.startswith("sqlite+aiosqlite:////")
+@pytest.mark.parametrize("service", ["pricing", "routing"])
+def test_pricing_sqlite_is_writable_on_a_read_only_root(default_objects, all_objects, service) -> None:
+    """Without a database, pricing's (and routing's) SQLite file lives on an emptyDir (one
+    replica, as the chart insists); with one, the URL comes from the Secret and no such
+    volume exists."""
+    variable = f"{service.upper()}_DATABASE_URL"
+    pricing = by_name(default_objects, "Deployment")[f"pm-pixelmesh-{service}"]
+    url = env_of(pricing)[variable]["value"]
+    assert url.startswith("sqlite+aiosqlite:////") and url.endswith(f"/{service}.db")
     directory = str(Path(url.removeprefix("sqlite+aiosqlite:///")).parent)
     pod = pricing["spec"]["template"]["spec"]
     (mount,) = [m for m in container(pricing)["volumeMounts"] if m["mountPath"] == directory]
@@ -492,8 +498,8 @@ def test_pricing_sqlite_is_writable_on_a_read_only_root(default_objects, all_obj
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
     assert pricing["spec"]["replicas"] == 1
-    shared = by_name(all_objects, "Deployment")["pm-pixelmesh-pricing"]
-    assert "valueFrom" in env_of(shared)["PRICING_DATABASE_URL"]
+    shared = by_name(all_objects, "Deployment")[f"pm-pixelmesh-{service}"]
+    assert "valueFrom" in env_of(shared)[variable]
     assert [m["mountPath"] for m in container(shared)["volumeMounts"]] == ["/tmp"]
 
 

@@ -1,7 +1,7 @@
 """Idempotency-Key: a retried submit returns the same generation, never a second one.
 
 The edge passes the header through to routing (SubmitGenerationRequest.idempotency_key);
-routing and pricing do the deduplication.
+routing deduplicates in its own store (routing.idempotency), before pricing reserves anything.
 """
 
 from __future__ import annotations

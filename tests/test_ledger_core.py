@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import inspect
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.pricing.v1.pricing_service_pb2 import ReleaseReason
 from pricing.db import metadata, migrate, open_database
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
@@ -24,7 +25,6 @@ from pricing.prices import PriceTable
 from pricing.usage import usage
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import new_generation_id
-from tests.support.postgres import PostgresServer
 
 DAY_MS = 86_400_000
 
@@ -44,13 +44,6 @@ class Store:
     ledger: Ledger
     clock: Clock
     databases: list
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -77,11 +70,10 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         await d.close()
 
 
-def generation(key, n: int = 1, model: str = "pixelmesh-sketch", idempotency_key: str = "", **params) -> gen.Generation:  # noqa: ANN001
+def generation(key, n: int = 1, model: str = "pixelmesh-sketch", **params) -> gen.Generation:  # noqa: ANN001
     p = gen.GenerationParams(model=model, prompt=params.pop("prompt", "a fox"), n=n, size="512x512", quality="standard", **params)
     return gen.Generation(
-        id=new_generation_id(), account_id=key.account_id, api_key_id=key.id, model=model, params=p,
-        quality=p.quality, idempotency_key=idempotency_key,
+        id=new_generation_id(), account_id=key.account_id, api_key_id=key.id, model=model, params=p, quality=p.quality,
     )
 
 
@@ -148,8 +140,8 @@ async def test_failure_releases_everything(store: Store) -> None:
     key = await funded_key(store, 5)
     g = generation(key, n=2)
     await store.ledger.reserve(g)
-    assert await store.ledger.release(g.id, "failed: provider_error")
-    assert not await store.ledger.release(g.id, "again")
+    assert await store.ledger.release(g.id, ReleaseReason.RELEASE_REASON_FAILED, "provider_error")
+    assert not await store.ledger.release(g.id, ReleaseReason.RELEASE_REASON_FAILED, "again")
     assert not await store.ledger.capture(g.id, 2)
     assert (await store.ledger.balance(key.account_id)).available_tokens == 5
 
@@ -219,7 +211,7 @@ async def test_daily_quota_and_what_a_failure_gives_back(store: Store) -> None:
     assert exc.value.code is ErrorCode.RATE_LIMITED
     assert exc.value.metadata["retry_after_seconds"] == str(12 * 3600)  # midnight UTC
     assert exc.value.metadata["ratelimit_limit_requests"] == "50"
-    await store.ledger.release(gens[0].id, "failed: provider_error")
+    await store.ledger.release(gens[0].id, ReleaseReason.RELEASE_REASON_FAILED, "provider_error")
     await store.ledger.reserve(generation(key, n=10))
     store.clock.ms += 12 * 3_600_000  # the next day
     await store.ledger.reserve(generation(key, n=10))
@@ -245,23 +237,21 @@ async def test_insufficient_balance_comes_before_limits(store: Store) -> None:
     assert "costs 1 tokens" in exc.value.message
 
 
-async def test_an_idempotency_key_reserves_once(store: Store) -> None:
+async def test_a_repeated_reserve_of_one_generation_holds_once(store: Store) -> None:
+    """Routing's retried ReserveGeneration call (same generation id): one hold, the same answer.
+    (Idempotency-Keys, which make one generation of many submits, are routing's: test_idempotency_store.)"""
     key = await funded_key(store, 10)
-    first = generation(key, n=2, idempotency_key="retry-me")
-    again = generation(key, n=2, idempotency_key="retry-me")
-    r1 = await store.ledger.reserve(first)
-    assert r1.existing is None
-    r2 = await store.ledger.reserve(again)
-    assert r2.existing is not None and r2.existing.id == first.id and r2.existing.params.n == 2
-    # racing retries: one reservation between them
-    racers = [generation(key, idempotency_key="race") for _ in range(6)]
-    results = await asyncio.gather(*(store.ledger.reserve(g) for g in racers))
-    assert sum(r.existing is None for r in results) == 1
-    assert len({r.existing.id for r in results if r.existing}) == 1
-    assert (await store.ledger.balance(key.account_id)).available_tokens == 10 - 2 - 1
-    # a submit that was never dispatched frees its key for a retry
-    await store.ledger.release(first.id, "not dispatched")
-    assert (await store.ledger.reserve(generation(key, n=2, idempotency_key="retry-me"))).existing is None
+    g = generation(key, n=2)
+    first = await store.ledger.reserve(g)
+    racers = await asyncio.gather(*(store.ledger.reserve(g) for _ in range(6)))
+    assert {(r.total.tokens, r.tariff.reserved.tokens) for r in [first, *racers]} == {(2, 2)}
+    assert (await store.ledger.balance(key.account_id)).available_tokens == 10 - 2
+    rows = await explain(store, key.account_id)
+    assert [r.kind for r in rows] == ["credit", "reserve"]
+    # a submit that was never dispatched gives its hold back, and says so in the ledger
+    assert await store.ledger.release(g.id, ReleaseReason.RELEASE_REASON_NOT_DISPATCHED)
+    assert (await store.ledger.entries(key.account_id))[-1].note == "not dispatched"
+    assert (await store.ledger.balance(key.account_id)).available_tokens == 10
 
 
 async def test_revoked_key_stops_at_once(store: Store) -> None:
@@ -324,6 +314,16 @@ async def test_credits_are_idempotent_by_reference(store: Store) -> None:
         await store.ledger.credit("acct_topup", 0)
 
 
+async def test_a_credit_reference_is_one_accounts_own(store: Store) -> None:
+    """inv-17 used for acct_A does not make acct_B's inv-17 a duplicate."""
+    _, applied_a = await store.ledger.credit("acct_A", 30, reference="inv-17")
+    balance_b, applied_b = await store.ledger.credit("acct_B", 20, reference="inv-17")
+    assert applied_a and applied_b and balance_b.available_tokens == 20
+    again, applied = await store.ledger.credit("acct_B", 20, reference="inv-17")
+    assert not applied and again.available_tokens == 20
+    assert (await store.ledger.balance("acct_A")).available_tokens == 30
+
+
 async def test_usage_per_day_model_and_key(store: Store) -> None:
     a = await funded_key(store, 1000)
     b, _ = await store.keys.create(plan="pro", name="second", account_id=a.account_id)
@@ -334,7 +334,7 @@ async def test_usage_per_day_model_and_key(store: Store) -> None:
         await store.ledger.capture(g.id, n)
     failed = generation(a)
     await store.ledger.reserve(failed)
-    await store.ledger.release(failed.id, "failed")
+    await store.ledger.release(failed.id, ReleaseReason.RELEASE_REASON_FAILED)
     store.clock.ms = day1 + DAY_MS
     g = generation(a)
     await store.ledger.reserve(g)

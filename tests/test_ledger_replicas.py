@@ -2,9 +2,11 @@
 
 Beside the session's mesh (whose pricing keeps its SQLite file), this starts a PostgreSQL
 (deploy/local/postgres.sh) and two pricing processes on it, each with a routing of its
-own in front; both pricings settle from the events topic in one consumer group of their
-own (one group per ledger database). The 50 concurrent submits go half through each
-routing, so both replicas reserve against the same balance at the same time.
+own in front, both routings keeping their idempotency keys in the same database (as the
+chart's `database.url` has them); both pricings settle from the events topic in one
+consumer group of their own (one group per ledger database). The 50 concurrent submits go
+half through each routing, so both replicas reserve against the same balance at the same
+time.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def replicas(mesh) -> Iterator[dict[str, tuple[str, str]]]:  # noqa: ANN001
             started.append((f"pricing-pg-{name}", pricing_port))
             mesh.start(
                 "routing", instance=f"routing-pg-{name}", GRPC_PORT=str(routing_port), METRICS_PORT="0",
-                PRICING_ADDR=f"127.0.0.1:{pricing_port}",
+                PRICING_ADDR=f"127.0.0.1:{pricing_port}", ROUTING_DATABASE_URL=postgres.url(),
             )
             started.append((f"routing-pg-{name}", routing_port))
             addresses[name] = (f"127.0.0.1:{pricing_port}", f"127.0.0.1:{routing_port}")
@@ -56,13 +58,14 @@ def replicas(mesh) -> Iterator[dict[str, tuple[str, str]]]:  # noqa: ANN001
         postgres.stop()
 
 
-async def submit(routing_addr: str, key, prompt: str):  # noqa: ANN001, ANN201
+async def submit(routing_addr: str, key, prompt: str, idempotency_key: str = ""):  # noqa: ANN001, ANN201
     async with grpc.aio.insecure_channel(routing_addr) as ch:
         try:
             return await routing_service_pb2_grpc.RoutingServiceStub(ch).SubmitGeneration(
                 routing_service_pb2.SubmitGenerationRequest(
                     params=gen.GenerationParams(model="pixelmesh-sketch", prompt=prompt, size="256x256"),
                     account_id=key.account_id, api_key_id=key.key_id, retention_class="days-90",
+                    idempotency_key=idempotency_key,
                 ),
                 timeout=60,
             )
@@ -106,3 +109,16 @@ async def test_a_key_revoked_on_one_replica_stops_on_the_other(mesh, replicas) -
                 await stub.Authenticate(pricing_service_pb2.AuthenticateRequest(api_key=key.secret))
             assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert admin_b.list_keys(key.account_id).api_keys[0].HasField("revoke_time")
+
+
+async def test_one_idempotency_key_through_both_replicas_makes_one_generation(mesh, replicas) -> None:  # noqa: ANN001
+    with AdminClient(replicas["a"][0], mesh.admin_token) as admin:
+        key = funded_key(admin, "pro", tokens=10)
+        results = await asyncio.gather(
+            *(submit(replicas[REPLICAS[i % 2]][1], key, "one order", idempotency_key="order-7") for i in range(8))
+        )
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert len({op.name for op in results}) == 1
+        ledger = await settled(admin, key.account_id, timeout=120)
+        assert Counter(e.kind for e in ledger.entries) == {"credit": 1, "reserve": 1, "capture": 1}
+        assert ledger.balance.available_tokens == 9

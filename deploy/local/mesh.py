@@ -93,6 +93,7 @@ class LocalMesh:
             "PRICING_DEV_API_KEY": self.api_key,
             "PRICING_ADMIN_TOKEN": self.admin_token,
             "PRICING_DATABASE_URL": f"sqlite+aiosqlite:///{self.run_dir / 'pricing.db'}",
+            "ROUTING_DATABASE_URL": f"sqlite+aiosqlite:///{self.run_dir / 'routing.db'}",
             "WEBHOOK_SIGNING_KEY": self.webhook_signing_key,
             "STORAGE_ENDPOINT": f"127.0.0.1:{p['MINIO_PORT']}",
             "STORAGE_PUBLIC_ENDPOINT": f"http://127.0.0.1:{p['MINIO_PORT']}",

@@ -27,9 +27,10 @@ and NetworkPolicy.
 {{- end -}}
 {{- /* ---- inline secret values this component reads, for the restart checksum ---- */ -}}
 {{- $secretInputs := list -}}
-{{- if eq $c.service "pricing" -}}{{- $secretInputs = concat $secretInputs (list $V.devApiKey $V.adminToken $V.database.url $V.database.existingSecret) -}}{{- end -}}
+{{- if eq $c.service "pricing" -}}{{- $secretInputs = concat $secretInputs (list $V.devApiKey $V.adminToken) -}}{{- end -}}
+{{- if has "database" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.database.url $V.database.existingSecret) -}}{{- end -}}
 {{- if has "webhooks" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.webhookSigningKey) -}}{{- end -}}
-{{- /* pricing's built-in SQLite: a file on an emptyDir (the root filesystem is read-only) */ -}}
+{{- /* the built-in SQLite of a component using the database: a file on an emptyDir (the root filesystem is read-only) */ -}}
 {{- $sqliteDir := "" -}}
 {{- if and (has "database" $uses) (not (include "pixelmesh.databaseSecretName" $root)) -}}{{- $sqliteDir = $V.database.sqlite.dir -}}{{- end -}}
 {{- if has "s3" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.s3.accessKey $V.s3.secretKey $V.s3.existingSecret) -}}{{- end -}}

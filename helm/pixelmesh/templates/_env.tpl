@@ -79,12 +79,14 @@ secretKeyRef, never as plain values.
 {{- . | nindent 0 }}
 {{- end }}
 {{- end }}
+{{- /* ---- the SQL database (pricing's ledger, routing's idempotency keys: each its own tables) ---- */}}
 {{- if has "database" $uses }}
+{{- $dbVar := printf "%s_DATABASE_URL" (upper $c.service) }}
 {{- with include "pixelmesh.databaseSecretName" $root }}
-{{- include "pixelmesh.secretEnv" (dict "name" "PRICING_DATABASE_URL" "secret" . "key" (ternary $V.database.existingSecretKey "database-url" (ne $V.database.existingSecret ""))) | nindent 0 }}
+{{- include "pixelmesh.secretEnv" (dict "name" $dbVar "secret" . "key" (ternary $V.database.existingSecretKey "database-url" (ne $V.database.existingSecret ""))) | nindent 0 }}
 {{- else }}
-- name: PRICING_DATABASE_URL
-  value: {{ include "pixelmesh.sqliteUrl" $root | quote }}
+- name: {{ $dbVar }}
+  value: {{ include "pixelmesh.sqliteUrl" (dict "root" $root "service" $c.service) | quote }}
 {{- end }}
 {{- end }}
 {{- /* ---- webhooks (status) ---- */}}

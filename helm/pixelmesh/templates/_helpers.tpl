@@ -231,7 +231,7 @@ key: {{ .key }}
 {{- end -}}
 {{- end -}}
 
-{{/* pricing's built-in SQLite file (no database configured), on the emptyDir at database.sqlite.dir. */}}
+{{/* A service's built-in SQLite file (no database configured; dict root, service), on the emptyDir at database.sqlite.dir. */}}
 {{- define "pixelmesh.sqliteUrl" -}}
-{{- printf "sqlite+aiosqlite:///%s/pricing.db" .Values.database.sqlite.dir -}}
+{{- printf "sqlite+aiosqlite:///%s/%s.db" .root.Values.database.sqlite.dir .service -}}
 {{- end -}}

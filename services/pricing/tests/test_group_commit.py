@@ -1,4 +1,4 @@
-"""SQLite group commit (pricing.database.GroupCommitDatabase): operations waiting commit
+"""SQLite group commit (sqlstore.GroupCommitDatabase) under the ledger: operations waiting commit
 together, each answered with its own result or its own error; a failed commit fails the
 whole group; a crash in the middle of a group loses nothing anyone was told about.
 
@@ -22,12 +22,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
-from pricing.database import GroupCommitDatabase
 from pricing.db import accounts, ledger_entries, migrate, open_database, reservations
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
 from pricing.prices import PriceTable
+from sqlstore import GroupCommitDatabase
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import new_generation_id
 from svckit.logging import configure_logging

@@ -30,7 +30,10 @@ from svckit.errors import from_rpc_error
 
 
 def _json(message: Message) -> str:
-    return json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2)
+    """Every field, defaults too: `"applied": false` says a credit was not applied."""
+    return json.dumps(
+        MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True), indent=2
+    )
 
 
 def _time(message: Message, field: str) -> str:
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
         r = client.credit(args.account, args.tokens, reference=args.reference or "", note=args.note or "")
         if args.json:
             return _json(r)
-        state = "credited" if r.applied else "already credited (same reference)"
+        state = "credited" if r.applied else "not applied: this account already has a credit with this reference"
         balance = r.balance
         return (
             f"{state}: {args.account} has {balance.available_tokens} tokens available, "
@@ -151,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
     credit = accounts.add_parser("credit", help="add tokens to a balance")
     credit.add_argument("account")
     credit.add_argument("--tokens", type=int, required=True)
-    credit.add_argument("--reference", help="idempotency reference (a retried credit applies once)")
+    credit.add_argument("--reference", help="the account's reference for this credit (a retried credit applies once)")
     credit.add_argument("--note")
     accounts.add_parser("balance", help="show a balance").add_argument("account")
 

@@ -1,4 +1,4 @@
-"""How a ledger operation reaches the database: one runner, two backends.
+"""How an operation reaches a service's SQL database: one runner, two backends.
 
 An operation is a plain synchronous function of a SQLAlchemy `Connection` that is
 already in a transaction (`op(conn) -> T`); `await database.run(op)` returns its result
@@ -10,7 +10,7 @@ values (rows fetched, not results to read later); they may open savepoints of th
 - SQLite (`GroupCommitDatabase`): one writer, so operations commit in groups. Callers
   queue their operations; one task takes every operation waiting (at most `max_group`)
   and runs them all on a dedicated thread in ONE transaction (`BEGIN IMMEDIATE`), each
-  write in a SAVEPOINT of its own: an operation that raises (insufficient balance, a
+  write in a SAVEPOINT of its own: an operation that raises (an insufficient balance, a
   rate limit, an IntegrityError) is rolled back to its savepoint and answered with its
   exception, and the others go on. The group then commits once and every caller gets
   its answer. If the commit fails (or SQLite dropped the transaction), no operation of
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -61,6 +61,15 @@ class Database:
 
     async def close(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    async def answers(self) -> bool:
+        """A readiness check: the database runs a query."""
+        await self.run(_select_one, write=False)
+        return True
+
+
+def _select_one(conn: Connection) -> int:
+    return conn.execute(text("SELECT 1")).scalar_one()
 
 
 def open_database(url: str, *, max_group: int = MAX_GROUP) -> Database:
@@ -140,7 +149,7 @@ class GroupCommitDatabase(Database):
     async def run(self, op: Op[T], *, write: bool = True) -> T:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():  # the first call, or the first after close()
-            self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricing-sqlite")
+            self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlstore-sqlite")
             self._wake = asyncio.Event()
             self._closing = False
             self._task = loop.create_task(self._commit_groups(self._thread), name="sqlite group commit")
@@ -213,15 +222,15 @@ class GroupCommitDatabase(Database):
                 if write:
                     # The savepoint straight on the driver: SQLAlchemy's begin_nested() costs
                     # ~60 times as much, per operation, and tracks nothing needed here.
-                    raw.execute("SAVEPOINT pricing_op")
+                    raw.execute("SAVEPOINT sqlstore_op")
                     try:
                         value = op(conn)
                     except Exception as exc:  # this operation's refusal or error: only it is undone
-                        raw.execute("ROLLBACK TO pricing_op")
-                        raw.execute("RELEASE pricing_op")
+                        raw.execute("ROLLBACK TO sqlstore_op")
+                        raw.execute("RELEASE sqlstore_op")
                         outcomes.append((False, exc))
                     else:
-                        raw.execute("RELEASE pricing_op")
+                        raw.execute("RELEASE sqlstore_op")
                         outcomes.append((True, value))
                 else:
                     try:

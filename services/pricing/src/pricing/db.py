@@ -4,21 +4,18 @@ SQLite (a file) by default, PostgreSQL when pricing runs as several replicas. Ti
 epoch milliseconds (integers), so both databases compare and group them the same way.
 The schema itself is created by the Alembic migrations in pricing/migrations; the tables
 here describe it for queries and must match the latest migration (a test checks that).
-Every query runs through pricing.database (`open_database`): group commits on SQLite,
-one transaction per operation on PostgreSQL.
+Every query runs through sqlstore (`open_database`): group commits on SQLite, one
+transaction per operation on PostgreSQL.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Connection,
     Index,
     Integer,
     LargeBinary,
@@ -26,15 +23,14 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    text,
 )
 
-from pricing.database import Database, open_database
+from sqlstore import Database, Schema, open_database
 
 __all__ = [
     "Database",
     "accounts",
-    "alembic_config",
+    "SCHEMA",
     "api_keys",
     "ledger_entries",
     "metadata",
@@ -43,9 +39,13 @@ __all__ = [
     "reservations",
 ]
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-# Key of the PostgreSQL advisory lock that serialises start-up migrations of replicas.
-MIGRATION_LOCK_KEY = 0x70696D65  # "pime"
+# alembic's default version table: the one pricing's databases have had from the start.
+SCHEMA = Schema(
+    script_location=Path(__file__).with_name("migrations"),
+    version_table="alembic_version",
+    url_variable="PRICING_DATABASE_URL",
+    default_url="sqlite+aiosqlite:///.run/pricing.db",
+)
 
 metadata = MetaData()
 _Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
@@ -92,15 +92,11 @@ reservations = Table(
     Column("tariff", LargeBinary, nullable=False),
     # reserved -> captured | released, once.
     Column("status", String(16), nullable=False),
-    Column("idempotency_key", String(255), nullable=True),
-    # The admitted generation, kept when an idempotency key was given (a retry gets it back).
-    Column("snapshot", LargeBinary, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("settled_ms", BigInteger, nullable=True),
     Column("images", Integer, nullable=False),
     Column("charged_tokens", BigInteger, nullable=False),
     Column("charged_usd_micros", BigInteger, nullable=False),
-    UniqueConstraint("account_id", "idempotency_key", name="uq_reservations_idempotency"),
     Index("ix_reservations_key_time", "api_key_id", "created_ms"),
     Index("ix_reservations_status_time", "status", "created_ms"),
     # The concurrency limit counts a key's open reservations (migration 0002).
@@ -125,27 +121,14 @@ ledger_entries = Table(
     Column("images", Integer, nullable=False),
     Column("note", String(500), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
-    # A redelivered event can never write the same movement twice.
-    UniqueConstraint("reference", "kind", name="uq_ledger_reference_kind"),
+    # A redelivered event can never write the same movement twice, and a credit's reference
+    # is one account's (migration 0003).
+    UniqueConstraint("account_id", "reference", "kind", name="uq_ledger_account_reference_kind"),
     Index("ix_ledger_account", "account_id", "id"),
     Index("ix_ledger_account_kind_time", "account_id", "kind", "created_ms"),
 )
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
-
-
 async def migrate(database: Database) -> None:
-    """`alembic upgrade head`, once even when replicas start together (PostgreSQL advisory lock)."""
-    await database.run(_upgrade)
-
-
-def _upgrade(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-    command.upgrade(alembic_config(conn), "head")
+    """`alembic upgrade head` of pricing's schema, once even when replicas start together."""
+    await SCHEMA.migrate(database)

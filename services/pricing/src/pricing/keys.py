@@ -19,9 +19,9 @@ from functools import partial
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries
 from pricing.plans import Plans
+from sqlstore import Database
 from svckit.errors import ErrorCode, GatewayError, invalid
 from svckit.logging import get_logger
 

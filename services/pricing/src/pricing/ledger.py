@@ -1,8 +1,8 @@
 """Balances and the ledger: reserve at submit, capture on success, release otherwise.
 
-Every movement of a balance is one ledger row, unique by (reference, kind) where the
-reference is the generation id (or a credit's reference), so a redelivered event can
-never charge or refund twice; `balance_after` on each row lets anyone explain a balance
+Every movement of a balance is one ledger row, unique by (account, reference, kind) where
+the reference is the generation id (or the account's credit reference), so a redelivered
+event can never charge or refund twice; `balance_after` on each row lets anyone explain a balance
 row by row. A reservation moves from `reserved` to `captured` or `released` exactly once
 (a conditional UPDATE), which is how the first terminal state wins (bus.supersede).
 
@@ -14,7 +14,7 @@ never overspend. SQLite has a single writer, so the same code is serialised ther
 Each operation is written once, as a synchronous function of a Connection
 (`_reserve_tx`, `_capture_tx`, ...), with statements built once at import; the async
 methods prepare what needs no database (quotes, serialised protobufs), hand the
-operation to pricing.database (group commits on SQLite), and count and log after the
+operation to sqlstore (group commits on SQLite), and count and log after the
 commit. A refused operation (insufficient balance, a limit, a duplicate) leaves nothing
 behind: it runs in a savepoint (SQLite's group) or a transaction of its own (PostgreSQL).
 """
@@ -31,12 +31,13 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.pricing.v1.pricing_service_pb2 import ReleaseReason
 from pricing import limits
-from pricing.database import Database
 from pricing.db import accounts, api_keys, ledger_entries, reservations
 from pricing.keys import WRONG_KEY, Clock, ensure_account, now_ms
 from pricing.plans import Plans
 from pricing.prices import PriceTable, Quote
+from sqlstore import Database
 from svckit.errors import ErrorCode, GatewayError, invalid
 from svckit.logging import get_logger
 from svckit.tariffs import final_cost
@@ -78,9 +79,6 @@ _ADD = (
 _INSERT_RESERVATION = insert(reservations)
 _INSERT_ENTRY = insert(ledger_entries)
 _BY_ID = select(reservations).where(r.generation_id == bindparam("gid"))
-_BY_IDEMPOTENCY_KEY = select(reservations).where(
-    r.account_id == bindparam("account"), r.idempotency_key == bindparam("idem")
-)
 _OPEN = (
     select(r.account_id, r.api_key_id, r.model, r.tariff, r.reserved_tokens, r.status)
     .where(r.generation_id == bindparam("gid"))
@@ -104,8 +102,6 @@ _RELEASE = (
     .values(status="released", settled_ms=bindparam("now"))
     .returning(r.account_id, r.api_key_id, r.model, r.reserved_tokens)
 )
-# ... and one never dispatched frees its idempotency key (the client may retry with it).
-_RELEASE_UNDISPATCHED = _RELEASE.values(idempotency_key=None)
 _HELD = select(func.coalesce(func.sum(r.reserved_tokens), 0)).where(
     r.account_id == bindparam("account"), r.status == "reserved"
 )
@@ -115,12 +111,11 @@ del r, a
 
 @dataclass(frozen=True)
 class Reservation:
-    """The outcome of reserve(): a new hold (quote), or the generation an idempotency key already made."""
+    """The outcome of reserve(): the hold of the generation's quote (new, or made by an earlier call)."""
 
     total: gen.Cost
     per_image: gen.Cost
     tariff: gen.Tariff
-    existing: gen.Generation | None = None
 
 
 @dataclass(frozen=True)
@@ -200,14 +195,6 @@ class Ledger:
             input_images=len(p.input_images),
         )
         now = self._clock()
-        idem = generation.idempotency_key or None
-        snapshot = None
-        if idem:  # kept as routing dispatches it, so a retry gets the very same generation back
-            queued = gen.Generation()
-            queued.CopyFrom(generation)
-            queued.cost.CopyFrom(quote.total)
-            queued.tariff.CopyFrom(quote.tariff)
-            snapshot = queued.SerializeToString()
         row = {
             "generation_id": generation.id,
             "account_id": generation.account_id,
@@ -220,8 +207,6 @@ class Ledger:
             "reserved_usd_micros": quote.total.usd_micros,
             "tariff": quote.tariff.SerializeToString(),
             "status": "reserved",
-            "idempotency_key": idem,
-            "snapshot": snapshot,
             "created_ms": now,
             "settled_ms": None,
             "images": 0,
@@ -242,8 +227,8 @@ class Ledger:
         try:
             await self._db.run(partial(self._reserve_tx, generation, quote, n, now, row, entry))
         except IntegrityError:
-            # The same generation id or idempotency key was reserved before (or just now,
-            # by a racing retry): that reservation stands; return it.
+            # The same generation id was reserved before (or just now, by a racing retry of
+            # the call): that reservation stands; return it.
             if (existing := await self._earlier(generation)) is None:
                 raise
             return existing
@@ -303,13 +288,15 @@ class Ledger:
         )
         return True
 
-    async def release(self, generation_id: str, reason: str = "") -> bool:
-        """Give the whole reservation back (failed, cancelled, expired, never dispatched). Once."""
-        settled = await self._db.run(partial(_release_tx, generation_id, reason, self._clock()))
+    async def release(self, generation_id: str, reason: ReleaseReason.ValueType, detail: str = "") -> bool:
+        """Give the whole reservation back (failed, cancelled, expired, never dispatched). Once.
+        The release row's note is the reason (and its detail: a failure's error code)."""
+        note = release_note(reason, detail)
+        settled = await self._db.run(partial(_release_tx, generation_id, note, self._clock()))
         if settled is None:
             return False
         _count("release", settled.returned)
-        log.info("released", generation_id=generation_id, tokens=settled.returned, reason=reason)
+        log.info("released", generation_id=generation_id, tokens=settled.returned, reason=note)
         return True
 
     async def settle(self, generation: gen.Generation) -> bool:
@@ -317,9 +304,9 @@ class Ledger:
         if generation.state == gen.GENERATION_STATE_SUCCEEDED:
             return await self.capture(generation.id, len(generation.images), generation.usage)
         if generation.state == gen.GENERATION_STATE_FAILED:
-            return await self.release(generation.id, f"failed: {generation.error.code or 'error'}")
+            return await self.release(generation.id, ReleaseReason.RELEASE_REASON_FAILED, generation.error.code)
         if generation.state == gen.GENERATION_STATE_CANCELLED:
-            return await self.release(generation.id, "cancelled")
+            return await self.release(generation.id, ReleaseReason.RELEASE_REASON_CANCELLED)
         return False
 
     async def expire(self, older_than_ms: int) -> int:
@@ -329,7 +316,9 @@ class Ledger:
         released = 0
         for i in range(0, len(stale), EXPIRE_BATCH):  # concurrent, so they commit in groups
             released += sum(
-                await asyncio.gather(*(self.release(gid, "expired") for gid in stale[i : i + EXPIRE_BATCH]))
+                await asyncio.gather(
+                    *(self.release(gid, ReleaseReason.RELEASE_REASON_EXPIRED) for gid in stale[i : i + EXPIRE_BATCH])
+                )
             )
         return released
 
@@ -376,21 +365,24 @@ class Ledger:
         return await self._db.run(lambda conn: list(conn.execute(query)), write=False)
 
 
+def release_note(reason: ReleaseReason.ValueType, detail: str = "") -> str:
+    """What a release row's note says: "not dispatched", "failed: provider_error", "expired"..."""
+    if reason == ReleaseReason.RELEASE_REASON_UNSPECIFIED:
+        name = "released"
+    else:
+        name = ReleaseReason.Name(reason).removeprefix("RELEASE_REASON_").lower().replace("_", " ")
+    return f"{name}: {detail}" if detail else name
+
+
 def _find_tx(generation: gen.Generation, conn: Connection) -> Reservation | None:
-    """An earlier reservation of the same generation id or idempotency key."""
+    """An earlier reservation of the same generation id (a repeated call)."""
     row = conn.execute(_BY_ID, {"gid": generation.id}).first()
-    if row is None and generation.idempotency_key:
-        row = conn.execute(
-            _BY_IDEMPOTENCY_KEY, {"account": generation.account_id, "idem": generation.idempotency_key}
-        ).first()
     if row is None:
         return None
     tariff = gen.Tariff.FromString(row.tariff)
-    total = gen.Cost(tokens=row.reserved_tokens, usd_micros=row.reserved_usd_micros)
-    if row.generation_id == generation.id:
-        return Reservation(total, tariff.per_image, tariff)  # the same call, repeated
-    existing = gen.Generation.FromString(row.snapshot) if row.snapshot else gen.Generation(id=row.generation_id)
-    return Reservation(total, tariff.per_image, tariff, existing=existing)
+    return Reservation(
+        gen.Cost(tokens=row.reserved_tokens, usd_micros=row.reserved_usd_micros), tariff.per_image, tariff
+    )
 
 
 def _capture_tx(
@@ -425,9 +417,8 @@ def _capture_tx(
     return _Settled(charged, refund)
 
 
-def _release_tx(generation_id: str, reason: str, now: int, conn: Connection) -> _Settled | None:
-    release = _RELEASE_UNDISPATCHED if reason == "not dispatched" else _RELEASE
-    row = conn.execute(release, {"gid": generation_id, "now": now}).first()
+def _release_tx(generation_id: str, note: str, now: int, conn: Connection) -> _Settled | None:
+    row = conn.execute(_RELEASE, {"gid": generation_id, "now": now}).first()
     if row is None:  # unknown, or settled before: the first terminal state won
         return None
     after = conn.execute(_ADD, {"account": row.account_id, "tokens": row.reserved_tokens}).scalar_one()
@@ -442,7 +433,7 @@ def _release_tx(generation_id: str, reason: str, now: int, conn: Connection) -> 
             now,
             api_key_id=row.api_key_id,
             model=row.model,
-            note=reason[:500],
+            note=note[:500],
         ),
     )
     return _Settled(row.reserved_tokens, row.reserved_tokens)

@@ -1,5 +1,3 @@
-from sqlalchemy import text
-
 from bus import EVENTS_TOPIC, Producer, ensure_topics
 from bus.topics import dlq_spec, events_spec
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
@@ -10,7 +8,8 @@ from pricing.plans import Plans
 from pricing.prices import PriceTable
 from pricing.servicer import PricingServicer
 from pricing.settings import PricingSettings
-from pricing.settle import Expirer, settlement_consumer
+from pricing.settle import settlement_consumer
+from svckit.periodic import Periodic
 from svckit.server import GrpcService
 
 
@@ -25,7 +24,10 @@ async def serve(settings: PricingSettings) -> None:
     )
     producer = Producer(settings.kafka_bootstrap_servers, client_id="pricing")  # dead letters of the settler
     settler = settlement_consumer(ledger, producer, settings.kafka_bootstrap_servers, settings.pricing_ledger_group)
-    expirer = Expirer(ledger, settings.pricing_reservation_ttl_seconds)
+    # Reservations that outlived the TTL belong to generations that never ended (a submit
+    # never dispatched, a job lost): give them back.
+    ttl_ms = int(settings.pricing_reservation_ttl_seconds * 1000)
+    expirer = Periodic("expire reservations", lambda: ledger.expire(ttl_ms), 60.0, done="released expired reservations")
 
     async def prepare_database() -> None:
         await migrate(db)
@@ -34,10 +36,6 @@ async def serve(settings: PricingSettings) -> None:
     async def create_topics() -> None:
         specs = [events_spec(settings.kafka_partitions), dlq_spec(EVENTS_TOPIC)]
         await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
-
-    async def database_answers() -> bool:
-        await db.run(lambda conn: conn.execute(text("SELECT 1")).scalar(), write=False)
-        return True
 
     async def stop() -> None:
         await expirer.stop()
@@ -51,6 +49,6 @@ async def serve(settings: PricingSettings) -> None:
     service.on_start(settler.start)
     service.on_start(expirer.start)
     service.on_stop(stop)
-    service.readiness_check(database_answers)
+    service.readiness_check(db.answers)
     service.readiness_check(producer.is_connected)
     await service.run()

@@ -123,15 +123,12 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         self, request: pb.ReserveGenerationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReserveGenerationResponse:
         r = await self._run(context, self._ledger.reserve(request.generation))
-        out = pb.ReserveGenerationResponse(total=r.total, per_image=r.per_image, tariff=r.tariff)
-        if r.existing is not None:
-            out.existing.CopyFrom(r.existing)
-        return out
+        return pb.ReserveGenerationResponse(total=r.total, per_image=r.per_image, tariff=r.tariff)
 
     async def ReleaseGeneration(
         self, request: pb.ReleaseGenerationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReleaseGenerationResponse:
-        released = await self._run(context, self._ledger.release(request.generation_id, request.reason or "released"))
+        released = await self._run(context, self._ledger.release(request.generation_id, request.reason))
         return pb.ReleaseGenerationResponse(released=released)
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext) -> pb.GetUsageResponse:

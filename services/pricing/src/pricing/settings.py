@@ -3,6 +3,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bus import KafkaServiceSettings
+from pricing.db import SCHEMA
 from pricing.plans import DEFAULT_PLANS
 from pricing.prices import DEFAULT_PRICE_TABLE
 from pricing.settle import DEFAULT_GROUP
@@ -12,7 +13,7 @@ class PricingSettings(KafkaServiceSettings):
     service_name: str = "pricing"
     grpc_port: int = 50052
     # SQLAlchemy URL: a SQLite file by default; postgresql+asyncpg://... for several replicas.
-    pricing_database_url: str = "sqlite+aiosqlite:///.run/pricing.db"
+    pricing_database_url: str = SCHEMA.default_url
     # Development keys: `key` or `key@account`, comma-separated (`make up` creates one).
     pricing_dev_api_key: SecretStr
     # Balance a development account starts with (tokens).

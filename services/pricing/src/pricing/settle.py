@@ -11,15 +11,10 @@ are skipped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from bus import EVENTS_TOPIC, Consumer, EventHeaders, Producer, Record, is_terminal
 from pixelmesh.events.v1 import events_pb2
 from pricing.ledger import Ledger
-from svckit.logging import get_logger
 
-log = get_logger(__name__)
 DEFAULT_GROUP = "pixelmesh-pricing-ledger"
 
 
@@ -55,32 +50,3 @@ def settlement_consumer(
         client_id="pricing-ledger",
         accept=settles,  # no max_delay_seconds: an open reservation counts against the key's concurrency
     )
-
-
-class Expirer:
-    """Releases reservations that outlived the TTL: generations that never ended (a
-    submit never dispatched, a job lost). Checked every `interval` seconds."""
-
-    def __init__(self, ledger: Ledger, ttl_seconds: float, interval: float = 60.0) -> None:
-        self._ledger = ledger
-        self._ttl_ms = int(ttl_seconds * 1000)
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="expire reservations")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                if expired := await self._ledger.expire(self._ttl_ms):
-                    log.warning("released expired reservations", count=expired)
-            except Exception as exc:  # the database may be briefly away; try again later
-                log.error("expiring reservations failed", error=repr(exc))
-            await asyncio.sleep(self._interval)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from pricing.database import Database
 from pricing.db import ledger_entries
 from pricing.limits import DAY_MS
+from sqlstore import Database
 from svckit.errors import invalid
 
 MAX_DAYS = 366

@@ -5,10 +5,13 @@ from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.catalog import Catalog
 from routing.fallback import FALLBACK_GROUP, FallbackHandler, reports_outcome
+from routing.idempotency import SCHEMA, IdempotencyStore
 from routing.routes import CircuitBreaker, RoutePlanner
 from routing.servicer import RoutingServicer
 from routing.settings import RoutingSettings
+from sqlstore import open_database
 from svckit.grpc_client import channel, is_serving
+from svckit.periodic import Periodic
 from svckit.server import GrpcService
 
 
@@ -20,7 +23,12 @@ async def serve(settings: RoutingSettings) -> None:
     planner = RoutePlanner(
         CircuitBreaker(settings.routing_circuit_failure_threshold, settings.routing_circuit_open_seconds)
     )
-    servicer = RoutingServicer(catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer, planner)
+    db = open_database(settings.routing_database_url)
+    keys = IdempotencyStore(db, settings.routing_idempotency_ttl_seconds)
+    pruner = Periodic("prune idempotency keys", keys.prune, 600.0, done="pruned expired idempotency keys")
+    servicer = RoutingServicer(
+        catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer, planner, keys
+    )
     fallback = Consumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=EVENTS_TOPIC,
@@ -47,14 +55,19 @@ async def serve(settings: RoutingSettings) -> None:
         await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
 
     async def stop() -> None:
+        await pruner.stop()
         await fallback.stop()
         await producer.stop()
         await pricing_channel.close()
+        await db.close()
 
+    service.on_start(lambda: SCHEMA.migrate(db))
+    service.on_start(pruner.start)
     service.on_start(create_topics)
     service.on_start(producer.start)
     service.on_start(fallback.start)
     service.on_stop(stop)
+    service.readiness_check(db.answers)
     service.readiness_check(producer.is_connected)
     service.readiness_check(lambda: is_serving(pricing_channel))
     await service.run()

@@ -10,10 +10,12 @@ from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topi
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
+from pixelmesh.pricing.v1.pricing_service_pb2 import ReleaseReason
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.admission import admit, validate
 from routing.catalog import Catalog
+from routing.idempotency import IdempotencyStore
 from routing.routes import RoutePlanner, routes_for
 from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
 from svckit.logging import get_logger
@@ -37,28 +39,37 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         pricing: pricing_service_pb2_grpc.PricingServiceStub,
         producer: Producer,
         planner: RoutePlanner,
+        keys: IdempotencyStore,
     ) -> None:
         self._catalog = catalog
         self._planner = planner
         self._pricing = pricing
         self._producer = producer
+        self._keys = keys
 
     async def SubmitGeneration(
         self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.Operation:
         try:
-            generation, reservation = await self._admit(request)
-            if reservation.HasField("existing"):  # a retry with the same Idempotency-Key
+            generation = self._admit(request)
+            if generation.idempotency_key and (earlier := await self._keys.claim(generation)) is not None:
                 await context.send_initial_metadata(((REPLAYED_METADATA, "true"),))
-                return operation_for(reservation.existing)
-            await self._dispatch(generation)
+                return operation_for(earlier)
+            try:
+                await self._reserve(generation)
+                if generation.idempotency_key:
+                    await self._keys.record(generation)
+                await self._dispatch(generation)
+            except BaseException:
+                if generation.idempotency_key:  # never dispatched: the client may retry with its key
+                    await self._keys.forget(generation)
+                raise
         except GatewayError as err:
             await abort_with(context, err)
         return operation_for(generation)
 
-    async def _admit(
-        self, request: pb.SubmitGenerationRequest
-    ) -> tuple[gen.Generation, pricing_service_pb2.ReserveGenerationResponse]:
+    def _admit(self, request: pb.SubmitGenerationRequest) -> gen.Generation:
+        """The catalog's checks and the routes: the generation as it will be queued, not yet priced."""
         params = request.params
         entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
@@ -79,19 +90,21 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         generation.routes.extend(routes)
         first = generation.attempts.add(number=1, provider=provider)
         first.start_time.CopyFrom(generation.create_time)
-        # Pricing quotes it, checks the key's limits and the balance, and holds the cost.
         generation.idempotency_key = request.idempotency_key
+        span = trace.get_current_span()
+        span.set_attribute("pixelmesh.generation.id", generation.id)
+        span.set_attribute("pixelmesh.model", entry.id)
+        span.set_attribute("pixelmesh.provider", provider)
+        return generation
+
+    async def _reserve(self, generation: gen.Generation) -> None:
+        """Pricing quotes it, checks the key's limits and the balance, and holds the cost."""
         with rpc_errors():
             reservation = await self._pricing.ReserveGeneration(
                 pricing_service_pb2.ReserveGenerationRequest(generation=generation), timeout=10
             )
         generation.cost.CopyFrom(reservation.total)
         generation.tariff.CopyFrom(reservation.tariff)
-        span = trace.get_current_span()
-        span.set_attribute("pixelmesh.generation.id", generation.id)
-        span.set_attribute("pixelmesh.model", entry.id)
-        span.set_attribute("pixelmesh.provider", provider)
-        return generation, reservation
 
     async def _dispatch(self, generation: gen.Generation) -> None:
         """QUEUED state (so status knows it) and the job for the provider pool, in this order
@@ -125,7 +138,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         pricing also releases reservations that outlive their TTL)."""
         try:
             await self._pricing.ReleaseGeneration(
-                pricing_service_pb2.ReleaseGenerationRequest(generation_id=generation_id, reason="not dispatched"),
+                pricing_service_pb2.ReleaseGenerationRequest(
+                    generation_id=generation_id, reason=ReleaseReason.RELEASE_REASON_NOT_DISPATCHED
+                ),
                 timeout=5,
             )
         except Exception as exc:

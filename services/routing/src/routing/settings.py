@@ -2,6 +2,7 @@ from pathlib import Path
 
 from bus import KafkaServiceSettings
 from routing.catalog import DEFAULT_CATALOG
+from routing.idempotency import SCHEMA
 
 
 class RoutingSettings(KafkaServiceSettings):
@@ -11,6 +12,11 @@ class RoutingSettings(KafkaServiceSettings):
     # Comma-separated provider pools that have workers (e.g. "local,openai,bfl").
     routing_providers: str = "local"
     routing_catalog: Path = DEFAULT_CATALOG
+    # SQLAlchemy URL of routing's own store (idempotency keys): a SQLite file by default;
+    # postgresql+asyncpg://... when routing runs as several replicas (they must share it).
+    routing_database_url: str = SCHEMA.default_url
+    # How long an Idempotency-Key returns the generation it made (then it makes a new one).
+    routing_idempotency_ttl_seconds: float = 24 * 3600
     # A provider's circuit opens after this many consecutive retryable failures...
     routing_circuit_failure_threshold: int = 5
     # ...and lets a probe through again after this long.

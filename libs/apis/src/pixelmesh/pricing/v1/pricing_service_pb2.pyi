@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pixelmesh.common.v1 import generation_pb2 as _generation_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ReleaseReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReleaseReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReleaseReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RELEASE_REASON_UNSPECIFIED: _ReleaseReason.ValueType  # 0
+    RELEASE_REASON_NOT_DISPATCHED: _ReleaseReason.ValueType  # 1
+    """Admitted, but routing could not put the job on the queue."""
+    RELEASE_REASON_FAILED: _ReleaseReason.ValueType  # 2
+    """The generation failed (the note adds its error code)."""
+    RELEASE_REASON_CANCELLED: _ReleaseReason.ValueType  # 3
+    RELEASE_REASON_EXPIRED: _ReleaseReason.ValueType  # 4
+    """Still open after the reservation TTL: the generation never ended."""
+
+class ReleaseReason(_ReleaseReason, metaclass=_ReleaseReasonEnumTypeWrapper):
+    """Why a reservation was given back (the ledger's release row notes it)."""
+
+RELEASE_REASON_UNSPECIFIED: ReleaseReason.ValueType  # 0
+RELEASE_REASON_NOT_DISPATCHED: ReleaseReason.ValueType  # 1
+"""Admitted, but routing could not put the job on the queue."""
+RELEASE_REASON_FAILED: ReleaseReason.ValueType  # 2
+"""The generation failed (the note adds its error code)."""
+RELEASE_REASON_CANCELLED: ReleaseReason.ValueType  # 3
+RELEASE_REASON_EXPIRED: ReleaseReason.ValueType  # 4
+"""Still open after the reservation TTL: the generation never ended."""
+Global___ReleaseReason: _TypeAlias = ReleaseReason  # noqa: Y015
 
 @_typing.final
 class AuthenticateRequest(_message.Message):
@@ -212,8 +241,8 @@ class ReserveGenerationRequest(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def generation(self) -> _generation_pb2.Generation:
-        """The admitted generation (QUEUED): id, account, key, model, resolved params and the
-        client's idempotency key.
+        """The admitted generation (QUEUED): id, account, key, model and resolved params. A
+        repeated call with the same generation id reserves nothing more and gets the same answer.
         """
 
     def __init__(
@@ -236,30 +265,22 @@ class ReserveGenerationResponse(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     PER_IMAGE_FIELD_NUMBER: _builtins.int
     TARIFF_FIELD_NUMBER: _builtins.int
-    EXISTING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def total(self) -> _generation_pb2.Cost: ...
     @_builtins.property
     def per_image(self) -> _generation_pb2.Cost: ...
     @_builtins.property
     def tariff(self) -> _generation_pb2.Tariff: ...
-    @_builtins.property
-    def existing(self) -> _generation_pb2.Generation:
-        """Set when the account already used this idempotency key: the generation admitted
-        then, as it was admitted. Nothing new was reserved; do not dispatch again.
-        """
-
     def __init__(
         self,
         *,
         total: _generation_pb2.Cost | None = ...,
         per_image: _generation_pb2.Cost | None = ...,
         tariff: _generation_pb2.Tariff | None = ...,
-        existing: _generation_pb2.Generation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "per_image", b"per_image", "tariff", b"tariff", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["per_image", b"per_image", "tariff", b"tariff", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "per_image", b"per_image", "tariff", b"tariff", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["per_image", b"per_image", "tariff", b"tariff", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -272,12 +293,12 @@ class ReleaseGenerationRequest(_message.Message):
     GENERATION_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     generation_id: _builtins.str
-    reason: _builtins.str
+    reason: Global___ReleaseReason.ValueType
     def __init__(
         self,
         *,
         generation_id: _builtins.str = ...,
-        reason: _builtins.str = ...,
+        reason: Global___ReleaseReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -632,7 +653,9 @@ class CreditAccountRequest(_message.Message):
     account_id: _builtins.str
     tokens: _builtins.int
     reference: _builtins.str
-    """A retried credit with the same reference is applied once. Empty: a new reference."""
+    """A retried credit with the same reference is applied once. References are the
+    account's own: another account's use of the same one does not matter. Empty: a new one.
+    """
     note: _builtins.str
     def __init__(
         self,
@@ -657,7 +680,7 @@ class CreditAccountResponse(_message.Message):
     BALANCE_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
     applied: _builtins.bool
-    """False when the reference was already applied."""
+    """False when this account's reference was already applied: nothing was added."""
     @_builtins.property
     def balance(self) -> Global___Balance: ...
     def __init__(

@@ -138,7 +138,7 @@ class PricingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseGeneration(self, request, context):
-        """Gives a reservation back (the generation was never dispatched). Idempotent.
+        """Gives a reservation back (e.g. the generation was never dispatched). Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,7 +174,7 @@ class PricingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreditAccount(self, request, context):
-        """admin: adds tokens to an account's balance (idempotent by reference).
+        """admin: adds tokens to an account's balance (idempotent by the account's reference).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,7 +49,7 @@ class PricingServiceStub:
     or FAILED_PRECONDITION (insufficient_balance) when it may not run.
     """
     ReleaseGeneration: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ReleaseGenerationRequest, _pricing_service_pb2.ReleaseGenerationResponse]
-    """Gives a reservation back (the generation was never dispatched). Idempotent."""
+    """Gives a reservation back (e.g. the generation was never dispatched). Idempotent."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.GetUsageRequest, _pricing_service_pb2.GetUsageResponse]
     """Spend per day, model and key of one account: the caller's (API key in the
     `authorization: Bearer` metadata) or, with the admin token, any account.
@@ -61,7 +61,7 @@ class PricingServiceStub:
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.RevokeApiKeyRequest, _pricing_service_pb2.RevokeApiKeyResponse]
     """admin: the key stops working at once."""
     CreditAccount: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.CreditAccountRequest, _pricing_service_pb2.CreditAccountResponse]
-    """admin: adds tokens to an account's balance (idempotent by reference)."""
+    """admin: adds tokens to an account's balance (idempotent by the account's reference)."""
     GetBalance: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.GetBalanceRequest, _pricing_service_pb2.GetBalanceResponse]
     """admin"""
     ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_pricing_service_pb2.ListLedgerEntriesRequest, _pricing_service_pb2.ListLedgerEntriesResponse]
@@ -88,7 +88,7 @@ class PricingServiceAsyncStub(PricingServiceStub):
     or FAILED_PRECONDITION (insufficient_balance) when it may not run.
     """
     ReleaseGeneration: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ReleaseGenerationRequest, _pricing_service_pb2.ReleaseGenerationResponse]  # type: ignore[assignment]
-    """Gives a reservation back (the generation was never dispatched). Idempotent."""
+    """Gives a reservation back (e.g. the generation was never dispatched). Idempotent."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.GetUsageRequest, _pricing_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Spend per day, model and key of one account: the caller's (API key in the
     `authorization: Bearer` metadata) or, with the admin token, any account.
@@ -100,7 +100,7 @@ class PricingServiceAsyncStub(PricingServiceStub):
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.RevokeApiKeyRequest, _pricing_service_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
     """admin: the key stops working at once."""
     CreditAccount: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.CreditAccountRequest, _pricing_service_pb2.CreditAccountResponse]  # type: ignore[assignment]
-    """admin: adds tokens to an account's balance (idempotent by reference)."""
+    """admin: adds tokens to an account's balance (idempotent by the account's reference)."""
     GetBalance: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.GetBalanceRequest, _pricing_service_pb2.GetBalanceResponse]  # type: ignore[assignment]
     """admin"""
     ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_pricing_service_pb2.ListLedgerEntriesRequest, _pricing_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
@@ -154,7 +154,7 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pricing_service_pb2.ReleaseGenerationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_service_pb2.ReleaseGenerationResponse, _abc.Awaitable[_pricing_service_pb2.ReleaseGenerationResponse]]:
-        """Gives a reservation back (the generation was never dispatched). Idempotent."""
+        """Gives a reservation back (e.g. the generation was never dispatched). Idempotent."""
 
     @_abc_1.abstractmethod
     def GetUsage(
@@ -196,7 +196,7 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pricing_service_pb2.CreditAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_service_pb2.CreditAccountResponse, _abc.Awaitable[_pricing_service_pb2.CreditAccountResponse]]:
-        """admin: adds tokens to an account's balance (idempotent by reference)."""
+        """admin: adds tokens to an account's balance (idempotent by the account's reference)."""
 
     @_abc_1.abstractmethod
     def GetBalance(
