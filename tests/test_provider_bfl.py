@@ -50,7 +50,7 @@ def settings(url: str, key: str = KEY, **extra) -> BflSettings:
 
 @pytest.fixture
 async def bfl(emulator, control):
-    provider = BflProvider(settings(emulator.url))
+    provider = BflProvider.build(settings(emulator.url))
     yield provider
     await provider.close()
 
@@ -189,7 +189,7 @@ async def test_negative_prompts_are_refused_not_dropped(bfl, control) -> None:
 
 
 async def test_a_wrong_key_is_a_provider_auth_error_that_never_shows_the_key(emulator, control) -> None:
-    provider = BflProvider(settings(emulator.url, key="bfl-wrong-key-9c1d"))
+    provider = BflProvider.build(settings(emulator.url, key="bfl-wrong-key-9c1d"))
     try:
         err = await fails(provider, generation("flux-dev"))
     finally:
@@ -233,7 +233,7 @@ async def test_a_down_upstream_fails_retryably_within_the_budget(bfl, control) -
 
 async def test_a_job_past_its_timeout_is_a_retryable_timeout(emulator, control) -> None:
     control.faults(job_seconds=30)
-    provider = BflProvider(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
+    provider = BflProvider.build(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
         started = time.monotonic()
         err = await fails(provider, generation("flux-dev"))

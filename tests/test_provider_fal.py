@@ -49,7 +49,7 @@ def settings(url: str, key: str = KEY, **extra) -> FalSettings:
 
 @pytest.fixture
 async def fal(emulator, control):
-    provider = FalProvider(settings(emulator.url))
+    provider = FalProvider.build(settings(emulator.url))
     yield provider
     await provider.close()
 
@@ -134,7 +134,7 @@ async def test_input_the_schema_refuses_is_an_invalid_request(fal, control) -> N
 
 
 async def test_a_wrong_key(emulator, control) -> None:
-    provider = FalProvider(settings(emulator.url, key="fal-wrong:key-0f"))
+    provider = FalProvider.build(settings(emulator.url, key="fal-wrong:key-0f"))
     try:
         err = await fails(provider, generation("flux-dev"))
     finally:
@@ -182,7 +182,7 @@ async def test_cancel_while_queued_reaches_fal(fal, control) -> None:
 
 async def test_a_timed_out_request_is_cancelled(emulator, control) -> None:
     control.faults(job_seconds=30)
-    provider = FalProvider(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
+    provider = FalProvider.build(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
         err = await fails(provider, generation("flux-dev"))
     finally:

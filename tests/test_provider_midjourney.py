@@ -8,9 +8,11 @@ import functools
 import threading
 import time
 
+import grpc
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.status.v1 import status_service_pb2
 from svckit.errors import ErrorCode
 from tests.emulators import midjourney as mj_emulator
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
@@ -40,13 +42,15 @@ def emulators():
 
 
 class Parents:
-    """Parent generations as the status service would return them (filled by the tests)."""
+    """The status service's GetGeneration, over parent generations the tests fill in."""
 
     def __init__(self) -> None:
         self.known: dict[str, gen.Generation] = {}
 
-    async def __call__(self, generation_id: str) -> gen.Generation | None:
-        return self.known.get(generation_id)
+    async def GetGeneration(self, request, timeout: float):  # noqa: N802 (the stub's name)
+        if request.generation_id not in self.known:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata())
+        return status_service_pb2.GetGenerationResponse(generation=self.known[request.generation_id])
 
     def succeeded(self, g: gen.Generation, upstream_id: str, buttons) -> gen.Generation:
         done = gen.Generation()
@@ -78,7 +82,7 @@ async def mj(request, emulators):
     control = Control(emulators[flavor].url)
     control.reset()
     parents = Parents()
-    provider = MidjourneyProvider(settings(emulators[flavor].url, flavor), parents=parents)
+    provider = MidjourneyProvider.build(settings(emulators[flavor].url, flavor), status=parents)
     provider.flavor, provider.control, provider.parents, provider.server = flavor, control, parents, emulators[flavor]
     yield provider
     await provider.close()
@@ -261,7 +265,7 @@ async def test_a_failed_task_is_a_retryable_provider_error(mj) -> None:
 
 
 async def test_a_wrong_secret_is_the_operators_problem(mj) -> None:
-    provider = MidjourneyProvider(settings(mj.server.url, mj.flavor, key="mj-wrong-secret-0a9e"), parents=mj.parents)
+    provider = MidjourneyProvider.build(settings(mj.server.url, mj.flavor, key="mj-wrong-secret-0a9e"), status=mj.parents)
     try:
         err = await fails(provider, generation("midjourney-v6", size="1:1"))
     finally:
@@ -302,7 +306,7 @@ async def test_cancel_reaches_trueai_and_is_a_no_op_on_novicezk(mj) -> None:
 
 async def test_a_job_past_its_timeout(mj) -> None:
     mj.control.faults(job_seconds=30)
-    provider = MidjourneyProvider(settings(mj.server.url, mj.flavor, WORKER_JOB_TIMEOUT_SECONDS=0.4), parents=mj.parents)
+    provider = MidjourneyProvider.build(settings(mj.server.url, mj.flavor, WORKER_JOB_TIMEOUT_SECONDS=0.4), status=mj.parents)
     try:
         err = await fails(provider, generation("midjourney-v6", size="1:1"))
     finally:
@@ -328,7 +332,7 @@ async def test_a_full_queue_is_waited_out(emulators) -> None:
     control = Control(server.url)
     control.reset()
     control.faults(job_seconds=0.4)
-    provider = MidjourneyProvider(settings(server.url, "novicezk"))
+    provider = MidjourneyProvider.build(settings(server.url, "novicezk"))
     try:
         results = await asyncio.gather(*(provider.generate(generation("midjourney-v6", f"job {i}", size="1:1"), Recorder().progress)
                                          for i in range(2)))
@@ -336,7 +340,7 @@ async def test_a_full_queue_is_waited_out(emulators) -> None:
         assert len(control.calls("POST", "/mj/submit/imagine")) > 2  # code 23 answered, then retried
         control.reset()
         control.faults(job_seconds=30)
-        await provider._submit("/mj/submit/imagine", {"prompt": "holds the only slot"})
+        await provider.submit(("", "/mj/submit/imagine", {"prompt": "holds the only slot"}))
         err = await fails(provider, generation("midjourney-v6", "waits in vain", size="1:1"))
         assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True) and "queue is full" in err.message
     finally:
@@ -348,7 +352,7 @@ async def test_many_long_jobs_share_the_event_loop(emulators) -> None:
     server = emulators["novicezk"]
     Control(server.url).reset()
     Control(server.url).faults(job_seconds=1.0)
-    provider = MidjourneyProvider(settings(server.url, "novicezk", WORKER_POLL_INTERVAL_SECONDS=0.2, WORKER_POLL_MAX_INTERVAL_SECONDS=0.5))
+    provider = MidjourneyProvider.build(settings(server.url, "novicezk", WORKER_POLL_INTERVAL_SECONDS=0.2, WORKER_POLL_MAX_INTERVAL_SECONDS=0.5))
     peak = threading.active_count()
     try:
         started = time.monotonic()

@@ -14,7 +14,6 @@ from tests.support.ports import free_port
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
 from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
 from worker.providers import ProviderError
-from worker.providers.polling import Fanout
 from worker.providers.replicate import MODELS, ReplicateProvider, ReplicateSettings
 
 TOKEN = "r8_test_token_3b7e"
@@ -49,7 +48,7 @@ def settings(url: str, token: str = TOKEN, **extra) -> ReplicateSettings:
 
 @pytest.fixture
 async def replicate(emulator, control):
-    provider = ReplicateProvider(settings(emulator.url))
+    provider = ReplicateProvider.build(settings(emulator.url))
     yield provider
     await provider.close()
 
@@ -57,7 +56,7 @@ async def replicate(emulator, control):
 @pytest.fixture
 async def polling(emulator, control):
     """Without Prefer: wait, so every prediction is polled."""
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0))
     yield provider
     await provider.close()
 
@@ -135,7 +134,7 @@ async def test_a_slow_prediction_is_polled_with_progress_from_its_logs(polling, 
 
 async def test_prefer_wait_shorter_than_the_job_falls_back_to_polling(emulator, control) -> None:
     control.faults(job_seconds=1.5)
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=1))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=1))
     try:
         result = await provider.generate(generation("flux-1.1-pro"), Recorder().progress)
     finally:
@@ -156,13 +155,13 @@ async def test_failed_predictions(replicate, control, prompt, code, retryable) -
 
 async def test_input_validation_errors_are_invalid_requests(replicate, control) -> None:
     with pytest.raises(ProviderError) as exc:
-        await replicate._predict(MODELS["flux-dev"], {"prompt": "x", "num_outputs": 9}, 0, Fanout(Recorder().progress, 1))
+        await replicate.submit((MODELS["flux-dev"], {"prompt": "x", "num_outputs": 9}))
     assert exc.value.code is ErrorCode.INVALID_REQUEST and "num_outputs" in exc.value.message
     assert len(control.calls("POST")) == 1
 
 
 async def test_an_unknown_sdxl_version_is_the_routes_problem(emulator, control) -> None:
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_SDXL_VERSION="0" * 64))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_SDXL_VERSION="0" * 64))
     try:
         err = await fails(provider, generation("stable-diffusion-xl", width=1152, height=896))
     finally:
@@ -176,7 +175,7 @@ async def test_negative_prompts_on_flux_are_refused_before_any_call(replicate, c
 
 
 async def test_a_wrong_token(emulator, control) -> None:
-    provider = ReplicateProvider(settings(emulator.url, token="r8_wrong_token_55aa"))
+    provider = ReplicateProvider.build(settings(emulator.url, token="r8_wrong_token_55aa"))
     try:
         err = await fails(provider, generation("flux-dev"))
     finally:
@@ -232,7 +231,7 @@ async def test_a_prediction_canceled_elsewhere_fails_the_attempt(polling, contro
 
 async def test_a_timed_out_prediction_is_canceled_upstream(emulator, control) -> None:
     control.faults(job_seconds=30)
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0, WORKER_JOB_TIMEOUT_SECONDS=0.4))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
         err = await fails(provider, generation("flux-dev"))
     finally:
