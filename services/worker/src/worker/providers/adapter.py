@@ -137,20 +137,26 @@ class Provider(ABC):
         return cls(Context(settings, http, inputs, status))
 
     @classmethod
-    def connect(cls, settings: Any, *, timeout: float | None = None, max_connections: int | None = None) -> Upstream:
+    def connect(cls, settings: Any) -> Upstream:
         """The HTTP client to the upstream: its base URL, `headers` on every call, the key
         scrubbed from every error, `classify` before the generic mapping."""
         key = settings.api_key.get_secret_value()
+        timeout, connections = cls.limits(settings)
         return Upstream(
             cls.name,
             settings.base_url,
             headers=cls.headers(settings),
             secret=key,
             retry=settings.retry_policy(),
-            timeout=timeout or settings.request_timeout_seconds,
+            timeout=timeout,
             classify=cls.classify,
-            max_connections=max_connections or cls.max_connections,
+            max_connections=connections,
         )
+
+    @classmethod
+    def limits(cls, settings: Any) -> tuple[float, int]:
+        """(one HTTP request's timeout, connections to the upstream)."""
+        return settings.request_timeout_seconds, cls.max_connections
 
     @staticmethod
     def headers(settings: Any) -> dict[str, str]:

@@ -25,7 +25,7 @@ class LocalProvider(Provider):
     name = "local"
 
     @classmethod
-    def connect(cls, settings: UpstreamSettings, **_: object) -> Upstream:
+    def connect(cls, settings: UpstreamSettings) -> Upstream:
         return Upstream(cls.name, "", retry=settings.retry_policy(), timeout=settings.request_timeout_seconds)
 
     async def _read_inputs(self, params: gen.GenerationParams) -> tuple[list[bytes], bytes | None]:

@@ -24,7 +24,6 @@ from worker.providers.input_images import images_of
 from worker.providers.polling import POLL_CONNECTIONS, Poll, PollingProvider, Task, percent_of
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import fit, nearest_ratio
-from worker.providers.upstream import Upstream
 
 FLUX_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 KONTEXT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2"]
@@ -141,14 +140,10 @@ class ReplicateProvider(PollingProvider):
         self._host = httpx.URL(self.settings.base_url).host
 
     @classmethod
-    def connect(cls, settings: ReplicateSettings, **_: object) -> Upstream:
+    def limits(cls, settings: ReplicateSettings) -> tuple[float, int]:
         # Prefer: wait holds a connection (and the request) for the whole wait.
         wait = settings.prefer_wait_seconds
-        return super().connect(
-            settings,
-            timeout=max(settings.request_timeout_seconds, wait + 15),
-            max_connections=64 if wait else POLL_CONNECTIONS,
-        )
+        return max(settings.request_timeout_seconds, wait + 15), 64 if wait else POLL_CONNECTIONS
 
     @staticmethod
     def headers(settings: ReplicateSettings) -> dict[str, str]:
