@@ -54,10 +54,17 @@ class Recorder:
 
 
 class Storage:
-    """The storage service's GetImage over a dict of object key -> bytes."""
+    """The storage service over a dict of object key -> bytes: GetImage, and PutImage
+    (which stores nothing and answers the generation's first key)."""
 
-    def __init__(self, stored: dict[str, bytes]) -> None:
-        self.stored = stored
+    def __init__(self, stored: dict[str, bytes] | None = None) -> None:
+        self.stored = stored or {}
+
+    async def PutImage(self, parts, timeout: float) -> storage_pb.PutImageResponse:  # noqa: N802, ANN001
+        header = None
+        async for part in parts:
+            header = header or part.header
+        return storage_pb.PutImageResponse(image=gen.ImageRef(object_key=f"days-7/{header.generation_id}/0.png"))
 
     def GetImage(
         self, request: storage_pb.GetImageRequest, timeout: float

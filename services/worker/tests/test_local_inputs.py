@@ -78,7 +78,7 @@ generation = functools.partial(generation_of, width=64, height=64, seed=4, quali
 
 
 def local(stored: dict[str, bytes] | None = None) -> LocalProvider:
-    return LocalProvider.build(UpstreamSettings(), storage=Storage(stored or {}))
+    return LocalProvider.build(UpstreamSettings(), storage=Storage(stored))
 
 
 async def test_provider_streams_partials_then_final_images() -> None:
