@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -60,28 +59,29 @@ class JobClock:
     def __init__(self, provider: str, settings: UpstreamSettings, *, eta_seconds: float = 0) -> None:
         self._provider = provider
         self._settings = settings
-        self._timeout = settings.job_timeout_seconds
-        self.deadline = time.monotonic() + settings.job_timeout_seconds
-        self._interval = max(
-            settings.poll_interval_seconds, min(settings.poll_max_interval_seconds, eta_seconds / ETA_FRACTION)
-        )
+        self._eta = eta_seconds
+        self._interval = 0.0  # set at the first wait: most jobs never poll
+        self.deadline = asyncio.get_running_loop().time() + settings.job_timeout_seconds
 
     async def bound(self, work: Awaitable[T]) -> T:
         """`work`, abandoned (retryably: another route may be quicker) at the deadline."""
         try:
-            async with asyncio.timeout(max(0.0, self.deadline - time.monotonic())):
+            async with asyncio.timeout_at(self.deadline):
                 return await work
         except TimeoutError:
             raise ProviderError(
                 ErrorCode.TIMEOUT,
-                f"{self._provider} did not finish the job within {self._timeout:.0f} s",
+                f"{self._provider} did not finish the job within {self._settings.job_timeout_seconds:.0f} s",
                 retryable=True,
             ) from None
 
     async def wait(self) -> None:
         """Sleep until the next poll."""
+        most = self._settings.poll_max_interval_seconds
+        if not self._interval:
+            self._interval = max(self._settings.poll_interval_seconds, min(most, self._eta / ETA_FRACTION))
         delay = self._interval * random.uniform(1 - JITTER, 1 + JITTER)
-        self._interval = min(self._settings.poll_max_interval_seconds, self._interval * GROWTH)
+        self._interval = min(most, self._interval * GROWTH)
         await asyncio.sleep(delay)
 
 
