@@ -12,8 +12,8 @@ from PIL import Image
 from pixelmesh.common.v1 import generation_pb2 as gen
 from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
-from worker.providers import JobClock, Progress, ProviderError
-from worker.providers.adapter import all_or_first_error
+from worker.providers import Progress, ProviderError
+from worker.providers.adapter import JobClock, all_or_first_error
 from worker.providers.detail import detail_message
 from worker.providers.images import deliver
 from worker.providers.polling import Fanout, percent_of

@@ -8,7 +8,7 @@ import importlib
 
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from worker.providers.adapter import Context, JobClock, Provider
+from worker.providers.adapter import Provider
 from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
 
 # name -> "module:class"
@@ -39,9 +39,7 @@ def make_provider(
 
 __all__ = [
     "PROVIDERS",
-    "Context",
     "GeneratedImage",
-    "JobClock",
     "Progress",
     "Provider",
     "ProviderError",

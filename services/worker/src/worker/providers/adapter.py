@@ -5,7 +5,8 @@ adapter's settings, the HTTP client to its upstream, the input reader (storage c
 inside) and the status client. Per job it calls `generate`, which gives the adapter's
 `run` one `JobClock`: the job's deadline (WORKER_JOB_TIMEOUT_SECONDS, the one timeout of
 every adapter) and the polling intervals. An adapter declares what differs: `name`,
-`settings_type`, `headers` (its auth), `classify` (its refusals), `run`, `cancel`.
+`settings_type`, `headers` (its auth), `classify` (its refusals), `limits` (timeout and
+connections, where they are not the shared ones), `run`, `cancel`.
 """
 
 from __future__ import annotations
