@@ -13,10 +13,7 @@ from tests.emulators import ideogram as emu
 from tests.emulators.harness import EmulatorServer
 from tests.support.ports import free_port
 from tests.support.provider_mesh import require_route, start_worker
-from tests.support.provider_jobs import (
-    FAST_RETRIES, Recorder, api_calls, generation, opened, received, reset,
-)
-from worker.providers import ProviderError
+from tests.support.provider_jobs import FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run
 from worker.providers.ideogram import IdeogramProvider, IdeogramSettings
 
 KEY = "ideogram-test-key-987654"
@@ -48,17 +45,6 @@ async def provider(server):
     p = IdeogramProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider, g):
-    rec = Recorder()
-    return await provider.generate(g, rec.progress), rec
-
-
-async def failure(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 async def test_legacy_v2_json_request_and_downloaded_results(server, provider) -> None:

@@ -19,7 +19,9 @@ from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, served_models, start_worker, store, wait_for
-from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+)
 from worker.providers import ProviderError
 from worker.providers.midjourney import MidjourneyProvider, MidjourneySettings
 
@@ -64,14 +66,10 @@ class Parents:
 
 def settings(url: str, flavor: str, key: str = KEY, **extra) -> MidjourneySettings:
     return MidjourneySettings(**{
-        "WORKER_INPUT_URLS_ALLOW_PRIVATE": True,  # the emulators serve inputs on 127.0.0.1
         "MIDJOURNEY_BASE_URL": url,
         "MIDJOURNEY_API_KEY": key,
         "MIDJOURNEY_FLAVOR": flavor,
-        "WORKER_POLL_INTERVAL_SECONDS": 0.02,
-        "WORKER_POLL_MAX_INTERVAL_SECONDS": 0.1,
-        "WORKER_RETRY_BUDGET_SECONDS": 3,
-        "WORKER_RETRY_BASE_SECONDS": 0.05,
+        **FAST_RETRIES, **EMULATED_INPUTS, **FAST_POLLS,
         **extra,
     })
 
@@ -90,12 +88,6 @@ async def mj(request, emulators):
 
 def tasks(mj) -> list[dict]:
     return mj.control.get("/_emulator/midjourney/tasks")["tasks"]
-
-
-async def fails(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 async def imagine(mj, prompt="a castle on a hill", **kw):
@@ -179,7 +171,7 @@ async def test_buttons_of_upscales_are_trueai_only(mj) -> None:
     strong = "MJ::JOB::high_variation::1::abc::SOLO" if mj.flavor == "novicezk" else upscaled.buttons[2].custom_id
     child = generation("midjourney-v6", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=up_parent.id, action=strong)
     if mj.flavor == "novicezk":
-        err = await fails(mj, child)
+        err = await failure(mj, child)
         assert err.code is ErrorCode.INVALID_REQUEST and "U1-U4" in err.message
     else:
         result = await mj.generate(child, Recorder().progress)
@@ -193,18 +185,18 @@ async def test_actions_on_parents_that_cannot_take_them(mj) -> None:
     def child(parent_id: str, action: str = "U1") -> gen.Generation:
         return generation("midjourney-v6", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=parent_id, action=action)
 
-    assert (await fails(mj, child("gen_unknown"))).code is ErrorCode.NOT_FOUND
+    assert (await failure(mj, child("gen_unknown"))).code is ErrorCode.NOT_FOUND
     other = mj.parents.succeeded(parent_gen, rec.upstream_ids[-1], parent_result.buttons)
     other.account_id = "acct_other"
-    assert (await fails(mj, child(other.id))).code is ErrorCode.NOT_FOUND
+    assert (await failure(mj, child(other.id))).code is ErrorCode.NOT_FOUND
     running = gen.Generation(id="gen_running", account_id="acct_dev", state=gen.GENERATION_STATE_RUNNING)
     mj.parents.known[running.id] = running
-    assert (await fails(mj, child(running.id))).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, child(running.id))).code is ErrorCode.INVALID_REQUEST
     local = gen.Generation(id="gen_local", account_id="acct_dev", state=gen.GENERATION_STATE_SUCCEEDED)
     local.attempts.add(number=1, provider="local")
     mj.parents.known[local.id] = local
-    assert (await fails(mj, child(local.id))).code is ErrorCode.INVALID_REQUEST
-    assert (await fails(mj, child(""))).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, child(local.id))).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, child(""))).code is ErrorCode.INVALID_REQUEST
     assert len(mj.control.calls("POST")) == calls, "nothing reached the proxy"
 
 
@@ -213,7 +205,7 @@ async def test_a_parent_task_the_proxy_forgot_is_not_found(mj) -> None:
     parent = mj.parents.succeeded(parent_gen, rec.upstream_ids[-1], parent_result.buttons)
     mj.control.reset()  # the proxy lost its tasks (restart, expiry)
     child = generation("midjourney-v6", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=parent.id, action="U1")
-    err = await fails(mj, child)
+    err = await failure(mj, child)
     assert err.code is ErrorCode.NOT_FOUND and not err.retryable
 
 
@@ -225,7 +217,7 @@ async def test_blend(mj) -> None:
     assert task["action"] == "BLEND" and task["body"]["dimensions"] == "PORTRAIT" and len(task["body"]["base64Array"]) == 3
     assert image_info(result.images[0].data)[1:] == (342, 512) and len(result.buttons) == 9
     one = generation("midjourney-v6", "", kind=gen.GENERATION_KIND_BLEND, input_images=images[:1])
-    assert (await fails(mj, one)).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, one)).code is ErrorCode.INVALID_REQUEST
     assert len(tasks(mj)) == 1
 
 
@@ -252,7 +244,7 @@ async def test_describe_of_inline_base64(mj) -> None:
 
 
 async def test_banned_prompts_are_content_policy_without_retry(mj) -> None:
-    err = await fails(mj, generation("midjourney-v6", f"a {REFUSED_WORD} thing", size="1:1"))
+    err = await failure(mj, generation("midjourney-v6", f"a {REFUSED_WORD} thing", size="1:1"))
     assert err.code is ErrorCode.CONTENT_POLICY_VIOLATION and not err.retryable
     assert len(mj.control.calls("POST")) == 1
     if mj.flavor == "novicezk":
@@ -260,14 +252,14 @@ async def test_banned_prompts_are_content_policy_without_retry(mj) -> None:
 
 
 async def test_a_failed_task_is_a_retryable_provider_error(mj) -> None:
-    err = await fails(mj, generation("midjourney-v6", "upstream-error now", size="1:1"))
+    err = await failure(mj, generation("midjourney-v6", "upstream-error now", size="1:1"))
     assert err.code is ErrorCode.PROVIDER_ERROR and err.retryable and "Discord interaction failed" in err.message
 
 
 async def test_a_wrong_secret_is_the_operators_problem(mj) -> None:
     provider = MidjourneyProvider.build(settings(mj.server.url, mj.flavor, key="mj-wrong-secret-0a9e"), status=mj.parents)
     try:
-        err = await fails(provider, generation("midjourney-v6", size="1:1"))
+        err = await failure(provider, generation("midjourney-v6", size="1:1"))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_AUTH and "mj-wrong-secret-0a9e" not in err.message
@@ -280,7 +272,7 @@ async def test_5xx_then_success_and_down(mj) -> None:
     assert len(result.images) == 1 and len(mj.control.calls("POST")) == 3
     mj.control.faults(down=True)
     started = time.monotonic()
-    err = await fails(mj, generation("midjourney-v6", size="1:1"))
+    err = await failure(mj, generation("midjourney-v6", size="1:1"))
     assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True) and time.monotonic() - started < 5
 
 
@@ -308,7 +300,7 @@ async def test_a_job_past_its_timeout(mj) -> None:
     mj.control.faults(job_seconds=30)
     provider = MidjourneyProvider.build(settings(mj.server.url, mj.flavor, WORKER_JOB_TIMEOUT_SECONDS=0.4), status=mj.parents)
     try:
-        err = await fails(provider, generation("midjourney-v6", size="1:1"))
+        err = await failure(provider, generation("midjourney-v6", size="1:1"))
     finally:
         await provider.close()
     assert (err.code, err.retryable) == (ErrorCode.TIMEOUT, True)
@@ -341,7 +333,7 @@ async def test_a_full_queue_is_waited_out(emulators) -> None:
         control.reset()
         control.faults(job_seconds=30)
         await provider.submit(("", "/mj/submit/imagine", {"prompt": "holds the only slot"}))
-        err = await fails(provider, generation("midjourney-v6", "waits in vain", size="1:1"))
+        err = await failure(provider, generation("midjourney-v6", "waits in vain", size="1:1"))
         assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True) and "queue is full" in err.message
     finally:
         await provider.close()

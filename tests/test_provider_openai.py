@@ -17,7 +17,7 @@ from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.provider_mesh import require_route, start_worker
 from tests.support.provider_jobs import (
-    EMULATED_INPUTS, FAST_RETRIES, Recorder, api_calls, generation, opened, received, reset,
+    EMULATED_INPUTS, FAST_RETRIES, Recorder, api_calls, failure, generation, opened, received, reset, run,
 )
 from worker.providers import ProviderError
 from worker.providers.openai import OpenAIProvider, OpenAISettings
@@ -42,18 +42,6 @@ async def provider(server):
     p = OpenAIProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider: OpenAIProvider, g: gen.Generation) -> tuple:
-    rec = Recorder()
-    result = await provider.generate(g, rec.progress)
-    return result, rec
-
-
-async def failure(provider: OpenAIProvider, g: gen.Generation) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 # ---- generations, per model family -------------------------------------------------------

@@ -12,7 +12,9 @@ from svckit.errors import ErrorCode
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
-from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+)
 from worker.providers import ProviderError
 from worker.providers.replicate import MODELS, ReplicateProvider, ReplicateSettings
 
@@ -35,13 +37,9 @@ def control(emulator) -> Control:
 
 def settings(url: str, token: str = TOKEN, **extra) -> ReplicateSettings:
     return ReplicateSettings(**{
-        "WORKER_INPUT_URLS_ALLOW_PRIVATE": True,  # the emulators serve inputs on 127.0.0.1
         "REPLICATE_API_TOKEN": token,
         "REPLICATE_BASE_URL": f"{url}/v1",
-        "WORKER_POLL_INTERVAL_SECONDS": 0.02,
-        "WORKER_POLL_MAX_INTERVAL_SECONDS": 0.1,
-        "WORKER_RETRY_BUDGET_SECONDS": 3,
-        "WORKER_RETRY_BASE_SECONDS": 0.05,
+        **FAST_RETRIES, **EMULATED_INPUTS, **FAST_POLLS,
         **extra,
     })
 
@@ -63,12 +61,6 @@ async def polling(emulator, control):
 
 def predictions(control: Control) -> list[dict]:
     return control.get("/_emulator/replicate/predictions")["predictions"]
-
-
-async def fails(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 async def test_flux_1_1_pro_answers_within_prefer_wait(replicate, control) -> None:
@@ -148,7 +140,7 @@ async def test_prefer_wait_shorter_than_the_job_falls_back_to_polling(emulator, 
     [(f"{REFUSED_WORD} thing", ErrorCode.CONTENT_POLICY_VIOLATION, False), ("upstream-error", ErrorCode.PROVIDER_ERROR, True)],
 )
 async def test_failed_predictions(replicate, control, prompt, code, retryable) -> None:
-    err = await fails(replicate, generation("flux-1.1-pro", prompt))
+    err = await failure(replicate, generation("flux-1.1-pro", prompt))
     assert (err.code, err.retryable) == (code, retryable)
     assert len(control.calls("POST")) == 1
 
@@ -163,21 +155,21 @@ async def test_input_validation_errors_are_invalid_requests(replicate, control) 
 async def test_an_unknown_sdxl_version_is_the_routes_problem(emulator, control) -> None:
     provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_SDXL_VERSION="0" * 64))
     try:
-        err = await fails(provider, generation("stable-diffusion-xl", width=1152, height=896))
+        err = await failure(provider, generation("stable-diffusion-xl", width=1152, height=896))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_ERROR and err.retryable
 
 
 async def test_negative_prompts_on_flux_are_refused_before_any_call(replicate, control) -> None:
-    err = await fails(replicate, generation("flux-dev", negative_prompt="x"))
+    err = await failure(replicate, generation("flux-dev", negative_prompt="x"))
     assert err.code is ErrorCode.INVALID_REQUEST and control.calls() == []
 
 
 async def test_a_wrong_token(emulator, control) -> None:
     provider = ReplicateProvider.build(settings(emulator.url, token="r8_wrong_token_55aa"))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_AUTH and "r8_wrong_token_55aa" not in err.message
@@ -195,7 +187,7 @@ async def test_5xx_then_success_and_down(replicate, control) -> None:
     await replicate.generate(generation("flux-dev"), Recorder().progress)
     assert len(control.calls("POST")) == 3
     control.faults(down=True)
-    err = await fails(replicate, generation("flux-dev"))
+    err = await failure(replicate, generation("flux-dev"))
     assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True)
 
 
@@ -233,7 +225,7 @@ async def test_a_timed_out_prediction_is_canceled_upstream(emulator, control) ->
     control.faults(job_seconds=30)
     provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert (err.code, err.retryable) == (ErrorCode.TIMEOUT, True)

@@ -13,9 +13,8 @@ from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_mesh import require_route, start_worker
 from tests.support.provider_jobs import (
-    EMULATED_INPUTS, FAST_RETRIES, Recorder, api_calls, generation, opened, received, reset,
+    EMULATED_INPUTS, FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run,
 )
-from worker.providers import ProviderError
 from worker.providers.stability import StabilityProvider, StabilitySettings
 
 KEY = "sk-test-stability-abcdef"
@@ -38,17 +37,6 @@ async def provider(server):
     p = StabilityProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider, g):
-    rec = Recorder()
-    return await provider.generate(g, rec.progress), rec
-
-
-async def failure(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 async def test_sd35_large_one_request_per_image_with_consecutive_seeds(server, provider) -> None:

@@ -8,13 +8,17 @@ import io
 import httpx
 from PIL import Image
 
+import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.ids import new_generation_id
 from tests.emulators.harness import EmulatorServer, Faults
-from worker.providers import GeneratedImage, Progress
+from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 
 # Fast retries, so fault tests finish in seconds.
 FAST_RETRIES = {"WORKER_RETRY_BUDGET_SECONDS": "3", "WORKER_RETRY_BASE_SECONDS": "0.05"}
+# Fast polls of submit-then-poll upstreams.
+FAST_POLLS = {"WORKER_POLL_INTERVAL_SECONDS": "0.02", "WORKER_POLL_MAX_INTERVAL_SECONDS": "0.1"}
 # Input images hosted by the emulators live on 127.0.0.1, which adapters refuse by default.
 EMULATED_INPUTS = {"WORKER_INPUT_URLS_ALLOW_PRIVATE": "true"}
 
@@ -72,6 +76,17 @@ class Recorder:
                 self.partials.append(partial)
 
         self.progress = Progress(report, self.upstream_ids.append)
+
+
+async def run(provider: Provider, g: gen.Generation) -> tuple[ProviderResult, Recorder]:
+    rec = Recorder()
+    return await provider.generate(g, rec.progress), rec
+
+
+async def failure(provider: Provider, g: gen.Generation) -> ProviderError:
+    with pytest.raises(ProviderError) as exc:
+        await provider.generate(g, Recorder().progress)
+    return exc.value
 
 
 def opened(image: GeneratedImage | bytes) -> Image.Image:
