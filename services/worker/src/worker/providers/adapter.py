@@ -57,6 +57,8 @@ class JobClock:
     first. A job waiting for its next poll is one sleeping coroutine: a worker holds
     thousands of them without a thread each."""
 
+    __slots__ = ("_eta", "_interval", "_provider", "_settings", "deadline")
+
     def __init__(self, provider: str, settings: UpstreamSettings, *, eta_seconds: float = 0) -> None:
         self._provider = provider
         self._settings = settings
