@@ -50,7 +50,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
         if key.endswith("_PORT"):
             ports[key] = str(free_port())
     # Every provider with an adapter is routable; a provider's worker starts when a test
-    # needs it (tests/support/provider_runs.py), until then its jobs wait in its topic.
+    # needs it (tests/support/provider_mesh.py), until then its jobs wait in its topic.
     ports["ROUTING_PROVIDERS"] = "local,openai,bfl,stability,ideogram,google,midjourney,replicate,fal"
     other_key = "pm-other-" + secrets.token_urlsafe(16)
     m = LocalMesh(

@@ -13,8 +13,9 @@ from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.polling import wait_finished
 from tests.support.ports import free_port
 from tests.support.provider_mesh import dispatch, fetch, finished, queued, served_models, start_worker, store, wait_for
-from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
-from worker.providers import ProviderError
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+)
 from worker.providers.bfl import BflProvider, BflSettings
 
 KEY = "bfl-test-key-5f2a"
@@ -38,11 +39,7 @@ def settings(url: str, key: str = KEY, **extra) -> BflSettings:
     values = {
         "BFL_API_KEY": key,
         "BFL_BASE_URL": url,
-        "WORKER_INPUT_URLS_ALLOW_PRIVATE": True,  # the emulators serve inputs on 127.0.0.1
-        "WORKER_POLL_INTERVAL_SECONDS": 0.02,
-        "WORKER_POLL_MAX_INTERVAL_SECONDS": 0.1,
-        "WORKER_RETRY_BUDGET_SECONDS": 3,
-        "WORKER_RETRY_BASE_SECONDS": 0.05,
+        **FAST_RETRIES, **EMULATED_INPUTS, **FAST_POLLS,
         **extra,
     }
     return BflSettings(**values)
@@ -50,15 +47,9 @@ def settings(url: str, key: str = KEY, **extra) -> BflSettings:
 
 @pytest.fixture
 async def bfl(emulator, control):
-    provider = BflProvider(settings(emulator.url))
+    provider = BflProvider.build(settings(emulator.url))
     yield provider
     await provider.close()
-
-
-async def fails(provider, generation_) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(generation_, Recorder().progress)
-    return exc.value
 
 
 @pytest.mark.parametrize(
@@ -152,14 +143,14 @@ async def test_kontext_without_an_image_generates_from_the_prompt(bfl, control) 
 
 async def test_an_edit_on_a_model_without_image_input_is_refused_before_any_call(bfl, control) -> None:
     g = generation("flux-dev", kind=gen.GENERATION_KIND_EDIT, image_url="https://example.com/a.png")
-    err = await fails(bfl, g)
+    err = await failure(bfl, g)
     assert err.code is ErrorCode.INVALID_REQUEST and not err.retryable
     assert control.calls() == []
 
 
 async def test_a_bad_input_image_is_the_clients_error_before_any_upstream_call(bfl, control) -> None:
     g = generation("flux-kontext-pro", "add a hat", image_url="data:image/png;base64,AAAA")
-    err = await fails(bfl, g)
+    err = await failure(bfl, g)
     assert err.code is ErrorCode.INVALID_REQUEST and not err.retryable
     assert "not an image" in err.message
     assert len(control.calls("POST")) == 0  # probed here: no upstream call (nor charge) for garbage
@@ -175,7 +166,7 @@ async def test_a_bad_input_image_is_the_clients_error_before_any_upstream_call(b
     ],
 )
 async def test_every_final_poll_state_has_its_gateway_code(bfl, control, prompt, status, code, retryable) -> None:
-    err = await fails(bfl, generation("flux-1.1-pro", prompt))
+    err = await failure(bfl, generation("flux-1.1-pro", prompt))
     assert (err.code, err.retryable) == (code, retryable)
     if code is ErrorCode.CONTENT_POLICY_VIOLATION:
         assert status in err.message
@@ -183,15 +174,15 @@ async def test_every_final_poll_state_has_its_gateway_code(bfl, control, prompt,
 
 
 async def test_negative_prompts_are_refused_not_dropped(bfl, control) -> None:
-    err = await fails(bfl, generation("flux-1.1-pro", negative_prompt="blur"))
+    err = await failure(bfl, generation("flux-1.1-pro", negative_prompt="blur"))
     assert err.code is ErrorCode.INVALID_REQUEST and "negative_prompt" in err.message
     assert control.calls() == []
 
 
 async def test_a_wrong_key_is_a_provider_auth_error_that_never_shows_the_key(emulator, control) -> None:
-    provider = BflProvider(settings(emulator.url, key="bfl-wrong-key-9c1d"))
+    provider = BflProvider.build(settings(emulator.url, key="bfl-wrong-key-9c1d"))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_AUTH and err.retryable
@@ -225,7 +216,7 @@ async def test_the_active_task_limit_is_waited_out(bfl, control) -> None:
 async def test_a_down_upstream_fails_retryably_within_the_budget(bfl, control) -> None:
     control.faults(down=True)
     started = time.monotonic()
-    err = await fails(bfl, generation("flux-dev"))
+    err = await failure(bfl, generation("flux-dev"))
     assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True)
     assert time.monotonic() - started < 3 + 2
     assert len(control.calls()) >= 2
@@ -233,10 +224,10 @@ async def test_a_down_upstream_fails_retryably_within_the_budget(bfl, control) -
 
 async def test_a_job_past_its_timeout_is_a_retryable_timeout(emulator, control) -> None:
     control.faults(job_seconds=30)
-    provider = BflProvider(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
+    provider = BflProvider.build(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
         started = time.monotonic()
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert (err.code, err.retryable) == (ErrorCode.TIMEOUT, True)
@@ -260,7 +251,7 @@ async def test_output_formats(bfl, control, output_format, asked, compression, d
 
 
 async def test_a_model_bfl_does_not_serve_goes_to_the_next_route(bfl, control) -> None:
-    err = await fails(bfl, generation("dall-e-3"))
+    err = await failure(bfl, generation("dall-e-3"))
     assert err.code is ErrorCode.PROVIDER_ERROR and err.retryable
 
 

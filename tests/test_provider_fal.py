@@ -13,8 +13,9 @@ from svckit.errors import ErrorCode
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
-from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
-from worker.providers import ProviderError
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+)
 from worker.providers.fal import FalProvider, FalSettings
 
 KEY = "fal-key-1c2d:secret-99"
@@ -36,32 +37,22 @@ def control(emulator) -> Control:
 
 def settings(url: str, key: str = KEY, **extra) -> FalSettings:
     return FalSettings(**{
-        "WORKER_INPUT_URLS_ALLOW_PRIVATE": True,  # the emulators serve inputs on 127.0.0.1
         "FAL_KEY": key,
         "FAL_BASE_URL": url,
-        "WORKER_POLL_INTERVAL_SECONDS": 0.02,
-        "WORKER_POLL_MAX_INTERVAL_SECONDS": 0.1,
-        "WORKER_RETRY_BUDGET_SECONDS": 3,
-        "WORKER_RETRY_BASE_SECONDS": 0.05,
+        **FAST_RETRIES, **EMULATED_INPUTS, **FAST_POLLS,
         **extra,
     })
 
 
 @pytest.fixture
 async def fal(emulator, control):
-    provider = FalProvider(settings(emulator.url))
+    provider = FalProvider.build(settings(emulator.url))
     yield provider
     await provider.close()
 
 
 def submitted(control: Control) -> list[dict]:
     return control.get("/_emulator/fal/requests")["requests"]
-
-
-async def fails(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 @pytest.mark.parametrize(
@@ -108,18 +99,18 @@ async def test_kontext_sends_inline_images_as_data_urls(fal, control) -> None:
 
 async def test_an_input_image_fal_cannot_fetch_fails_as_the_clients_error(fal, control, emulator) -> None:
     g = generation("flux-kontext-pro", "add snow", image_url=f"{emulator.url}/_files/missing.png")
-    err = await fails(fal, g)
+    err = await failure(fal, g)
     assert err.code is ErrorCode.INVALID_REQUEST and "image_url" in err.message
 
 
 async def test_flagged_images_are_a_content_policy_refusal(fal, control) -> None:
-    err = await fails(fal, generation("flux-dev", f"{REFUSED_WORD} scene"))
+    err = await failure(fal, generation("flux-dev", f"{REFUSED_WORD} scene"))
     assert err.code is ErrorCode.CONTENT_POLICY_VIOLATION and not err.retryable
     assert len(control.calls("POST")) == 1
 
 
 async def test_a_failed_request_shows_on_its_result(fal, control) -> None:
-    err = await fails(fal, generation("flux-dev", "upstream-error"))
+    err = await failure(fal, generation("flux-dev", "upstream-error"))
     assert err.code is ErrorCode.PROVIDER_ERROR and err.retryable
     [req] = submitted(control)
     assert len(control.calls("GET", f"/fal-ai/flux/requests/{req['id']}")) >= 2
@@ -128,15 +119,15 @@ async def test_a_failed_request_shows_on_its_result(fal, control) -> None:
 
 
 async def test_input_the_schema_refuses_is_an_invalid_request(fal, control) -> None:
-    err = await fails(fal, generation("flux-dev", n=6))
+    err = await failure(fal, generation("flux-dev", n=6))
     assert err.code is ErrorCode.INVALID_REQUEST and "num_images" in err.message
     assert len(control.calls("POST")) == 1
 
 
 async def test_a_wrong_key(emulator, control) -> None:
-    provider = FalProvider(settings(emulator.url, key="fal-wrong:key-0f"))
+    provider = FalProvider.build(settings(emulator.url, key="fal-wrong:key-0f"))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_AUTH and "fal-wrong:key-0f" not in err.message
@@ -162,7 +153,7 @@ async def test_429_on_the_result_is_retried(fal, control) -> None:
 async def test_a_down_queue(fal, control) -> None:
     control.faults(down=True)
     started = time.monotonic()
-    err = await fails(fal, generation("flux-dev"))
+    err = await failure(fal, generation("flux-dev"))
     assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True) and time.monotonic() - started < 5
 
 
@@ -182,9 +173,9 @@ async def test_cancel_while_queued_reaches_fal(fal, control) -> None:
 
 async def test_a_timed_out_request_is_cancelled(emulator, control) -> None:
     control.faults(job_seconds=30)
-    provider = FalProvider(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
+    provider = FalProvider.build(settings(emulator.url, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert (err.code, err.retryable) == (ErrorCode.TIMEOUT, True)

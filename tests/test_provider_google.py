@@ -12,10 +12,9 @@ from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_mesh import require_route, start_worker
-from tests.support.provider_runs import (
-    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset,
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run,
 )
-from worker.providers import ProviderError
 from worker.providers.google import GoogleProvider, GoogleSettings
 
 KEY = "AIza-test-google-key-000111"
@@ -35,20 +34,9 @@ def settings(server: EmulatorServer, **env: str) -> GoogleSettings:
 @pytest.fixture
 async def provider(server):
     reset(server)
-    p = GoogleProvider(settings(server))
+    p = GoogleProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider, g):
-    rec = Recorded()
-    return await provider.generate(g, rec.progress()), rec
-
-
-async def failure(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorded().progress())
-    return exc.value
 
 
 async def test_gemini_image_one_call_per_image_with_summed_usage(server, provider) -> None:
@@ -121,7 +109,7 @@ async def test_down_is_retryable_unavailable(server, provider) -> None:
 async def test_a_rejected_key_is_provider_auth_and_never_echoed(server) -> None:
     reset(server)
     wrong = "AIza-wrong-key-999"
-    p = GoogleProvider(GoogleSettings(**{"GOOGLE_API_KEY": wrong, "GOOGLE_BASE_URL": f"{server.url}/v1beta", **FAST_RETRIES}))
+    p = GoogleProvider.build(GoogleSettings(**{"GOOGLE_API_KEY": wrong, "GOOGLE_BASE_URL": f"{server.url}/v1beta", **FAST_RETRIES}))
     try:
         err = await failure(p, generation("gemini-2.5-flash-image"))
     finally:
@@ -132,7 +120,7 @@ async def test_a_rejected_key_is_provider_auth_and_never_echoed(server) -> None:
 async def test_model_names_can_be_mapped(server, monkeypatch) -> None:
     reset(server)
     monkeypatch.setenv("GOOGLE_MODELS", '{"nano-banana": "gemini-2.5-flash-image"}')
-    p = GoogleProvider(settings(server))
+    p = GoogleProvider.build(settings(server))
     try:
         await run(p, generation("nano-banana"))
     finally:

@@ -13,10 +13,7 @@ from tests.emulators import ideogram as emu
 from tests.emulators.harness import EmulatorServer
 from tests.support.ports import free_port
 from tests.support.provider_mesh import require_route, start_worker
-from tests.support.provider_runs import (
-    FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset,
-)
-from worker.providers import ProviderError
+from tests.support.provider_jobs import FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run
 from worker.providers.ideogram import IdeogramProvider, IdeogramSettings
 
 KEY = "ideogram-test-key-987654"
@@ -45,20 +42,9 @@ def inflight(server: EmulatorServer) -> dict:
 async def provider(server):
     reset(server)
     limit_upstream(server, 10)
-    p = IdeogramProvider(settings(server))
+    p = IdeogramProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider, g):
-    rec = Recorded()
-    return await provider.generate(g, rec.progress()), rec
-
-
-async def failure(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorded().progress())
-    return exc.value
 
 
 async def test_legacy_v2_json_request_and_downloaded_results(server, provider) -> None:
@@ -75,7 +61,7 @@ async def test_legacy_v2_json_request_and_downloaded_results(server, provider) -
 
 
 async def test_v3_multipart_with_rendering_speed(server, provider) -> None:
-    result, _ = await run(provider, generation("ideogram-v3-turbo", "a poster", size="768x1344"))
+    result, _ = await run(provider, generation("ideogram-v3-turbo", "a poster", size="768x1344", seed=7))
     sent = received(server)[0]
     assert sent["path"] == "/v1/ideogram-v3/generate"
     assert sent["fields"] == {"prompt": "a poster", "rendering_speed": "TURBO", "aspect_ratio": "9x16", "seed": "7",
@@ -85,7 +71,7 @@ async def test_v3_multipart_with_rendering_speed(server, provider) -> None:
 
 async def test_magic_prompt_setting_and_no_rewrite(server) -> None:
     reset(server)
-    p = IdeogramProvider(settings(server, IDEOGRAM_MAGIC_PROMPT="OFF"))
+    p = IdeogramProvider.build(settings(server, IDEOGRAM_MAGIC_PROMPT="OFF"))
     try:
         result, _ = await run(p, generation("ideogram-v3", "plain"))
         await run(p, generation("ideogram-v2a", "plain"))
@@ -129,7 +115,7 @@ async def test_in_flight_images_stay_under_the_limit(server, provider) -> None:
 async def test_a_limit_above_the_upstreams_is_retried_through_429s(server) -> None:
     reset(server, job_seconds=0.3)
     limit_upstream(server, 4)
-    p = IdeogramProvider(settings(server, WORKER_RETRY_BUDGET_SECONDS="10"))
+    p = IdeogramProvider.build(settings(server, WORKER_RETRY_BUDGET_SECONDS="10"))
     try:
         results = await asyncio.gather(*(run(p, generation("ideogram-v2", f"job {i}", n=2)) for i in range(4)))
         seen = inflight(server)
@@ -154,7 +140,7 @@ async def test_balance_and_key_problems_are_the_operators(server, provider) -> N
     err = await failure(provider, generation("ideogram-v2"))
     assert err.code is ErrorCode.PROVIDER_AUTH and err.retryable and len(api_calls(server)) == 1
     reset(server)
-    p = IdeogramProvider(IdeogramSettings(**{"IDEOGRAM_API_KEY": "wrong-key-123", "IDEOGRAM_BASE_URL": server.url,
+    p = IdeogramProvider.build(IdeogramSettings(**{"IDEOGRAM_API_KEY": "wrong-key-123", "IDEOGRAM_BASE_URL": server.url,
                                              **FAST_RETRIES}))
     try:
         err = await failure(p, generation("ideogram-v2"))

@@ -8,16 +8,20 @@ import functools
 import threading
 import time
 
+import grpc
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.status.v1 import status_service_pb2
 from svckit.errors import ErrorCode
 from tests.emulators import midjourney as mj_emulator
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, served_models, start_worker, store, wait_for
-from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+)
 from worker.providers import ProviderError
 from worker.providers.midjourney import MidjourneyProvider, MidjourneySettings
 
@@ -40,13 +44,15 @@ def emulators():
 
 
 class Parents:
-    """Parent generations as the status service would return them (filled by the tests)."""
+    """The status service's GetGeneration, over parent generations the tests fill in."""
 
     def __init__(self) -> None:
         self.known: dict[str, gen.Generation] = {}
 
-    async def __call__(self, generation_id: str) -> gen.Generation | None:
-        return self.known.get(generation_id)
+    async def GetGeneration(self, request, timeout: float):  # noqa: N802 (the stub's name)
+        if request.generation_id not in self.known:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata())
+        return status_service_pb2.GetGenerationResponse(generation=self.known[request.generation_id])
 
     def succeeded(self, g: gen.Generation, upstream_id: str, buttons) -> gen.Generation:
         done = gen.Generation()
@@ -60,14 +66,10 @@ class Parents:
 
 def settings(url: str, flavor: str, key: str = KEY, **extra) -> MidjourneySettings:
     return MidjourneySettings(**{
-        "WORKER_INPUT_URLS_ALLOW_PRIVATE": True,  # the emulators serve inputs on 127.0.0.1
         "MIDJOURNEY_BASE_URL": url,
         "MIDJOURNEY_API_KEY": key,
         "MIDJOURNEY_FLAVOR": flavor,
-        "WORKER_POLL_INTERVAL_SECONDS": 0.02,
-        "WORKER_POLL_MAX_INTERVAL_SECONDS": 0.1,
-        "WORKER_RETRY_BUDGET_SECONDS": 3,
-        "WORKER_RETRY_BASE_SECONDS": 0.05,
+        **FAST_RETRIES, **EMULATED_INPUTS, **FAST_POLLS,
         **extra,
     })
 
@@ -78,7 +80,7 @@ async def mj(request, emulators):
     control = Control(emulators[flavor].url)
     control.reset()
     parents = Parents()
-    provider = MidjourneyProvider(settings(emulators[flavor].url, flavor), parents=parents)
+    provider = MidjourneyProvider.build(settings(emulators[flavor].url, flavor), status=parents)
     provider.flavor, provider.control, provider.parents, provider.server = flavor, control, parents, emulators[flavor]
     yield provider
     await provider.close()
@@ -86,12 +88,6 @@ async def mj(request, emulators):
 
 def tasks(mj) -> list[dict]:
     return mj.control.get("/_emulator/midjourney/tasks")["tasks"]
-
-
-async def fails(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 async def imagine(mj, prompt="a castle on a hill", **kw):
@@ -175,7 +171,7 @@ async def test_buttons_of_upscales_are_trueai_only(mj) -> None:
     strong = "MJ::JOB::high_variation::1::abc::SOLO" if mj.flavor == "novicezk" else upscaled.buttons[2].custom_id
     child = generation("midjourney-v6", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=up_parent.id, action=strong)
     if mj.flavor == "novicezk":
-        err = await fails(mj, child)
+        err = await failure(mj, child)
         assert err.code is ErrorCode.INVALID_REQUEST and "U1-U4" in err.message
     else:
         result = await mj.generate(child, Recorder().progress)
@@ -189,18 +185,18 @@ async def test_actions_on_parents_that_cannot_take_them(mj) -> None:
     def child(parent_id: str, action: str = "U1") -> gen.Generation:
         return generation("midjourney-v6", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=parent_id, action=action)
 
-    assert (await fails(mj, child("gen_unknown"))).code is ErrorCode.NOT_FOUND
+    assert (await failure(mj, child("gen_unknown"))).code is ErrorCode.NOT_FOUND
     other = mj.parents.succeeded(parent_gen, rec.upstream_ids[-1], parent_result.buttons)
     other.account_id = "acct_other"
-    assert (await fails(mj, child(other.id))).code is ErrorCode.NOT_FOUND
+    assert (await failure(mj, child(other.id))).code is ErrorCode.NOT_FOUND
     running = gen.Generation(id="gen_running", account_id="acct_dev", state=gen.GENERATION_STATE_RUNNING)
     mj.parents.known[running.id] = running
-    assert (await fails(mj, child(running.id))).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, child(running.id))).code is ErrorCode.INVALID_REQUEST
     local = gen.Generation(id="gen_local", account_id="acct_dev", state=gen.GENERATION_STATE_SUCCEEDED)
     local.attempts.add(number=1, provider="local")
     mj.parents.known[local.id] = local
-    assert (await fails(mj, child(local.id))).code is ErrorCode.INVALID_REQUEST
-    assert (await fails(mj, child(""))).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, child(local.id))).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, child(""))).code is ErrorCode.INVALID_REQUEST
     assert len(mj.control.calls("POST")) == calls, "nothing reached the proxy"
 
 
@@ -209,7 +205,7 @@ async def test_a_parent_task_the_proxy_forgot_is_not_found(mj) -> None:
     parent = mj.parents.succeeded(parent_gen, rec.upstream_ids[-1], parent_result.buttons)
     mj.control.reset()  # the proxy lost its tasks (restart, expiry)
     child = generation("midjourney-v6", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=parent.id, action="U1")
-    err = await fails(mj, child)
+    err = await failure(mj, child)
     assert err.code is ErrorCode.NOT_FOUND and not err.retryable
 
 
@@ -221,7 +217,7 @@ async def test_blend(mj) -> None:
     assert task["action"] == "BLEND" and task["body"]["dimensions"] == "PORTRAIT" and len(task["body"]["base64Array"]) == 3
     assert image_info(result.images[0].data)[1:] == (342, 512) and len(result.buttons) == 9
     one = generation("midjourney-v6", "", kind=gen.GENERATION_KIND_BLEND, input_images=images[:1])
-    assert (await fails(mj, one)).code is ErrorCode.INVALID_REQUEST
+    assert (await failure(mj, one)).code is ErrorCode.INVALID_REQUEST
     assert len(tasks(mj)) == 1
 
 
@@ -248,7 +244,7 @@ async def test_describe_of_inline_base64(mj) -> None:
 
 
 async def test_banned_prompts_are_content_policy_without_retry(mj) -> None:
-    err = await fails(mj, generation("midjourney-v6", f"a {REFUSED_WORD} thing", size="1:1"))
+    err = await failure(mj, generation("midjourney-v6", f"a {REFUSED_WORD} thing", size="1:1"))
     assert err.code is ErrorCode.CONTENT_POLICY_VIOLATION and not err.retryable
     assert len(mj.control.calls("POST")) == 1
     if mj.flavor == "novicezk":
@@ -256,14 +252,14 @@ async def test_banned_prompts_are_content_policy_without_retry(mj) -> None:
 
 
 async def test_a_failed_task_is_a_retryable_provider_error(mj) -> None:
-    err = await fails(mj, generation("midjourney-v6", "upstream-error now", size="1:1"))
+    err = await failure(mj, generation("midjourney-v6", "upstream-error now", size="1:1"))
     assert err.code is ErrorCode.PROVIDER_ERROR and err.retryable and "Discord interaction failed" in err.message
 
 
 async def test_a_wrong_secret_is_the_operators_problem(mj) -> None:
-    provider = MidjourneyProvider(settings(mj.server.url, mj.flavor, key="mj-wrong-secret-0a9e"), parents=mj.parents)
+    provider = MidjourneyProvider.build(settings(mj.server.url, mj.flavor, key="mj-wrong-secret-0a9e"), status=mj.parents)
     try:
-        err = await fails(provider, generation("midjourney-v6", size="1:1"))
+        err = await failure(provider, generation("midjourney-v6", size="1:1"))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_AUTH and "mj-wrong-secret-0a9e" not in err.message
@@ -276,7 +272,7 @@ async def test_5xx_then_success_and_down(mj) -> None:
     assert len(result.images) == 1 and len(mj.control.calls("POST")) == 3
     mj.control.faults(down=True)
     started = time.monotonic()
-    err = await fails(mj, generation("midjourney-v6", size="1:1"))
+    err = await failure(mj, generation("midjourney-v6", size="1:1"))
     assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True) and time.monotonic() - started < 5
 
 
@@ -302,9 +298,9 @@ async def test_cancel_reaches_trueai_and_is_a_no_op_on_novicezk(mj) -> None:
 
 async def test_a_job_past_its_timeout(mj) -> None:
     mj.control.faults(job_seconds=30)
-    provider = MidjourneyProvider(settings(mj.server.url, mj.flavor, WORKER_JOB_TIMEOUT_SECONDS=0.4), parents=mj.parents)
+    provider = MidjourneyProvider.build(settings(mj.server.url, mj.flavor, WORKER_JOB_TIMEOUT_SECONDS=0.4), status=mj.parents)
     try:
-        err = await fails(provider, generation("midjourney-v6", size="1:1"))
+        err = await failure(provider, generation("midjourney-v6", size="1:1"))
     finally:
         await provider.close()
     assert (err.code, err.retryable) == (ErrorCode.TIMEOUT, True)
@@ -328,7 +324,7 @@ async def test_a_full_queue_is_waited_out(emulators) -> None:
     control = Control(server.url)
     control.reset()
     control.faults(job_seconds=0.4)
-    provider = MidjourneyProvider(settings(server.url, "novicezk"))
+    provider = MidjourneyProvider.build(settings(server.url, "novicezk"))
     try:
         results = await asyncio.gather(*(provider.generate(generation("midjourney-v6", f"job {i}", size="1:1"), Recorder().progress)
                                          for i in range(2)))
@@ -336,8 +332,8 @@ async def test_a_full_queue_is_waited_out(emulators) -> None:
         assert len(control.calls("POST", "/mj/submit/imagine")) > 2  # code 23 answered, then retried
         control.reset()
         control.faults(job_seconds=30)
-        await provider._submit("/mj/submit/imagine", {"prompt": "holds the only slot"})
-        err = await fails(provider, generation("midjourney-v6", "waits in vain", size="1:1"))
+        await provider.submit(("", "/mj/submit/imagine", {"prompt": "holds the only slot"}))
+        err = await failure(provider, generation("midjourney-v6", "waits in vain", size="1:1"))
         assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True) and "queue is full" in err.message
     finally:
         await provider.close()
@@ -348,7 +344,7 @@ async def test_many_long_jobs_share_the_event_loop(emulators) -> None:
     server = emulators["novicezk"]
     Control(server.url).reset()
     Control(server.url).faults(job_seconds=1.0)
-    provider = MidjourneyProvider(settings(server.url, "novicezk", WORKER_POLL_INTERVAL_SECONDS=0.2, WORKER_POLL_MAX_INTERVAL_SECONDS=0.5))
+    provider = MidjourneyProvider.build(settings(server.url, "novicezk", WORKER_POLL_INTERVAL_SECONDS=0.2, WORKER_POLL_MAX_INTERVAL_SECONDS=0.5))
     peak = threading.active_count()
     try:
         started = time.monotonic()

@@ -16,8 +16,8 @@ from tests.emulators import openai as emu
 from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.provider_mesh import require_route, start_worker
-from tests.support.provider_runs import (
-    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset,
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_RETRIES, Recorder, api_calls, failure, generation, opened, received, reset, run,
 )
 from worker.providers import ProviderError
 from worker.providers.openai import OpenAIProvider, OpenAISettings
@@ -39,21 +39,9 @@ def settings(server: EmulatorServer, **env: str) -> OpenAISettings:
 @pytest.fixture
 async def provider(server):
     reset(server)
-    p = OpenAIProvider(settings(server))
+    p = OpenAIProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider: OpenAIProvider, g: gen.Generation) -> tuple:
-    rec = Recorded()
-    result = await provider.generate(g, rec.progress())
-    return result, rec
-
-
-async def failure(provider: OpenAIProvider, g: gen.Generation) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorded().progress())
-    return exc.value
 
 
 # ---- generations, per model family -------------------------------------------------------
@@ -72,7 +60,7 @@ async def test_dall_e_2_returns_n_images_inline(server, provider) -> None:
 
 async def test_dall_e_url_results_are_downloaded_and_converted(server) -> None:
     reset(server)
-    p = OpenAIProvider(settings(server, OPENAI_DALLE_RESPONSE_FORMAT="url"))
+    p = OpenAIProvider.build(settings(server, OPENAI_DALLE_RESPONSE_FORMAT="url"))
     try:
         result, _ = await run(p, generation("dall-e-2", size="256x256", output_format=gen.OUTPUT_FORMAT_JPEG,
                                             output_compression=50))
@@ -129,7 +117,7 @@ async def test_gpt_image_2_free_sizes_and_no_transparency(server, provider) -> N
 async def test_model_names_can_be_pinned_in_settings(server, monkeypatch) -> None:
     reset(server)
     monkeypatch.setenv("OPENAI_MODELS", '{"gpt-image-2": "gpt-image-2-2026-04-21"}')  # JSON, as deployed
-    p = OpenAIProvider(settings(server))
+    p = OpenAIProvider.build(settings(server))
     try:
         await run(p, generation("gpt-image-2", size="1024x1024"))
     finally:
@@ -159,10 +147,10 @@ async def test_a_stream_is_retried_until_it_opens(server, provider) -> None:
 
 
 async def test_output_moderation_mid_stream_is_a_content_policy_failure(server, provider) -> None:
-    rec = Recorded()
+    rec = Recorder()
     with pytest.raises(ProviderError) as exc:
         await provider.generate(generation("gpt-image-1", f"a {emu.OUTPUT_FLAGGED} scene", stream=True,
-                                           partial_images=1), rec.progress())
+                                           partial_images=1), rec.progress)
     assert exc.value.code is ErrorCode.CONTENT_POLICY_VIOLATION and not exc.value.retryable
     assert len(rec.partials) == 1 and len(api_calls(server)) == 1
 
@@ -206,7 +194,7 @@ async def test_down_is_retryable_unavailable_within_the_budget(server, provider)
 async def test_a_wrong_key_is_provider_auth_and_never_echoed(server) -> None:
     reset(server)
     wrong = "sk-wrong-abcdefghijklmnop"
-    p = OpenAIProvider(OpenAISettings(**{"OPENAI_API_KEY": wrong, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES}))
+    p = OpenAIProvider.build(OpenAISettings(**{"OPENAI_API_KEY": wrong, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES}))
     try:
         err = await failure(p, generation("dall-e-2", size="256x256"))
     finally:
@@ -224,7 +212,7 @@ async def test_upstream_validation_errors_are_invalid_requests(server, provider)
 
 async def test_a_slow_upstream_times_out_retryably(server) -> None:
     reset(server, latency_ms=1500)
-    p = OpenAIProvider(settings(server, WORKER_JOB_TIMEOUT_SECONDS="0.5"))
+    p = OpenAIProvider.build(settings(server, WORKER_JOB_TIMEOUT_SECONDS="0.5"))
     try:
         err = await failure(p, generation("dall-e-2", size="256x256"))
     finally:
@@ -303,7 +291,7 @@ async def test_an_unreachable_input_image_is_the_clients_problem(server, provide
 
 async def test_input_urls_on_private_hosts_are_refused_by_default(server) -> None:
     reset(server)
-    p = OpenAIProvider(OpenAISettings(**{"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES}))
+    p = OpenAIProvider.build(OpenAISettings(**{"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{server.url}/v1", **FAST_RETRIES}))
     try:
         for url in (server.state.host_file(fake_image(64, 64, "internal")), "http://169.254.169.254/latest/meta-data",
                     "http://[::1]:9000/bucket/x.png"):
@@ -364,7 +352,7 @@ async def test_edit_inputs_are_read_from_the_storage_service(mesh, server) -> No
             yield storage_pb.PutImageRequest(chunk=source)
 
         stored = (await stub.PutImage(parts())).image
-        p = OpenAIProvider(settings(server), storage=stub)
+        p = OpenAIProvider.build(settings(server), storage=stub)
         try:
             g = generation("gpt-image-1", "add a hat", kind=gen.GENERATION_KIND_EDIT,
                            input_images=[gen.InputImage(object_key=stored.object_key, role="image")])

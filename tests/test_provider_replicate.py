@@ -12,9 +12,10 @@ from svckit.errors import ErrorCode
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.support.ports import free_port
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
-from tests.support.provider_jobs import Control, Recorder, generation, image_info, png
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+)
 from worker.providers import ProviderError
-from worker.providers.polling import Fanout
 from worker.providers.replicate import MODELS, ReplicateProvider, ReplicateSettings
 
 TOKEN = "r8_test_token_3b7e"
@@ -36,20 +37,16 @@ def control(emulator) -> Control:
 
 def settings(url: str, token: str = TOKEN, **extra) -> ReplicateSettings:
     return ReplicateSettings(**{
-        "WORKER_INPUT_URLS_ALLOW_PRIVATE": True,  # the emulators serve inputs on 127.0.0.1
         "REPLICATE_API_TOKEN": token,
         "REPLICATE_BASE_URL": f"{url}/v1",
-        "WORKER_POLL_INTERVAL_SECONDS": 0.02,
-        "WORKER_POLL_MAX_INTERVAL_SECONDS": 0.1,
-        "WORKER_RETRY_BUDGET_SECONDS": 3,
-        "WORKER_RETRY_BASE_SECONDS": 0.05,
+        **FAST_RETRIES, **EMULATED_INPUTS, **FAST_POLLS,
         **extra,
     })
 
 
 @pytest.fixture
 async def replicate(emulator, control):
-    provider = ReplicateProvider(settings(emulator.url))
+    provider = ReplicateProvider.build(settings(emulator.url))
     yield provider
     await provider.close()
 
@@ -57,19 +54,13 @@ async def replicate(emulator, control):
 @pytest.fixture
 async def polling(emulator, control):
     """Without Prefer: wait, so every prediction is polled."""
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0))
     yield provider
     await provider.close()
 
 
 def predictions(control: Control) -> list[dict]:
     return control.get("/_emulator/replicate/predictions")["predictions"]
-
-
-async def fails(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorder().progress)
-    return exc.value
 
 
 async def test_flux_1_1_pro_answers_within_prefer_wait(replicate, control) -> None:
@@ -135,7 +126,7 @@ async def test_a_slow_prediction_is_polled_with_progress_from_its_logs(polling, 
 
 async def test_prefer_wait_shorter_than_the_job_falls_back_to_polling(emulator, control) -> None:
     control.faults(job_seconds=1.5)
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=1))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=1))
     try:
         result = await provider.generate(generation("flux-1.1-pro"), Recorder().progress)
     finally:
@@ -149,36 +140,36 @@ async def test_prefer_wait_shorter_than_the_job_falls_back_to_polling(emulator, 
     [(f"{REFUSED_WORD} thing", ErrorCode.CONTENT_POLICY_VIOLATION, False), ("upstream-error", ErrorCode.PROVIDER_ERROR, True)],
 )
 async def test_failed_predictions(replicate, control, prompt, code, retryable) -> None:
-    err = await fails(replicate, generation("flux-1.1-pro", prompt))
+    err = await failure(replicate, generation("flux-1.1-pro", prompt))
     assert (err.code, err.retryable) == (code, retryable)
     assert len(control.calls("POST")) == 1
 
 
 async def test_input_validation_errors_are_invalid_requests(replicate, control) -> None:
     with pytest.raises(ProviderError) as exc:
-        await replicate._predict(MODELS["flux-dev"], {"prompt": "x", "num_outputs": 9}, 0, Fanout(Recorder().progress, 1))
+        await replicate.submit((MODELS["flux-dev"], {"prompt": "x", "num_outputs": 9}))
     assert exc.value.code is ErrorCode.INVALID_REQUEST and "num_outputs" in exc.value.message
     assert len(control.calls("POST")) == 1
 
 
 async def test_an_unknown_sdxl_version_is_the_routes_problem(emulator, control) -> None:
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_SDXL_VERSION="0" * 64))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_SDXL_VERSION="0" * 64))
     try:
-        err = await fails(provider, generation("stable-diffusion-xl", width=1152, height=896))
+        err = await failure(provider, generation("stable-diffusion-xl", width=1152, height=896))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_ERROR and err.retryable
 
 
 async def test_negative_prompts_on_flux_are_refused_before_any_call(replicate, control) -> None:
-    err = await fails(replicate, generation("flux-dev", negative_prompt="x"))
+    err = await failure(replicate, generation("flux-dev", negative_prompt="x"))
     assert err.code is ErrorCode.INVALID_REQUEST and control.calls() == []
 
 
 async def test_a_wrong_token(emulator, control) -> None:
-    provider = ReplicateProvider(settings(emulator.url, token="r8_wrong_token_55aa"))
+    provider = ReplicateProvider.build(settings(emulator.url, token="r8_wrong_token_55aa"))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert err.code is ErrorCode.PROVIDER_AUTH and "r8_wrong_token_55aa" not in err.message
@@ -196,7 +187,7 @@ async def test_5xx_then_success_and_down(replicate, control) -> None:
     await replicate.generate(generation("flux-dev"), Recorder().progress)
     assert len(control.calls("POST")) == 3
     control.faults(down=True)
-    err = await fails(replicate, generation("flux-dev"))
+    err = await failure(replicate, generation("flux-dev"))
     assert (err.code, err.retryable) == (ErrorCode.PROVIDER_UNAVAILABLE, True)
 
 
@@ -232,9 +223,9 @@ async def test_a_prediction_canceled_elsewhere_fails_the_attempt(polling, contro
 
 async def test_a_timed_out_prediction_is_canceled_upstream(emulator, control) -> None:
     control.faults(job_seconds=30)
-    provider = ReplicateProvider(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0, WORKER_JOB_TIMEOUT_SECONDS=0.4))
+    provider = ReplicateProvider.build(settings(emulator.url, REPLICATE_PREFER_WAIT_SECONDS=0, WORKER_JOB_TIMEOUT_SECONDS=0.4))
     try:
-        err = await fails(provider, generation("flux-dev"))
+        err = await failure(provider, generation("flux-dev"))
     finally:
         await provider.close()
     assert (err.code, err.retryable) == (ErrorCode.TIMEOUT, True)

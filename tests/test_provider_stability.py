@@ -12,10 +12,9 @@ from tests.emulators.harness import EmulatorServer, fake_image
 from tests.support.ports import free_port
 from tests.support.polling import wait_finished
 from tests.support.provider_mesh import require_route, start_worker
-from tests.support.provider_runs import (
-    EMULATED_INPUTS, FAST_RETRIES, Recorded, api_calls, generation, opened, received, reset,
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run,
 )
-from worker.providers import ProviderError
 from worker.providers.stability import StabilityProvider, StabilitySettings
 
 KEY = "sk-test-stability-abcdef"
@@ -35,20 +34,9 @@ def settings(server: EmulatorServer, **env: str) -> StabilitySettings:
 @pytest.fixture
 async def provider(server):
     reset(server)
-    p = StabilityProvider(settings(server))
+    p = StabilityProvider.build(settings(server))
     yield p
     await p.close()
-
-
-async def run(provider, g):
-    rec = Recorded()
-    return await provider.generate(g, rec.progress()), rec
-
-
-async def failure(provider, g) -> ProviderError:
-    with pytest.raises(ProviderError) as exc:
-        await provider.generate(g, Recorded().progress())
-    return exc.value
 
 
 async def test_sd35_large_one_request_per_image_with_consecutive_seeds(server, provider) -> None:
@@ -86,7 +74,7 @@ async def test_core_takes_webp_and_style_presets(server, provider) -> None:
 
 async def test_json_answers_are_read_too(server) -> None:
     reset(server)
-    p = StabilityProvider(settings(server, STABILITY_ACCEPT="application/json"))
+    p = StabilityProvider.build(settings(server, STABILITY_ACCEPT="application/json"))
     try:
         result, _ = await run(p, generation("stable-image-ultra", size="1024x1024"))
     finally:
@@ -124,7 +112,7 @@ async def test_moderation_refusal_is_content_policy_without_retry(server, provid
 @pytest.mark.parametrize("accept", ["image/*", "application/json"])
 async def test_a_blurred_result_is_content_policy(server, accept) -> None:
     reset(server)
-    p = StabilityProvider(settings(server, STABILITY_ACCEPT=accept))
+    p = StabilityProvider.build(settings(server, STABILITY_ACCEPT=accept))
     try:
         err = await failure(p, generation("stable-image-core", f"a {emu.OUTPUT_FLAGGED} scene"))
     finally:
@@ -147,7 +135,7 @@ async def test_down_is_retryable_unavailable(server, provider) -> None:
 
 async def test_wrong_key_is_provider_auth(server) -> None:
     reset(server)
-    p = StabilityProvider(StabilitySettings(**{"STABILITY_API_KEY": "sk-wrong", "STABILITY_BASE_URL": server.url,
+    p = StabilityProvider.build(StabilitySettings(**{"STABILITY_API_KEY": "sk-wrong", "STABILITY_BASE_URL": server.url,
                                                **FAST_RETRIES}))
     try:
         err = await failure(p, generation("sd-3.5-large"))

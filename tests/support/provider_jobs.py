@@ -1,5 +1,5 @@
 """What the provider adapter tests share: generations as routing makes them, a progress
-recorder, and the emulator's control surface over HTTP."""
+recorder, images, and the emulators' control surface (in-process and over HTTP)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,43 @@ import io
 import httpx
 from PIL import Image
 
+import pytest
+
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.ids import new_generation_id
-from worker.providers import GeneratedImage, Progress
+from tests.emulators.harness import EmulatorServer, Faults
+from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
+
+# Fast retries, so fault tests finish in seconds.
+FAST_RETRIES = {"WORKER_RETRY_BUDGET_SECONDS": "3", "WORKER_RETRY_BASE_SECONDS": "0.05"}
+# Fast polls of submit-then-poll upstreams.
+FAST_POLLS = {"WORKER_POLL_INTERVAL_SECONDS": "0.02", "WORKER_POLL_MAX_INTERVAL_SECONDS": "0.1"}
+# Input images hosted by the emulators live on 127.0.0.1, which adapters refuse by default.
+EMULATED_INPUTS = {"WORKER_INPUT_URLS_ALLOW_PRIVATE": "true"}
 
 
 def generation(
     model: str,
     prompt: str = "a lighthouse at dusk",
     *,
-    width: int = 1024,
-    height: int = 1024,
+    width: int = 0,
+    height: int = 0,
+    size: str = "",
     n: int = 1,
+    quality: str = "",
     output_format: int = gen.OUTPUT_FORMAT_PNG,
     seed: int = 42,
-    size: str = "",
     **params,
 ) -> gen.Generation:
-    """A QUEUED generation as routing admits it (resolved size, seed and format)."""
-    p = gen.GenerationParams(model=model, prompt=prompt, n=n, size=size or f"{width}x{height}", output_format=output_format, **params)
+    """A QUEUED generation as routing admits it: resolved size (from a WxH `size` unless
+    width and height are given; 1024x1024 otherwise), seed, format and quality."""
+    if not (width and height):
+        w, _, h = size.partition("x")
+        width, height = (int(w), int(h)) if w.isdigit() and h.isdigit() else (1024, 1024)
+    p = gen.GenerationParams(
+        model=model, prompt=prompt, n=n, size=size or f"{width}x{height}", quality=quality,
+        output_format=output_format, **params,
+    )
     return gen.Generation(
         id=new_generation_id(),
         account_id="acct_dev",
@@ -39,12 +57,13 @@ def generation(
         width=width,
         height=height,
         output_format=output_format or gen.OUTPUT_FORMAT_PNG,
+        quality=quality,
         retention_class="days-7",
     )
 
 
 class Recorder:
-    """A Progress whose reports are kept for assertions."""
+    """A Progress (`.progress`) whose reports are kept for assertions."""
 
     def __init__(self) -> None:
         self.percents: list[float] = []
@@ -59,6 +78,24 @@ class Recorder:
         self.progress = Progress(report, self.upstream_ids.append)
 
 
+async def run(provider: Provider, g: gen.Generation) -> tuple[ProviderResult, Recorder]:
+    rec = Recorder()
+    return await provider.generate(g, rec.progress), rec
+
+
+async def failure(provider: Provider, g: gen.Generation) -> ProviderError:
+    with pytest.raises(ProviderError) as exc:
+        await provider.generate(g, Recorder().progress)
+    return exc.value
+
+
+def opened(image: GeneratedImage | bytes) -> Image.Image:
+    data = image.data if isinstance(image, GeneratedImage) else image
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
 def image_info(data: bytes) -> tuple[str, int, int]:
     with Image.open(io.BytesIO(data)) as image:
         return (image.format or "").lower(), image.width, image.height
@@ -68,6 +105,27 @@ def png(width: int = 64, height: int = 64, color=(200, 30, 30)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, "PNG")
     return out.getvalue()
+
+
+# ---- an emulator in this process -----------------------------------------------------------
+
+
+def reset(server: EmulatorServer, **faults) -> None:
+    server.state.faults = Faults(**faults)
+    server.state.calls.clear()
+    getattr(server.state, "received", []).clear()
+
+
+def received(server: EmulatorServer) -> list[dict]:
+    """The requests the emulated API accepted for validation (fields, file parts)."""
+    return list(getattr(server.state, "received", []))
+
+
+def api_calls(server: EmulatorServer) -> list:
+    return list(server.state.calls)
+
+
+# ---- an emulator over HTTP -----------------------------------------------------------------
 
 
 class Control:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers.bfl import MODELS, BflProvider, BflSettings, request_body
 
-
-def g(model: str, width=1024, height=1024, fmt=gen.OUTPUT_FORMAT_PNG, **params) -> gen.Generation:
-    return gen.Generation(
-        model=model,
-        width=width,
-        height=height,
-        seed=7,
-        output_format=fmt,
-        params=gen.GenerationParams(prompt="p", **params),
-    )
+g = functools.partial(generation, seed=7)
 
 
 def test_pixel_models_send_width_and_height() -> None:
@@ -67,7 +61,7 @@ def test_requests_bfl_cannot_do_are_refused(generation, model) -> None:
     ],
 )
 async def test_the_key_only_goes_to_bfl_hosts(base, url, trusted) -> None:
-    provider = BflProvider(BflSettings(BFL_API_KEY="k", BFL_BASE_URL=base))
+    provider = BflProvider.build(BflSettings(BFL_API_KEY="k", BFL_BASE_URL=base))
     try:
         assert provider._trusted(url) is trusted
     finally:

@@ -7,7 +7,7 @@ import base64
 import httpx
 import pytest
 
-from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers.google import classify, image_of, request_body, upstream_model, usage_of
@@ -15,17 +15,10 @@ from worker.providers.google import classify, image_of, request_body, upstream_m
 PNG = base64.b64encode(b"\x89PNG fake").decode()
 
 
-def g(width: int = 1024, height: int = 1024) -> gen.Generation:
-    return gen.Generation(
-        model="gemini-2.5-flash-image",
-        width=width,
-        height=height,
-        params=gen.GenerationParams(prompt="a fox", size=f"{width}x{height}"),
-    )
-
-
 def test_request_body() -> None:
-    body = request_body(g(1536, 640), [("image/jpeg", b"jpegbytes")])
+    body = request_body(
+        generation("gemini-2.5-flash-image", 1536, 640, prompt="a fox", size="1536x640"), [("image/jpeg", b"jpegbytes")]
+    )
     parts = body["contents"][0]["parts"]
     assert parts[0] == {"inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(b"jpegbytes").decode()}}
     assert parts[1] == {"text": "a fox"} and body["contents"][0]["role"] == "user"

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import httpx
 import pytest
 
-from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers.ideogram import MODELS, ImageSlots, refusal, request_fields
 
-
-def g(
-    model: str, size: str = "1024x1024", width: int = 1024, height: int = 1024, n: int = 1, **params
-) -> gen.Generation:
-    return gen.Generation(
-        model=model,
-        width=width,
-        height=height,
-        seed=11,
-        params=gen.GenerationParams(prompt="a sign", size=size, n=n, **params),
-    )
+g = functools.partial(generation, prompt="a sign", size="1024x1024", seed=11)
 
 
 @pytest.mark.parametrize(

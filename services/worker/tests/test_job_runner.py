@@ -9,7 +9,7 @@ import pytest
 from bus import Record
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
-from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
+from services.worker.tests.support import Storage
 from worker import core
 from worker.core import JobRunner
 from worker.providers import GeneratedImage, ProviderResult
@@ -27,14 +27,6 @@ class Bus:
         if self.fail:
             raise ConnectionError("the bus is down")
         self.states.append(message.generation)
-
-
-class Storage:
-    async def PutImage(self, parts, timeout: float) -> storage_pb.PutImageResponse:  # noqa: N802, ANN001
-        header = None
-        async for part in parts:
-            header = header or part.header
-        return storage_pb.PutImageResponse(image=gen.ImageRef(object_key=f"days-7/{header.generation_id}/0.png"))
 
 
 class Provider:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -9,9 +10,11 @@ import pytest
 from PIL import Image
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import Recorder, Storage
+from services.worker.tests.support import generation as generation_of
 from worker import render_inputs
-from worker.providers.base import GeneratedImage, Progress
 from worker.providers.local import LocalProvider
+from worker.providers.settings import UpstreamSettings
 from worker.render import render_image
 
 
@@ -71,27 +74,17 @@ def test_negative_prompt_rules_out_what_it_names() -> None:
     assert night.data != not_night.data
 
 
-def generation(**params) -> gen.Generation:
-    return gen.Generation(
-        id="gen_x",
-        width=64,
-        height=64,
-        seed=4,
-        quality="standard",
-        output_format=gen.OUTPUT_FORMAT_PNG,
-        params=gen.GenerationParams(**params),
-    )
+generation = functools.partial(generation_of, width=64, height=64, seed=4, quality="standard", prompt="")
+
+
+def local(stored: dict[str, bytes] | None = None) -> LocalProvider:
+    return LocalProvider.build(UpstreamSettings(), storage=Storage(stored))
 
 
 async def test_provider_streams_partials_then_final_images() -> None:
-    seen: list[tuple[float, GeneratedImage | None]] = []
-
-    async def report(percent: float, partial: GeneratedImage | None = None) -> None:
-        seen.append((percent, partial))
-
-    result = await LocalProvider().generate(
-        generation(prompt="sea", n=2, stream=True, partial_images=2), Progress(report)
-    )
+    rec = Recorder()
+    result = await local().generate(generation(prompt="sea", n=2, stream=True, partial_images=2), rec.progress)
+    seen = rec.seen
     images = result.images
     partials = [p for _, p in seen if p is not None]
     assert len(images) == 2 and len(partials) == 2
@@ -100,25 +93,18 @@ async def test_provider_streams_partials_then_final_images() -> None:
 
 
 async def test_provider_edits_inputs_it_reads_by_object_key() -> None:
-    stored = {"k/0.png": png(solid(64, 64)), "k/1.png": png(solid(64, 64, (0, 0, 0, 0)))}
-
-    async def read(key: str) -> bytes:
-        return stored[key]
-
-    async def ignore(percent: float, partial: GeneratedImage | None = None) -> None:
-        pass
-
-    progress = Progress(ignore)
+    provider = local({"k/0.png": png(solid(64, 64)), "k/1.png": png(solid(64, 64, (0, 0, 0, 0)))})
+    progress = Recorder().progress
     inputs = [gen.InputImage(object_key="k/0.png", role="image"), gen.InputImage(object_key="k/1.png", role="mask")]
     job = generation(prompt="forest", kind=gen.GENERATION_KIND_EDIT, input_images=inputs)
-    [image] = (await LocalProvider(read).generate(job, progress)).images
+    [image] = (await provider.generate(job, progress)).images
     pixels = np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"), np.int16)
     assert np.abs(pixels - (200, 30, 30)).mean() > 40  # fully transparent mask: all repainted
     job = generation(kind=gen.GENERATION_KIND_VARIATION, input_images=inputs[:1], n=2)
-    a, b = (await LocalProvider(read).generate(job, progress)).images
+    a, b = (await provider.generate(job, progress)).images
     assert a.data != b.data
     with pytest.raises(Exception, match="uploaded images only"):
-        await LocalProvider(read).generate(
+        await provider.generate(
             generation(prompt="x", kind=gen.GENERATION_KIND_EDIT, input_images=[gen.InputImage(url="http://x/y.png")]),
             progress,
         )

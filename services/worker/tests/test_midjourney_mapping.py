@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers import midjourney_api as mj
 from worker.providers.midjourney import MidjourneySettings
 
 NOVICEZK, TRUEAI = mj.of("novicezk"), mj.of("trueai")
-
-
-def g(model="midjourney-v6", prompt="a cat", size="1:1", **params) -> gen.Generation:
-    return gen.Generation(model=model, seed=9, params=gen.GenerationParams(prompt=prompt, size=size, **params))
+g = functools.partial(generation, model="midjourney-v6", prompt="a cat", size="1:1", seed=9)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +158,6 @@ def test_failures(task, code) -> None:
 
 def test_settings_take_the_proxy_root() -> None:
     s = MidjourneySettings(MIDJOURNEY_BASE_URL="http://mj:8080/mj/", MIDJOURNEY_FLAVOR="trueai")
-    assert s.base_url == "http://mj:8080" and s.api_key == ""
+    assert s.base_url == "http://mj:8080" and s.api_key.get_secret_value() == ""
     with pytest.raises(ValueError):
         MidjourneySettings(MIDJOURNEY_BASE_URL="http://mj:8080", MIDJOURNEY_FLAVOR="other")

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers.openai import Family, family_of, fields_for, refusal, size_of, usage_of
 from worker.providers.sse import events
 
 GENERATE, EDIT, VARIATION = gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT, gen.GENERATION_KIND_VARIATION
-
-
-def g(model: str, **params) -> gen.Generation:
-    fmt = params.pop("output_format", gen.OUTPUT_FORMAT_PNG)
-    size = params.pop("size", "1024x1024")
-    quality = params.pop("quality", "")
-    w, _, h = size.partition("x")
-    return gen.Generation(
-        model=model,
-        width=int(w) if w.isdigit() else 1024,
-        height=int(h) if h.isdigit() else 1024,
-        output_format=fmt,
-        quality=quality,
-        params=gen.GenerationParams(model=model, prompt="p", size=size, output_format=fmt, **params),
-    )
+g = functools.partial(generation, size="1024x1024")
 
 
 def fields(model: str, kind: int = GENERATE, rf: str = "b64_json", **params) -> dict:
@@ -50,7 +39,7 @@ def test_dall_e_fields_never_carry_gpt_only_ones() -> None:
         background="opaque",
         moderation="low",
         output_compression=50,
-        output_format=gen.OUTPUT_FORMAT_WEBP,
+        fmt=gen.OUTPUT_FORMAT_WEBP,
         stream=True,
         partial_images=2,
         quality="hd",
@@ -71,7 +60,7 @@ def test_gpt_fields_never_carry_response_format_or_style() -> None:
     sent = fields(
         "gpt-image-1",
         style="vivid",
-        output_format=gen.OUTPUT_FORMAT_JPEG,
+        fmt=gen.OUTPUT_FORMAT_JPEG,
         output_compression=70,
         background="opaque",
         moderation="low",

@@ -1,4 +1,4 @@
-"""Pure helpers of the submit-then-poll adapters: poll clock, progress, fan-out, sizes."""
+"""Helpers of the adapter kit: the job clock, progress, fan-out, concurrency, sizes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import pytest
 from PIL import Image
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import Progress, ProviderError
+from worker.providers.adapter import JobClock, all_or_first_error
 from worker.providers.detail import detail_message
-from worker.providers.polling import Fanout, PollClock, percent_of, run_all
+from worker.providers.images import deliver
+from worker.providers.polling import Fanout, percent_of
 from worker.providers.settings import UpstreamSettings
-from worker.providers.sizing import aspect_ratio, deliver, fit, nearest_ratio
+from worker.providers.shaping import aspect_ratio, fit, nearest_ratio
 
 
 @pytest.mark.parametrize(
@@ -35,17 +38,21 @@ def test_percent_of(value, expected) -> None:
     assert percent_of(value) == expected
 
 
-async def test_poll_clock_grows_up_to_the_cap_and_times_out() -> None:
+async def test_job_clock_polls_grow_up_to_the_cap_and_the_job_times_out() -> None:
     s = UpstreamSettings(
         WORKER_POLL_INTERVAL_SECONDS=0.01, WORKER_POLL_MAX_INTERVAL_SECONDS=0.04, WORKER_JOB_TIMEOUT_SECONDS=0.3
     )
-    clock = PollClock("x", s)
+    clock = JobClock("x", s)
     gaps = []
-    with pytest.raises(ProviderError) as exc:
+
+    async def poll_forever() -> None:
         while True:
             started = time.monotonic()
             await clock.wait()
             gaps.append(time.monotonic() - started)
+
+    with pytest.raises(ProviderError) as exc:
+        await clock.bound(poll_forever())
     assert exc.value.code is ErrorCode.TIMEOUT and exc.value.retryable
     assert gaps[0] < 0.03 and max(gaps) < 0.1
     assert 4 <= len(gaps) <= 40
@@ -68,7 +75,7 @@ async def test_fanout_reports_the_mean_only_when_it_moves() -> None:
     assert ids == ["b", "a,b"]
 
 
-async def test_run_all_cancels_the_rest_on_the_first_failure() -> None:
+async def test_all_or_first_error_cancels_the_rest_on_the_first_failure() -> None:
     cancelled = asyncio.Event()
 
     async def slow():
@@ -83,14 +90,14 @@ async def test_run_all_cancels_the_rest_on_the_first_failure() -> None:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, "boom")
 
     with pytest.raises(ProviderError, match="boom"):
-        await run_all([slow, boom])
+        await all_or_first_error([slow(), boom()])
     assert cancelled.is_set()
 
     async def value(v):
         await asyncio.sleep(0.01 * (3 - v))
         return v
 
-    assert await run_all([lambda v=v: value(v) for v in range(3)]) == [0, 1, 2]
+    assert await all_or_first_error([value(v) for v in range(3)]) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -120,12 +127,12 @@ def test_aspect_ratios() -> None:
 async def test_deliver_resizes_to_the_promised_size_then_converts() -> None:
     out = io.BytesIO()
     Image.new("RGB", (1440, 960), (1, 2, 3)).save(out, "PNG")
-    g = gen.Generation(width=1536, height=1024, output_format=gen.OUTPUT_FORMAT_WEBP)
-    image = await deliver(out.getvalue(), g, "x")
+    g = generation(width=1536, height=1024, fmt=gen.OUTPUT_FORMAT_WEBP)
+    image = await deliver(out.getvalue(), g, "x", exact_size=True)
     with Image.open(io.BytesIO(image.data)) as got:
         assert (got.format, got.size) == ("WEBP", (1536, 1024))
     with pytest.raises(ProviderError, match="not an image"):
-        await deliver(b"nope", g, "x")
+        await deliver(b"nope", g, "x", exact_size=True)
 
 
 def test_detail_messages() -> None:
@@ -140,7 +147,7 @@ def test_detail_messages() -> None:
 async def test_a_long_job_is_first_polled_later() -> None:
     s = UpstreamSettings(WORKER_POLL_INTERVAL_SECONDS=0.01, WORKER_POLL_MAX_INTERVAL_SECONDS=0.2)
     for eta, low, high in ((0, 0.005, 0.05), (1.0, 0.07, 0.15), (60, 0.15, 0.3)):
-        clock = PollClock("x", s, eta_seconds=eta)
+        clock = JobClock("x", s, eta_seconds=eta)
         started = time.monotonic()
         await clock.wait()
         assert low <= time.monotonic() - started <= high, eta

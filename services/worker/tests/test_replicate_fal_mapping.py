@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError, fal, replicate
 
-
-def g(model: str, width=1024, height=1024, fmt=gen.OUTPUT_FORMAT_PNG, n=1, **params) -> gen.Generation:
-    return gen.Generation(
-        model=model,
-        width=width,
-        height=height,
-        seed=5,
-        output_format=fmt,
-        params=gen.GenerationParams(prompt="p", n=n, **params),
-    )
+g = functools.partial(generation, seed=5)
 
 
 def test_replicate_inputs() -> None:

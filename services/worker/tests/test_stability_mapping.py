@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import base64
+import functools
 
 import httpx
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from services.worker.tests.support import generation
 from svckit.errors import ErrorCode
 from worker.providers import ProviderError
 from worker.providers.stability import MAX_SEED, MODELS, aspect_ratio, check_finish, form_fields, refusal, result_of
 
-
-def g(
-    model: str = "sd-3.5-large",
-    size: str = "1024x1024",
-    width: int = 1024,
-    height: int = 1024,
-    seed: int = 5,
-    fmt: int = gen.OUTPUT_FORMAT_PNG,
-    **params,
-) -> gen.Generation:
-    return gen.Generation(
-        model=model,
-        width=width,
-        height=height,
-        seed=seed,
-        output_format=fmt,
-        params=gen.GenerationParams(prompt="a cat", size=size, **params),
-    )
+g = functools.partial(generation, model="sd-3.5-large", prompt="a cat", size="1024x1024", seed=5)
 
 
 @pytest.mark.parametrize(

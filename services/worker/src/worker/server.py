@@ -15,16 +15,15 @@ log = get_logger(__name__)
 
 async def serve(settings: WorkerSettings) -> None:
     service = GrpcService(settings)
-    provider = make_provider(settings.worker_provider)
+    # One channel to each service, shared by the job runner and the adapter (input images,
+    # parent generations), closed on shutdown.
     storage_channel = channel(settings.storage_addr)
     status_channel = channel(settings.status_addr)
+    storage = storage_service_pb2_grpc.StorageServiceStub(storage_channel)
+    status = status_service_pb2_grpc.StatusServiceStub(status_channel)
+    provider = make_provider(settings.worker_provider, storage, status)
     producer = Producer(settings.kafka_bootstrap_servers, client_id=f"worker-{provider.name}")
-    runner = JobRunner(
-        provider,
-        storage_service_pb2_grpc.StorageServiceStub(storage_channel),
-        status_service_pb2_grpc.StatusServiceStub(status_channel),
-        producer,
-    )
+    runner = JobRunner(provider, storage, status, producer)
     consumer = Consumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=requests_topic(provider.name),

@@ -1,12 +1,15 @@
-"""Provider adapters: one per upstream API, behind one interface (`Provider`).
+"""Provider adapters: one per upstream API, behind one interface (`Provider`, providers.adapter).
 
 `WORKER_PROVIDER` picks the adapter; each is imported only when chosen, and builds itself
-from the environment (`Provider.from_env`).
+from the environment and the worker's storage and status clients (`Provider.from_env`).
 """
 
 import importlib
 
-from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
+from pixelmesh.status.v1 import status_service_pb2_grpc
+from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from worker.providers.adapter import Provider
+from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
 
 # name -> "module:class"
 PROVIDERS: dict[str, str] = {
@@ -22,12 +25,24 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-def make_provider(name: str) -> Provider:
+def make_provider(
+    name: str,
+    storage: storage_service_pb2_grpc.StorageServiceStub,
+    status: status_service_pb2_grpc.StatusServiceStub,
+) -> Provider:
     try:
         module, _, cls = PROVIDERS[name].partition(":")
     except KeyError:
         raise SystemExit(f"WORKER_PROVIDER: unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}") from None
-    return getattr(importlib.import_module(module), cls).from_env()
+    return getattr(importlib.import_module(module), cls).from_env(storage, status)
 
 
-__all__ = ["GeneratedImage", "PROVIDERS", "Progress", "Provider", "ProviderError", "ProviderResult", "make_provider"]
+__all__ = [
+    "PROVIDERS",
+    "GeneratedImage",
+    "Progress",
+    "Provider",
+    "ProviderError",
+    "ProviderResult",
+    "make_provider",
+]

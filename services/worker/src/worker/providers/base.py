@@ -1,4 +1,4 @@
-"""The interface every provider adapter implements.
+"""What an adapter hands back to the worker (see worker.providers.adapter for the interface).
 
 An adapter turns one generation into a `ProviderResult`: it reports progress (and partial
 images, when the client streams) through `Progress`, names its upstream job through
@@ -8,7 +8,6 @@ the gateway: `retryable` means another route (provider) may still succeed.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -64,23 +63,3 @@ class Progress:
     def upstream(self, job_id: str) -> None:
         self.upstream_id = job_id
         self._on_upstream(job_id)
-
-
-class Provider(ABC):
-    name: str
-
-    @classmethod
-    def from_env(cls) -> Provider:
-        """Build the adapter from its settings (environment); exits naming a missing key."""
-        return cls()
-
-    @abstractmethod
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        """Produce the generation's images (all `params.n` of them, in order)."""
-
-    async def cancel(self, upstream_id: str) -> None:
-        """Ask the upstream to stop job `upstream_id` (where the API has a cancel endpoint).
-        Called after the task running `generate` was cancelled; best effort."""
-
-    async def close(self) -> None:
-        """Release connections (HTTP clients) on shutdown."""

@@ -11,29 +11,29 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import httpx
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
-from svckit.settings import load_settings
-from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
+from worker.providers.adapter import Context
+from worker.providers.base import ProviderError, ProviderResult
 from worker.providers.detail import response_detail
-from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import POLL_CONNECTIONS, Fanout, PollClock, percent_of, run_all
-from worker.providers.sizing import aspect_ratio, deliver, fit
-from worker.providers.upstream import Upstream
+from worker.providers.images import deliver
+from worker.providers.input_images import images_of, is_client_url
+from worker.providers.polling import Poll, PollingProvider, Task, percent_of
+from worker.providers.settings import UpstreamSettings
+from worker.providers.shaping import aspect_ratio, fit
 
 log = get_logger(__name__)
 
 
-class BflSettings(InputUpstreamSettings):
-    api_key: str = Field(validation_alias="BFL_API_KEY", min_length=1)
+class BflSettings(UpstreamSettings):
+    api_key: SecretStr = Field(validation_alias="BFL_API_KEY", min_length=1)
     base_url: str = Field("https://api.bfl.ai", validation_alias="BFL_BASE_URL")
     # 0 (strictest) .. 6; BFL's default is 2 (and 2 is the most it allows with input images).
     safety_tolerance: int = Field(2, validation_alias="BFL_SAFETY_TOLERANCE", ge=0, le=6)
-    storage_addr: str = Field("", validation_alias="STORAGE_ADDR")
 
 
 @dataclass(frozen=True)
@@ -90,50 +90,30 @@ def request_body(generation: gen.Generation, model: BflModel, safety_tolerance: 
     return body
 
 
-class BflProvider(Provider):
+class BflProvider(PollingProvider):
     name = "bfl"
+    settings_type = BflSettings
+    settings: BflSettings
 
-    def __init__(self, settings: BflSettings) -> None:
-        self._settings = settings
-        self._up = Upstream(
-            self.name,
-            settings.base_url,
-            headers={"x-key": settings.api_key},
-            secret=settings.api_key,
-            retry=settings.retry_policy(),
-            timeout=settings.request_timeout_seconds,
-            classify=self._classify,
-            max_connections=POLL_CONNECTIONS,
-        )
-        self._inputs = InputImages(
-            self.name,
-            settings.storage_addr,
-            self._up,
-            settings.download_max_bytes,
-            allow_private_urls=settings.input_urls_allow_private,
-        )
-        self._base_host = httpx.URL(settings.base_url).host
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self._base_host = httpx.URL(self.settings.base_url).host
 
-    @classmethod
-    def from_env(cls) -> BflProvider:
-        return cls(load_settings(BflSettings))
+    @staticmethod
+    def headers(settings: BflSettings) -> dict[str, str]:
+        return {"x-key": settings.api_key.get_secret_value()}
 
-    async def close(self) -> None:
-        await self._inputs.close()
-        await self._up.close()
-
-    def _classify(self, response: httpx.Response) -> ProviderError | None:
+    @staticmethod
+    def classify(response: httpx.Response) -> ProviderError | None:
         if response.status_code == 422:  # FastAPI validation: {"detail": [{"loc", "msg"}]}
-            return ProviderError(
-                ErrorCode.INVALID_REQUEST, f"bfl rejected the request: {self._up.scrub(response_detail(response))}"
-            )
+            return ProviderError(ErrorCode.INVALID_REQUEST, f"bfl rejected the request: {response_detail(response)}")
         if response.status_code == 402:
             return ProviderError(
                 ErrorCode.PROVIDER_AUTH, "bfl: the gateway's account is out of credits (HTTP 402)", retryable=True
             )
         return None
 
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+    async def requests(self, generation: gen.Generation) -> list[tuple[BflModel, dict]]:
         model = MODELS.get(generation.model)
         if model is None:
             raise ProviderError(ErrorCode.PROVIDER_ERROR, f"bfl does not serve {generation.model}", retryable=True)
@@ -143,27 +123,14 @@ class BflProvider(Provider):
         # BFL fetches http(s) URLs itself; stored images go as base64.
         image = ""
         if inputs:
-            image = (
-                inputs[0].url
-                if inputs[0].url.startswith(("http://", "https://")) and not inputs[0].object_key
-                else await self._inputs.b64(inputs[0])
-            )
-        body = request_body(generation, model, self._settings.safety_tolerance, image)
-        n = generation.params.n or 1
-        fan = Fanout(progress, n)
+            image = inputs[0].url if is_client_url(inputs[0]) else await self.inputs.b64(inputs[0])
+        body = request_body(generation, model, self.settings.safety_tolerance, image)
+        # Same seed, same image: each of the n tasks gets its own.
+        return [(model, {**body, "seed": (generation.seed + i) % 2**32}) for i in range(generation.params.n or 1)]
 
-        def job(index: int):
-            # Same seed, same image: each of the n tasks gets its own.
-            return lambda: self._run_task(
-                model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds
-            )
-
-        samples = await run_all([job(i) for i in range(n)])
-        images = [await deliver(data, generation, self.name) for data in samples]
-        return ProviderResult(images)
-
-    async def _run_task(self, model: BflModel, body: dict, index: int, fan: Fanout, eta: float = 0) -> bytes:
-        submitted = (await self._up.request("POST", f"/v1/{model.endpoint}", json=body)).json()
+    async def submit(self, request: tuple[BflModel, dict]) -> Task:
+        model, body = request
+        submitted = (await self.http.request("POST", f"/v1/{model.endpoint}", json=body)).json()
         task_id, polling_url = submitted.get("id"), submitted.get("polling_url")
         if not task_id or not polling_url:
             raise ProviderError(
@@ -173,40 +140,40 @@ class BflProvider(Provider):
             raise ProviderError(
                 ErrorCode.PROVIDER_ERROR, "bfl returned a polling_url on a foreign host", retryable=True
             )
-        await fan.upstream(index, task_id)
-        clock = PollClock(self.name, self._settings, eta_seconds=eta)
-        warned = False
-        while True:
-            await clock.wait()
-            result = (await self._up.request("GET", polling_url)).json()
-            status = result.get("status")
-            if status == READY:
-                sample = (result.get("result") or {}).get("sample")
-                if not sample:
-                    raise ProviderError(
-                        ErrorCode.PROVIDER_ERROR, "bfl finished without a result sample", retryable=True
-                    )
-                data = await self._up.download(sample, self._settings.download_max_bytes)
-                await fan.report(index, 100.0)
-                return data
-            if status in MODERATED:
-                raise ProviderError(
-                    ErrorCode.CONTENT_POLICY_VIOLATION,
-                    f"bfl's moderation flagged {MODERATED[status]} ({status}){_details(result)}",
-                )
-            if status == FAILED:
-                raise ProviderError(
-                    ErrorCode.PROVIDER_ERROR, f"bfl failed to generate the image{_details(result)}", retryable=True
-                )
-            if status == NOT_FOUND:
-                raise ProviderError(
-                    ErrorCode.PROVIDER_ERROR, f"bfl no longer knows task {task_id} (unknown or expired)", retryable=True
-                )
-            if status != PENDING and not warned:
-                warned = True  # a state newer than the contract: keep polling until the timeout
-                log.warning("unknown bfl task status", status=str(status)[:40], task_id=task_id)
-            if (percent := percent_of(result.get("progress"))) is not None:
-                await fan.report(index, min(percent, 99.0))
+        return Task(task_id, {"polling_url": polling_url})
+
+    async def poll(self, task: Task) -> Poll:
+        result = (await self.http.request("GET", task.state["polling_url"])).json()
+        status = result.get("status")
+        if status == READY:
+            task.state["result"] = result
+            return Poll(done=True)
+        if status in MODERATED:
+            raise ProviderError(
+                ErrorCode.CONTENT_POLICY_VIOLATION,
+                f"bfl's moderation flagged {MODERATED[status]} ({status}){_details(result)}",
+            )
+        if status == FAILED:
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, f"bfl failed to generate the image{_details(result)}", retryable=True
+            )
+        if status == NOT_FOUND:
+            raise ProviderError(
+                ErrorCode.PROVIDER_ERROR, f"bfl no longer knows task {task.id} (unknown or expired)", retryable=True
+            )
+        if status != PENDING and not task.state.get("warned"):
+            task.state["warned"] = True  # a state newer than the contract: keep polling until the timeout
+            log.warning("unknown bfl task status", status=str(status)[:40], task_id=task.id)
+        return Poll(percent=percent_of(result.get("progress")))
+
+    async def fetch(self, task: Task) -> bytes:
+        sample = (task.state["result"].get("result") or {}).get("sample")
+        if not sample:
+            raise ProviderError(ErrorCode.PROVIDER_ERROR, "bfl finished without a result sample", retryable=True)
+        return await self.http.download(sample, self.settings.download_max_bytes)
+
+    async def collect(self, generation: gen.Generation, outputs: list[bytes]) -> ProviderResult:
+        return ProviderResult([await deliver(data, generation, self.name, exact_size=True) for data in outputs])
 
     def _trusted(self, url: str) -> bool:
         """The x-key goes only to the configured host or its sibling regions (api.eu.bfl.ai)."""

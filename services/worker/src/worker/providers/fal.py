@@ -9,35 +9,34 @@ Cancel (PUT cancel_url) only stops a request still in the queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 
 import httpx
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
-from svckit.settings import load_settings
-from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
+from worker.providers.adapter import Context, JobClock
+from worker.providers.base import Progress, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
-from worker.providers.images import decode_b64
-from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import POLL_CONNECTIONS, PollClock, percent_of
-from worker.providers.sizing import deliver, nearest_ratio
-from worker.providers.upstream import RETRYABLE_STATUSES, Upstream, retry_after_seconds
+from worker.providers.images import decode_b64, deliver
+from worker.providers.input_images import images_of
+from worker.providers.polling import Poll, PollingProvider, Task, percent_of
+from worker.providers.settings import UpstreamSettings
+from worker.providers.shaping import nearest_ratio
+from worker.providers.upstream import RETRYABLE_STATUSES, retry_after_seconds
 
 log = get_logger(__name__)
 KONTEXT_RATIOS = ["21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"]
 _INGRESS_STATUSES = frozenset({502, 503, 504})
 
 
-class FalSettings(InputUpstreamSettings):
-    api_key: str = Field(validation_alias="FAL_KEY", min_length=1)
+class FalSettings(UpstreamSettings):
+    api_key: SecretStr = Field(validation_alias="FAL_KEY", min_length=1)
     base_url: str = Field("https://queue.fal.run", validation_alias="FAL_BASE_URL")
-    storage_addr: str = Field("", validation_alias="STORAGE_ADDR")
 
 
 @dataclass(frozen=True)
@@ -113,61 +112,55 @@ def image_urls(result: dict, n: int) -> list[str]:
     return urls[:n]
 
 
-class FalProvider(Provider):
+class FalProvider(PollingProvider):
     name = "fal"
+    settings_type = FalSettings
+    settings: FalSettings
 
-    def __init__(self, settings: FalSettings) -> None:
-        self._settings = settings
-        self._retry = settings.retry_policy()
-        self._up = Upstream(
-            self.name,
-            settings.base_url,
-            headers={"Authorization": f"Key {settings.api_key}"},
-            secret=settings.api_key,
-            retry=self._retry,
-            timeout=settings.request_timeout_seconds,
-            classify=self._classify,
-            max_connections=POLL_CONNECTIONS,
-        )
-        self._inputs = InputImages(
-            self.name,
-            settings.storage_addr,
-            self._up,
-            settings.download_max_bytes,
-            allow_private_urls=settings.input_urls_allow_private,
-        )
-        self._host = httpx.URL(settings.base_url).host
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self._host = httpx.URL(self.settings.base_url).host
         self._cancel_urls: dict[str, str] = {}  # request id -> cancel_url, while it runs here
 
-    @classmethod
-    def from_env(cls) -> FalProvider:
-        return cls(load_settings(FalSettings))
+    @staticmethod
+    def headers(settings: FalSettings) -> dict[str, str]:
+        return {"Authorization": f"Key {settings.api_key.get_secret_value()}"}
 
-    async def close(self) -> None:
-        await self._inputs.close()
-        await self._up.close()
-
-    def _classify(self, response: httpx.Response) -> ProviderError | None:
+    @staticmethod
+    def classify(response: httpx.Response) -> ProviderError | None:
         if response.status_code == 422:  # {"detail": [{"loc", "msg", "type"}]} or a string
-            return ProviderError(
-                ErrorCode.INVALID_REQUEST, f"fal rejected the input: {self._up.scrub(response_detail(response))}"
-            )
+            return ProviderError(ErrorCode.INVALID_REQUEST, f"fal rejected the input: {response_detail(response)}")
         if response.status_code == 404:
             return ProviderError(
                 ErrorCode.PROVIDER_ERROR, f"fal does not know this model: {response_detail(response)}", retryable=True
             )
         return None
 
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
+        """A request's cancel URL is kept while it runs here: a cancel (its owner's, or at the
+        timeout) needs it."""
+        try:
+            result = await super().run(generation, progress, clock)
+        except ProviderError as exc:
+            if exc.code is not ErrorCode.TIMEOUT:  # a timed-out request is cancelled next
+                self._cancel_urls.pop(progress.upstream_id, None)
+            raise
+        self._cancel_urls.pop(progress.upstream_id, None)
+        return result
+
+    async def requests(self, generation: gen.Generation) -> list[tuple[str, dict]]:
         model = MODELS.get(generation.model)
         if model is None:
             raise ProviderError(ErrorCode.PROVIDER_ERROR, f"fal does not serve {generation.model}", retryable=True)
         inputs = images_of(generation) if model.image_input else []
         if len(inputs) > 1:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one input image")
-        image = await self._inputs.url_or_data_url(inputs[0]) if inputs else ""
-        body = model_input(generation, model, image)
-        queued = (await self._up.request("POST", model.submit_path(bool(image)), json=body)).json()
+        image = await self.inputs.url_or_data_url(inputs[0]) if inputs else ""
+        return [(model.submit_path(bool(image)), model_input(generation, model, image))]
+
+    async def submit(self, request: tuple[str, dict]) -> Task:
+        path, body = request
+        queued = (await self.http.request("POST", path, json=body)).json()
         request_id = queued.get("request_id")
         urls = {k: queued.get(k) for k in ("status_url", "response_url", "cancel_url")}
         if not request_id or not all(urls.values()):
@@ -175,62 +168,33 @@ class FalProvider(Provider):
         if any(httpx.URL(u).host != self._host for u in urls.values()):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "fal returned request URLs on a foreign host", retryable=True)
         self._cancel_urls[request_id] = urls["cancel_url"]
-        progress.upstream(request_id)
-        await progress(0.0)  # records the request id now, so a cancel can reach it
-        try:
-            await self._wait(urls["status_url"], progress, generation.eta_seconds)
-            result = await self._result(urls["response_url"])
-        except asyncio.CancelledError:
-            raise  # cancelled by its owner: cancel() comes next and needs the cancel URL
-        except ProviderError as exc:
-            if exc.code is ErrorCode.TIMEOUT:
-                with contextlib.suppress(ProviderError):
-                    await self.cancel(request_id)
-            self._cancel_urls.pop(request_id, None)
-            raise
-        self._cancel_urls.pop(request_id, None)
-        images = []
-        for url in image_urls(result, generation.params.n or 1):
-            data = (
-                decode_b64(url, self.name)
-                if url.startswith("data:")
-                else await self._up.download(url, self._settings.download_max_bytes)
-            )
-            images.append(await deliver(data, generation, self.name))
-        await progress(100.0)
-        return ProviderResult(images)
+        return Task(request_id, urls)
 
-    async def _wait(self, status_url: str, progress: Progress, eta: float = 0) -> None:
-        clock = PollClock(self.name, self._settings, eta_seconds=eta)
-        url = httpx.URL(status_url).copy_merge_params({"logs": "1"})
-        reported = 0.0
-        while True:
-            await clock.wait()
-            status = (await self._up.request("GET", str(url))).json()
-            state = status.get("status")
-            if state == "COMPLETED":
-                return
-            if state not in ("IN_QUEUE", "IN_PROGRESS"):
-                log.warning("unknown fal request status", status=str(state)[:40])
-            logs = " ".join(str(line.get("message", "")) for line in status.get("logs") or [] if isinstance(line, dict))
-            percent = percent_of(logs)
-            if percent is not None and percent != reported:
-                reported = percent
-                await progress(min(percent, 99.0))
+    async def poll(self, task: Task) -> Poll:
+        url = httpx.URL(task.state["status_url"]).copy_merge_params({"logs": "1"})
+        status = (await self.http.request("GET", str(url))).json()
+        state = status.get("status")
+        if state == "COMPLETED":
+            return Poll(done=True)
+        if state not in ("IN_QUEUE", "IN_PROGRESS"):
+            log.warning("unknown fal request status", status=str(state)[:40])
+        logs = " ".join(str(line.get("message", "")) for line in status.get("logs") or [] if isinstance(line, dict))
+        return Poll(percent=percent_of(logs))
 
-    async def _result(self, response_url: str) -> dict:
+    async def fetch(self, task: Task) -> dict:
         """GET response_url. A non-2xx answer is the request's own failure; only 429 and the
         ingress's 502-504 (no x-fal-request-id) are transient, as in fal's own clients."""
-        deadline = time.monotonic() + self._retry.budget_seconds
+        retry = self.http.retry
+        deadline = time.monotonic() + retry.budget_seconds
         attempt = 0
         while True:
             try:
-                resp = await self._up.client.get(response_url)
+                resp = await self.http.client.get(task.state["response_url"])
             except httpx.TransportError as exc:
                 transient: ProviderError = ProviderError(
                     ErrorCode.PROVIDER_UNAVAILABLE, f"fal is unreachable ({type(exc).__name__})", retryable=True
                 )
-                wait = self._retry.backoff(attempt)
+                wait = retry.backoff(attempt)
             else:
                 if resp.is_success:
                     return resp.json()
@@ -240,20 +204,31 @@ class FalProvider(Provider):
                     and "x-fal-request-id" not in resp.headers
                 ):
                     raise self._failure(resp)
-                transient = self._up.error_of(resp)
+                transient = self.http.error_of(resp)
                 hinted = retry_after_seconds(resp)
-                wait = hinted if hinted is not None else self._retry.backoff(attempt)
+                wait = hinted if hinted is not None else retry.backoff(attempt)
             attempt += 1
-            if attempt >= self._retry.max_attempts or time.monotonic() + wait > deadline:
+            if attempt >= retry.max_attempts or time.monotonic() + wait > deadline:
                 raise transient
             await asyncio.sleep(wait)
 
+    async def collect(self, generation: gen.Generation, outputs: list[dict]) -> ProviderResult:
+        images = []
+        for url in image_urls(outputs[0], generation.params.n or 1):
+            data = (
+                decode_b64(url, self.name)
+                if url.startswith("data:")
+                else await self.http.download(url, self.settings.download_max_bytes)
+            )
+            images.append(await deliver(data, generation, self.name, exact_size=True))
+        return ProviderResult(images)
+
     def _failure(self, resp: httpx.Response) -> ProviderError:
-        detail = self._up.scrub(response_detail(resp))
+        detail = self.http.scrub(response_detail(resp))
         if resp.status_code in (400, 422):
             return ProviderError(ErrorCode.INVALID_REQUEST, f"fal could not run the request: {detail}")
         if resp.status_code in (401, 403) or resp.status_code not in RETRYABLE_STATUSES:
-            return self._up.error_of(resp)
+            return self.http.error_of(resp)
         return ProviderError(ErrorCode.PROVIDER_ERROR, f"fal's model failed: {detail}", retryable=True)
 
     async def cancel(self, upstream_id: str) -> None:
@@ -262,6 +237,6 @@ class FalProvider(Provider):
             log.info("no cancel URL known for this fal request", request_id=upstream_id)
             return
         try:
-            await self._up.request("PUT", url)
+            await self.http.request("PUT", url)
         except ProviderError as exc:  # 400: already running or done, fal cannot stop it
             log.info("fal did not cancel the request", request_id=upstream_id, error=exc.message)

@@ -34,16 +34,13 @@ import httpx
 from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
-from svckit.settings import load_settings
-from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
-from worker.providers.images import decode_b64, to_requested
-from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
-from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, within_job_timeout
-from worker.providers.upstream import Upstream
+from worker.providers.adapter import JobClock, Provider, all_or_first_error
+from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
+from worker.providers.images import decode_b64, deliver
+from worker.providers.settings import UpstreamSettings
+from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
 
-NAME = "google"
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 REFUSED_FINISH = frozenset(
     {
@@ -59,7 +56,7 @@ REFUSED_FINISH = frozenset(
 )
 
 
-class GoogleSettings(InputUpstreamSettings):
+class GoogleSettings(UpstreamSettings):
     api_key: SecretStr = Field(validation_alias="GOOGLE_API_KEY")
     base_url: str = Field("https://generativelanguage.googleapis.com/v1beta", validation_alias="GOOGLE_BASE_URL")
     # Catalog model id -> Gemini model name, where they differ (JSON object).
@@ -82,8 +79,8 @@ def request_body(generation: gen.Generation, images: list[tuple[str, bytes]]) ->
     parts: list[dict] = [
         {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}} for mime, data in images
     ]
-    parts.append({"text": non_empty_prompt(generation, NAME)})
-    ratio = nearest_ratio(generation, ASPECT_RATIOS, lambda r: tuple(int(x) for x in r.split(":")))
+    parts.append({"text": non_empty_prompt(generation, "google")})
+    ratio = nearest_ratio(*requested_ratio(generation), ASPECT_RATIOS)
     return {
         "contents": [{"role": "user", "parts": parts}],
         "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": ratio}},
@@ -113,7 +110,7 @@ def image_of(body: object) -> tuple[bytes, str]:
     if not images or not images[0].get("data"):
         detail = f"finishReason {reason}" if reason else "no finish reason"
         raise ProviderError(ErrorCode.PROVIDER_ERROR, f"google answered without an image ({detail})")
-    return decode_b64(images[0]["data"], NAME), text
+    return decode_b64(images[0]["data"], "google"), text
 
 
 def usage_of(bodies: list[dict]) -> gen.Usage | None:
@@ -152,42 +149,22 @@ def classify(response: httpx.Response) -> ProviderError | None:
 
 
 class GoogleProvider(Provider):
-    name = NAME
+    name = "google"
+    settings_type = GoogleSettings
+    settings: GoogleSettings
 
-    def __init__(
-        self, settings: GoogleSettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None
-    ) -> None:
-        self._settings = settings
-        key = settings.api_key.get_secret_value()
-        self._upstream = Upstream(
-            NAME,
-            settings.base_url,
-            headers={"x-goog-api-key": key},
-            secret=key,
-            retry=settings.retry_policy(),
-            timeout=settings.request_timeout_seconds,
-            classify=classify,
-        )
-        self._inputs = InputReader(
-            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
-        )
+    @staticmethod
+    def headers(settings: GoogleSettings) -> dict[str, str]:
+        return {"x-goog-api-key": settings.api_key.get_secret_value()}
 
-    @classmethod
-    def from_env(cls) -> GoogleProvider:
-        return cls(load_settings(GoogleSettings), storage_from_env())
+    classify = staticmethod(classify)
 
-    async def close(self) -> None:
-        await self._upstream.close()
-
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        return await within_job_timeout(self._generate(generation, progress), self._settings.job_timeout_seconds, NAME)
-
-    async def _generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        model = upstream_model(generation.model, self._settings.models)
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
+        model = upstream_model(generation.model, self.settings.models)
         kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
         if kind not in (gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT):
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"google does not do {gen.GenerationKind.Name(kind)}")
-        inputs = await self._inputs.load(generation)
+        inputs = await self.inputs.load(generation)
         if any(i.role == "mask" for i in inputs):
             raise ProviderError(
                 ErrorCode.INVALID_REQUEST, f"{generation.model} edits from the prompt; it takes no mask"
@@ -199,7 +176,7 @@ class GoogleProvider(Provider):
         answers: list[dict] = []
 
         async def one(index: int) -> GeneratedImage:
-            response = await self._upstream.request("POST", f"/models/{model}:generateContent", json=body)
+            response = await self.http.request("POST", f"/models/{model}:generateContent", json=body)
             try:
                 answer = response.json()
             except ValueError:
@@ -208,7 +185,7 @@ class GoogleProvider(Provider):
                 progress.upstream(str(answer["responseId"]))
             data, _text = image_of(answer)
             answers.append(answer)
-            image = await to_requested(data, generation, NAME)
+            image = await deliver(data, generation, self.name)
             await progress(100.0 * len(answers) / n)
             return image
 

@@ -31,21 +31,13 @@ from pydantic import Field, SecretStr
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
-from svckit.settings import load_settings
-from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
-from worker.providers.images import to_requested
+from worker.providers.adapter import Context, JobClock, Provider, all_or_first_error
+from worker.providers.base import Progress, ProviderError, ProviderResult
+from worker.providers.images import deliver
 from worker.providers.settings import UpstreamSettings
-from worker.providers.shaping import (
-    all_or_first_error,
-    nearest_ratio,
-    non_empty_prompt,
-    seed_within,
-    within_job_timeout,
-)
-from worker.providers.upstream import Upstream
+from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio, seed_within
 
 log = get_logger(__name__)
-NAME = "ideogram"
 MAX_SEED = 2_147_483_647
 MAX_IMAGES = 8
 LEGACY_RATIOS = ("10_16", "16_10", "9_16", "16_9", "3_2", "2_3", "4_3", "3_4", "1_1", "1_3", "3_1")
@@ -123,13 +115,13 @@ def request_fields(generation: gen.Generation, route: Route, magic_prompt: str) 
     n = p.n or 1
     if not 1 <= n <= MAX_IMAGES:
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"ideogram makes 1 to {MAX_IMAGES} images per request")
-    fields: dict = {"prompt": non_empty_prompt(generation, NAME)}
+    fields: dict = {"prompt": non_empty_prompt(generation, "ideogram")}
     if route.v3:
         fields["rendering_speed"] = route.rendering_speed
-        fields["aspect_ratio"] = nearest_ratio(generation, V3_RATIOS, _ratio)
+        fields["aspect_ratio"] = nearest_ratio(*requested_ratio(generation), V3_RATIOS, _ratio)
     else:
         fields["model"] = route.model
-        fields["aspect_ratio"] = "ASPECT_" + nearest_ratio(generation, LEGACY_RATIOS, _ratio)
+        fields["aspect_ratio"] = "ASPECT_" + nearest_ratio(*requested_ratio(generation), LEGACY_RATIOS, _ratio)
     fields["seed"] = seed_within(generation, MAX_SEED)
     fields["num_images"] = n
     if p.negative_prompt:
@@ -182,44 +174,32 @@ class ImageSlots:
 
 
 class IdeogramProvider(Provider):
-    name = NAME
+    name = "ideogram"
+    settings_type = IdeogramSettings
+    settings: IdeogramSettings
 
-    def __init__(self, settings: IdeogramSettings) -> None:
-        self._settings = settings
-        key = settings.api_key.get_secret_value()
-        self._upstream = Upstream(
-            NAME,
-            settings.base_url,
-            headers={"Api-Key": key},
-            secret=key,
-            retry=settings.retry_policy(),
-            timeout=settings.request_timeout_seconds,
-            classify=refusal,
-        )
-        self.slots = ImageSlots(settings.max_in_flight)
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.slots = ImageSlots(self.settings.max_in_flight)
 
-    @classmethod
-    def from_env(cls) -> IdeogramProvider:
-        return cls(load_settings(IdeogramSettings))
+    @staticmethod
+    def headers(settings: IdeogramSettings) -> dict[str, str]:
+        return {"Api-Key": settings.api_key.get_secret_value()}
 
-    async def close(self) -> None:
-        await self._upstream.close()
+    classify = staticmethod(refusal)
 
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        return await within_job_timeout(self._generate(generation, progress), self._settings.job_timeout_seconds, NAME)
-
-    async def _generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
         route = route_of(generation.model)
         if (generation.params.kind or gen.GENERATION_KIND_GENERATE) != gen.GENERATION_KIND_GENERATE:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "ideogram edit and remix are not supported by this gateway")
-        fields = request_fields(generation, route, self._settings.magic_prompt)
+        fields = request_fields(generation, route, self.settings.magic_prompt)
         # This call's images count against the upstream's in-flight limit until it answers.
         async with self.slots.hold(fields["num_images"]):
             if route.v3:
                 parts = [(k, (None, str(v))) for k, v in fields.items()]
-                response = await self._upstream.request("POST", "/v1/ideogram-v3/generate", files=parts)
+                response = await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
             else:
-                response = await self._upstream.request("POST", "/generate", json={"image_request": fields})
+                response = await self.http.request("POST", "/generate", json={"image_request": fields})
         await progress(50.0)
         try:
             body = response.json()
@@ -238,11 +218,11 @@ class IdeogramProvider(Provider):
             log.info("ideogram withheld unsafe images", withheld=len(items) - len(safe), kept=len(safe))
         # The URLs expire: fetch them all now, together.
         downloads = await all_or_first_error(
-            [self._upstream.download(i["url"], self._settings.download_max_bytes) for i in safe]
+            [self.http.download(i["url"], self.settings.download_max_bytes) for i in safe]
         )
         images = []
         for index, (item, data) in enumerate(zip(safe, downloads, strict=True)):
             rewritten = item.get("prompt") if item.get("prompt") and item.get("prompt") != fields["prompt"] else ""
-            images.append(await to_requested(data, generation, NAME, revised_prompt=rewritten))
+            images.append(await deliver(data, generation, self.name, revised_prompt=rewritten))
             await progress(50.0 + 50.0 * (index + 1) / len(safe))
         return ProviderResult(images)

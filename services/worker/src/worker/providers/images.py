@@ -1,4 +1,4 @@
-"""Upstream image bytes -> the format and compression the client asked for (Pillow)."""
+"""The one image pipeline: upstream bytes -> the size, format and compression the client asked for (Pillow)."""
 
 from __future__ import annotations
 
@@ -76,12 +76,32 @@ def _encode(
     return GeneratedImage(out.getvalue(), image.width, image.height, fmt.enum, revised_prompt)
 
 
-async def to_requested(
-    data: bytes, generation: gen.Generation, provider: str, revised_prompt: str = ""
+def _resize(data: bytes, width: int, height: int, provider: str) -> bytes:
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            if probe.width * probe.height > MAX_PIXELS:
+                raise ProviderError(
+                    ErrorCode.PROVIDER_ERROR, f"{provider} returned an image larger than {MAX_PIXELS} pixels"
+                )
+            if (probe.width, probe.height) == (width, height):
+                return data
+            image = probe.convert("RGBA" if "A" in probe.getbands() else "RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ProviderError(ErrorCode.PROVIDER_ERROR, f"{provider} returned bytes that are not an image") from exc
+    out = io.BytesIO()
+    image.resize((width, height), Image.Resampling.LANCZOS).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+async def deliver(
+    data: bytes, generation: gen.Generation, provider: str, *, exact_size: bool = False, revised_prompt: str = ""
 ) -> GeneratedImage:
-    """Upstream bytes as the generation asks for them. Bytes already in the asked format
-    (and no compression asked) pass through untouched, checked but never decoded; others
-    are decoded and re-encoded off the event loop."""
+    """Upstream bytes as the generation asks for them: its size (with `exact_size`, for
+    upstreams that make only sizes near the promised one), then its format. Bytes already
+    in the asked format (and no compression asked) pass through untouched, checked but
+    never decoded; others are decoded and re-encoded off the event loop."""
+    if exact_size and generation.width and generation.height:
+        data = await asyncio.to_thread(_resize, data, generation.width, generation.height, provider)
     params = generation.params
     compression = params.output_compression if params.HasField("output_compression") else None
     fmt = formats.of(generation.output_format or gen.OUTPUT_FORMAT_PNG)

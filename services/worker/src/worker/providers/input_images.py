@@ -2,9 +2,9 @@
 
 A generation names its inputs in `params.input_images` (an object key in the storage
 service, or a URL the client gave) and, in the aggregator API, `params.image_url`. Stored
-inputs are read through the storage service's `GetImage`; URLs are fetched with the
-upstream kit's credential-free download client, bounded like results. The bytes only
-ever travel to the upstream: they are never logged or put in an error message.
+inputs are read through the worker's storage client; URLs are fetched with the upstream
+kit's credential-free download client, bounded like results. The bytes only ever travel
+to the upstream: they are never logged or put in an error message.
 """
 
 from __future__ import annotations
@@ -18,41 +18,17 @@ from urllib.parse import urlsplit
 
 import grpc
 from PIL import Image, UnidentifiedImageError
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
-from svckit.grpc_client import channel
 from worker.providers.base import ProviderError
 from worker.providers.images import MAX_PIXELS
-from worker.providers.settings import UpstreamSettings
 from worker.providers.upstream import Upstream
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 PIL_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-
-
-class InputUpstreamSettings(UpstreamSettings):
-    """Settings of an adapter that sends the client's input images upstream."""
-
-    # Input image URLs are fetched by the worker: by default only public addresses, so a
-    # client cannot make it read (and send upstream) what sits inside the cluster.
-    input_urls_allow_private: bool = Field(False, validation_alias="WORKER_INPUT_URLS_ALLOW_PRIVATE")
-
-
-class StorageAddress(BaseSettings):
-    """Where the worker's storage service is (the worker process has STORAGE_ADDR)."""
-
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-    storage_addr: str = Field("", validation_alias="STORAGE_ADDR")
-
-
-def storage_from_env() -> storage_service_pb2_grpc.StorageServiceStub | None:
-    addr = StorageAddress().storage_addr
-    return storage_service_pb2_grpc.StorageServiceStub(channel(addr)) if addr else None
 
 
 @dataclass(frozen=True)
@@ -98,7 +74,9 @@ async def as_png(item: InputFile, *, rgba: bool = False) -> InputFile:
 
 
 class InputReader:
-    """Fetches a generation's input images from storage or from the URLs the client gave."""
+    """Fetches a generation's input images from storage or from the URLs the client gave,
+    and hands them over as the upstream takes them (bytes, base64, data URLs, or the
+    client's own URL passed through)."""
 
     def __init__(
         self,
@@ -135,6 +113,19 @@ class InputReader:
         image_format, width, height = await asyncio.to_thread(probe, data, f"input {role}")
         mime = PIL_MIME.get(image_format, ref.mime_type or "application/octet-stream")
         return InputFile(role, data, mime, width, height, image_format)
+
+    async def data_url(self, ref: gen.InputImage) -> str:
+        item = await self.read(ref)
+        return f"data:{item.mime_type};base64,{base64.b64encode(item.data).decode()}"
+
+    async def b64(self, ref: gen.InputImage) -> str:
+        return base64.b64encode((await self.read(ref)).data).decode()
+
+    async def url_or_data_url(self, ref: gen.InputImage) -> str:
+        """The client's http(s) URL when it gave one (the upstream fetches it), else a data URL."""
+        if is_client_url(ref):
+            return ref.url
+        return await self.data_url(ref)
 
     async def _from_storage(self, object_key: str) -> bytes:
         if self._storage is None:
@@ -194,57 +185,14 @@ def _decode_data_url(url: str) -> bytes:
         raise ProviderError(ErrorCode.INVALID_REQUEST, "an input image is not valid base64") from exc
 
 
+def is_client_url(ref: gen.InputImage) -> bool:
+    """An http(s) URL the client gave (not a stored upload): upstreams may fetch it themselves."""
+    return ref.url.startswith(("http://", "https://")) and not ref.object_key
+
+
 def images_of(generation: gen.Generation, role: str = "image") -> list[gen.InputImage]:
     """The inputs with that role ("" counts as "image"); params.image_url counts as one image."""
     found = [i for i in generation.params.input_images if (i.role or "image") == role]
     if role == "image" and not found and generation.params.image_url:
         found = [gen.InputImage(url=generation.params.image_url)]
     return found
-
-
-class InputImages:
-    """Input images as submit-then-poll upstreams take them (bytes, base64, data URLs, or
-    the client's own URL passed through), read with `InputReader`'s rules."""
-
-    def __init__(
-        self, provider: str, storage_addr: str, upstream: Upstream, max_bytes: int, *, allow_private_urls: bool = False
-    ) -> None:
-        self._provider = provider
-        self._storage_addr = storage_addr
-        self._upstream = upstream
-        self._max_bytes = max_bytes
-        self._allow_private = allow_private_urls
-        self._channel: grpc.aio.Channel | None = None
-        self._reader: InputReader | None = None
-
-    def _inputs(self) -> InputReader:
-        if self._reader is None:  # the storage channel opens on first use, inside the event loop
-            stub = None
-            if self._storage_addr:
-                self._channel = channel(self._storage_addr)
-                stub = storage_service_pb2_grpc.StorageServiceStub(self._channel)
-            self._reader = InputReader(self._upstream, self._max_bytes, stub, allow_private_urls=self._allow_private)
-        return self._reader
-
-    async def read(self, image: gen.InputImage) -> tuple[bytes, str]:
-        """(bytes, mime type) of one input image."""
-        item = await self._inputs().read(image)
-        return item.data, item.mime_type
-
-    async def data_url(self, image: gen.InputImage) -> str:
-        data, mime = await self.read(image)
-        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-    async def b64(self, image: gen.InputImage) -> str:
-        data, _ = await self.read(image)
-        return base64.b64encode(data).decode()
-
-    async def url_or_data_url(self, image: gen.InputImage) -> str:
-        """The client's http(s) URL when it gave one (the upstream fetches it), else a data URL."""
-        if image.url.startswith(("http://", "https://")) and not image.object_key:
-            return image.url
-        return await self.data_url(image)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()

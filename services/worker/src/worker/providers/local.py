@@ -2,62 +2,39 @@
 
 Generations, edits (repaint under the mask), variations (re-render seeded from the input)
 and, for stream=true, partial images (coarse-to-fine previews of the first image). Input
-images are read from storage by the object keys the edge stored them under.
+images are read from storage (the input reader) by the object keys the edge stored them
+under. No upstream API: the adapter's HTTP client has no base URL and is never called.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-
-import grpc
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
-from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit import formats
 from svckit.errors import ErrorCode
-from svckit.grpc_client import channel
 from worker import render_inputs
-from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
+from worker.providers.adapter import JobClock, Provider
+from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
+from worker.providers.settings import UpstreamSettings
+from worker.providers.upstream import Upstream
 from worker.render import render_image
-
-InputReader = Callable[[str], Awaitable[bytes]]
 
 
 class LocalProvider(Provider):
     name = "local"
 
-    def __init__(self, read_input: InputReader | None = None) -> None:
-        self._read_input = read_input
-        self._channel: grpc.aio.Channel | None = None
+    @classmethod
+    def connect(cls, settings: UpstreamSettings) -> Upstream:
+        return Upstream(cls.name, "", retry=settings.retry_policy(), timeout=settings.request_timeout_seconds)
 
-    async def _read_from_storage(self, object_key: str) -> bytes:
-        if self._channel is None:  # only edits and variations need it
-            from svckit.settings import load_settings
-            from worker.settings import WorkerSettings
-
-            self._channel = channel(load_settings(WorkerSettings).storage_addr)
-        stub = storage_service_pb2_grpc.StorageServiceStub(self._channel)
-        try:
-            parts = [
-                p.chunk async for p in stub.GetImage(storage_pb.GetImageRequest(object_key=object_key), timeout=60)
-            ]
-        except grpc.aio.AioRpcError as exc:
-            retryable = exc.code() != grpc.StatusCode.NOT_FOUND
-            raise ProviderError(
-                ErrorCode.INTERNAL, f"reading input {object_key}: {exc.details()}", retryable=retryable
-            ) from exc
-        return b"".join(parts)
-
-    async def _inputs(self, params: gen.GenerationParams) -> tuple[list[bytes], bytes | None]:
-        read = self._read_input or self._read_from_storage
+    async def _read_inputs(self, params: gen.GenerationParams) -> tuple[list[bytes], bytes | None]:
         images: list[bytes] = []
         mask = None
         for item in params.input_images:
             if not item.object_key:
                 raise ProviderError(ErrorCode.INVALID_REQUEST, "pixelmesh-sketch reads uploaded images only, not URLs")
-            data = await read(item.object_key)
+            data = (await self.inputs.read(item)).data
             if item.role == "mask":
                 mask = data
             else:
@@ -66,13 +43,15 @@ class LocalProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, "this request needs an input image")
         return images, mask
 
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
         params = generation.params
         fmt = formats.of(generation.output_format)
         n = params.n or 1
         kind = params.kind or gen.GENERATION_KIND_GENERATE
         inputs = (
-            await self._inputs(params) if kind in (gen.GENERATION_KIND_EDIT, gen.GENERATION_KIND_VARIATION) else None
+            await self._read_inputs(params)
+            if kind in (gen.GENERATION_KIND_EDIT, gen.GENERATION_KIND_VARIATION)
+            else None
         )
         wanted_partials = params.partial_images if params.stream else 0
         images = []
@@ -144,7 +123,3 @@ class LocalProvider(Provider):
             render_inputs.encode(p, fmt, compression, keep_alpha) for p in render_inputs.partials(picture, n_partials)
         ]
         return data, previews
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()

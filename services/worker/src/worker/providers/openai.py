@@ -28,24 +28,22 @@ import httpx
 from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit import formats
 from svckit.errors import ErrorCode
-from svckit.settings import load_settings
-from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
-from worker.providers.images import decode_b64, to_requested
-from worker.providers.input_images import InputFile, InputReader, InputUpstreamSettings, as_png, storage_from_env
-from worker.providers.shaping import RATIO, within_job_timeout
+from worker.providers.adapter import JobClock, Provider
+from worker.providers.base import Progress, ProviderError, ProviderResult
+from worker.providers.images import decode_b64, deliver
+from worker.providers.input_images import InputFile, as_png
+from worker.providers.settings import UpstreamSettings
+from worker.providers.shaping import RATIO
 from worker.providers.sse import events, open_stream
-from worker.providers.upstream import Upstream
 
-NAME = "openai"
 REFUSAL_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 REFUSAL_TYPE = "image_generation_user_error"
 LOSSY = ("jpeg", "webp")
 
 
-class OpenAISettings(InputUpstreamSettings):
+class OpenAISettings(UpstreamSettings):
     api_key: SecretStr = Field(validation_alias="OPENAI_API_KEY")
     base_url: str = Field("https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL")
     # What DALL·E models are asked to return: inline base64 (one round trip) or a URL,
@@ -151,42 +149,23 @@ def _kind(generation: gen.Generation) -> int:
 
 
 class OpenAIProvider(Provider):
-    name = NAME
+    name = "openai"
+    settings_type = OpenAISettings
+    settings: OpenAISettings
 
-    def __init__(
-        self, settings: OpenAISettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None
-    ) -> None:
-        self._settings = settings
-        key = settings.api_key.get_secret_value()
-        self._retry = settings.retry_policy()
-        self._upstream = Upstream(
-            NAME,
-            settings.base_url,
-            headers={"Authorization": f"Bearer {key}"},
-            secret=key,
-            retry=self._retry,
-            timeout=settings.request_timeout_seconds,
-            classify=lambda response: refusal(_json_or_none(response)),
-        )
-        self._inputs = InputReader(
-            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
-        )
+    @staticmethod
+    def headers(settings: OpenAISettings) -> dict[str, str]:
+        return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
 
-    @classmethod
-    def from_env(cls) -> OpenAIProvider:
-        return cls(load_settings(OpenAISettings), storage_from_env())
+    @staticmethod
+    def classify(response: httpx.Response) -> ProviderError | None:
+        return refusal(_json_or_none(response))
 
-    async def close(self) -> None:
-        await self._upstream.close()
-
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        return await within_job_timeout(self._generate(generation, progress), self._settings.job_timeout_seconds, NAME)
-
-    async def _generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        model = self._settings.models.get(generation.model, generation.model)
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
+        model = self.settings.models.get(generation.model, generation.model)
         family = family_of(model)
         kind = _kind(generation)
-        fields = fields_for(generation, family, model, kind=kind, response_format=self._settings.dalle_response_format)
+        fields = fields_for(generation, family, model, kind=kind, response_format=self.settings.dalle_response_format)
         if kind == gen.GENERATION_KIND_GENERATE:
             request = {"json": fields}
             path = "/images/generations"
@@ -196,7 +175,7 @@ class OpenAIProvider(Provider):
             path = "/images/edits" if kind == gen.GENERATION_KIND_EDIT else "/images/variations"
         if fields.get("stream"):
             return await self._streamed(generation, progress, path, request)
-        response = await self._upstream.request("POST", path, **request)
+        response = await self.http.request("POST", path, **request)
         _name_call(response, progress)
         body = _json_or_none(response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
@@ -206,7 +185,7 @@ class OpenAIProvider(Provider):
         target = _conversion_target(generation, family, body.get("output_format"))
         for index, item in enumerate(body["data"][:wanted]):
             data = await self._bytes_of(item)
-            images.append(await to_requested(data, target, NAME, revised_prompt=item.get("revised_prompt") or ""))
+            images.append(await deliver(data, target, self.name, revised_prompt=item.get("revised_prompt") or ""))
             await progress(100.0 * (index + 1) / min(wanted, len(body["data"])))
         if not images:
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "openai answered with no image")
@@ -220,22 +199,22 @@ class OpenAIProvider(Provider):
         wanted = generation.params.n or 1
         steps = max(0, min(3, generation.params.partial_images)) + 1
         partials, images, usage = 0, [], None
-        async with open_stream(self._upstream, self._retry, "POST", path, **request) as response:
+        async with open_stream(self.http, "POST", path, **request) as response:
             _name_call(response, progress)
-            async for event in events(response, NAME):
+            async for event in events(response, self.name):
                 body = event.json()
                 if "error" in body or event.event == "error":
                     raise refusal(body) or ProviderError(
-                        ErrorCode.PROVIDER_ERROR, f"openai failed mid-stream: {self._upstream.scrub(_message(body))}"
+                        ErrorCode.PROVIDER_ERROR, f"openai failed mid-stream: {self.http.scrub(_message(body))}"
                     )
                 kind = str(body.get("type") or event.event)
                 target = _conversion_target(generation, Family.GPT, body.get("output_format"))
                 if kind.endswith(".partial_image"):
                     partials = min(partials + 1, steps - 1)
-                    partial = await to_requested(decode_b64(body.get("b64_json") or "", NAME), target, NAME)
+                    partial = await deliver(decode_b64(body.get("b64_json") or "", self.name), target, self.name)
                     await progress(100.0 * (len(images) + partials / steps) / wanted, partial)
                 elif kind.endswith(".completed") and len(images) < wanted:
-                    images.append(await to_requested(decode_b64(body.get("b64_json") or "", NAME), target, NAME))
+                    images.append(await deliver(decode_b64(body.get("b64_json") or "", self.name), target, self.name))
                     usage = usage_of(body) or usage
                     partials = 0
                     await progress(100.0 * len(images) / wanted)
@@ -247,9 +226,9 @@ class OpenAIProvider(Provider):
         if not isinstance(item, dict):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "openai answered with a malformed image entry")
         if item.get("b64_json"):
-            return decode_b64(item["b64_json"], NAME)
+            return decode_b64(item["b64_json"], self.name)
         if item.get("url"):
-            return await self._upstream.download(item["url"], self._settings.download_max_bytes)
+            return await self.http.download(item["url"], self.settings.download_max_bytes)
         raise ProviderError(ErrorCode.PROVIDER_ERROR, "openai answered with an image that has neither b64_json nor url")
 
     async def _files(
@@ -260,7 +239,7 @@ class OpenAIProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, "dall-e-3 does not do edits or variations")
         if kind == gen.GENERATION_KIND_VARIATION and family is not Family.DALLE2:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "only dall-e-2 makes variations")
-        inputs = await self._inputs.load(generation)
+        inputs = await self.inputs.load(generation)
         images = [i for i in inputs if i.role != "mask"]
         masks = [i for i in inputs if i.role == "mask"]
         if not images:
@@ -292,7 +271,7 @@ def _form_value(value: object) -> str:
 
 
 def _conversion_target(generation: gen.Generation, family: Family, produced_format: object) -> gen.Generation:
-    """What to_requested converts against: a GPT image model that already encoded the asked
+    """What `deliver` converts against: a GPT image model that already encoded the asked
     lossy format with the asked compression is not re-encoded (that would compress twice)."""
     fmt = formats.of(generation.output_format).name
     honoured = family is Family.GPT and (produced_format in (None, fmt)) and fmt in LOSSY

@@ -1,61 +1,46 @@
-"""Submit-then-poll upstreams (BFL, Midjourney proxies, Replicate, fal): what they share.
+"""Submit-then-poll upstreams (BFL, Midjourney proxies, Replicate, fal): one base, hooks per API.
 
-- `PollClock`: growing, jittered intervals between polls, bounded by
-  WORKER_POLL_MAX_INTERVAL_SECONDS, and the job timeout (WORKER_JOB_TIMEOUT_SECONDS) after
-  which the job is abandoned as a retryable TIMEOUT. A job waiting for its next poll is
-  one sleeping coroutine: a worker holds thousands of them without a thread each.
-- `Fanout`: n upstream jobs for one generation (upstreams that make one image per job),
-  their progress averaged, the first failure cancelling the others.
-- `percent_of`: the many ways upstreams say how far along they are.
+`PollingProvider.run` submits the generation's upstream jobs (n of them for upstreams
+that make one image per job), names them for a cancel, polls each with the job clock's
+intervals until it ends, fetches what it made, and hands the outputs to `collect`. The
+adapter says only how its API does each step: `requests`, `submit`, `poll`, `fetch`,
+`collect` (and `cancel`). n jobs' progress is reported as one (`Fanout`); the first
+failure cancels the others.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
 
-from svckit.errors import ErrorCode
-from worker.providers.base import Progress, ProviderError
-from worker.providers.settings import UpstreamSettings
+from pixelmesh.common.v1 import generation_pb2 as gen
+from worker.providers.adapter import JobClock, Provider, all_or_first_error
+from worker.providers.base import Progress, ProviderResult
 
-T = TypeVar("T")
 # HTTP connections per polling adapter. Polls are short requests: a few connections carry
 # thousands of jobs, and httpcore's pool does work quadratic in its size on every request.
 POLL_CONNECTIONS = 8
-GROWTH = 1.5
-JITTER = 0.2  # +-20 %, so jobs submitted together do not poll in lockstep
-ETA_FRACTION = 10  # the first poll after a tenth of the expected run (within the bounds)
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 
 
-class PollClock:
-    """`eta_seconds` (the catalog's estimate) sets a later first poll for long jobs: a
-    Midjourney run of a minute is not polled every second at first."""
+@dataclass(frozen=True)
+class Poll:
+    """One look at an upstream job: ended yet, and how far along (0-100; None: not said)."""
 
-    def __init__(self, provider: str, settings: UpstreamSettings, *, eta_seconds: float = 0) -> None:
-        self._provider = provider
-        self._max = settings.poll_max_interval_seconds
-        self._interval = max(settings.poll_interval_seconds, min(self._max, eta_seconds / ETA_FRACTION))
-        self._timeout = settings.job_timeout_seconds
-        self._deadline = time.monotonic() + settings.job_timeout_seconds
+    done: bool = False
+    percent: float | None = None
 
-    def timeout_error(self) -> ProviderError:
-        return ProviderError(
-            ErrorCode.TIMEOUT, f"{self._provider} did not finish the job within {self._timeout:.0f} s", retryable=True
-        )
 
-    async def wait(self) -> None:
-        """Sleep until the next poll; raise TIMEOUT once the job's time is up."""
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise self.timeout_error()
-        delay = self._interval * random.uniform(1 - JITTER, 1 + JITTER)
-        self._interval = min(self._max, self._interval * GROWTH)
-        await asyncio.sleep(min(delay, remaining))
+@dataclass
+class Task:
+    """One upstream job: its id, what the adapter keeps about it (URLs, its last answer), and
+    the last look at it (a submit may answer with a job already done)."""
+
+    id: str
+    state: dict[str, Any] = field(default_factory=dict)
+    last: Poll = Poll()
 
 
 def percent_of(value: object) -> float | None:
@@ -97,20 +82,44 @@ class Fanout:
             await self._progress(mean)
 
 
-async def run_all(jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
-    """Run the jobs concurrently, results in order; the first failure cancels the rest and is raised."""
-    if len(jobs) == 1:
-        return [await jobs[0]()]
-    tasks = [asyncio.create_task(job()) for job in jobs]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        return [task.result() for task in tasks]
-    finally:
-        pending = [t for t in tasks if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+class PollingProvider(Provider):
+    max_connections = POLL_CONNECTIONS
+
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
+        requests = await self.requests(generation)
+        fan = Fanout(progress, len(requests))
+        outputs = await all_or_first_error([self._job(r, i, fan, clock) for i, r in enumerate(requests)])
+        return await self.collect(generation, outputs)
+
+    async def _job(self, request: Any, index: int, fan: Fanout, clock: JobClock) -> Any:
+        task = await self.submit(request)
+        await fan.upstream(index, task.id)
+        poll = task.last
+        while not poll.done:
+            if poll.percent is not None:
+                await fan.report(index, min(poll.percent, 99.0))
+            await clock.wait()
+            poll = task.last = await self.poll(task)
+        output = await self.fetch(task)
+        await fan.report(index, 100.0)
+        return output
+
+    @abstractmethod
+    async def requests(self, generation: gen.Generation) -> list[Any]:
+        """The upstream jobs of one generation (what `submit` sends), checked before any call."""
+
+    @abstractmethod
+    async def submit(self, request: Any) -> Task:
+        """Start one upstream job."""
+
+    @abstractmethod
+    async def poll(self, task: Task) -> Poll:
+        """Look at the job once; raise its failure, classified, when it failed."""
+
+    @abstractmethod
+    async def fetch(self, task: Task) -> Any:
+        """What the ended job made (image bytes, result URLs, ...), fetched at once: result URLs expire."""
+
+    @abstractmethod
+    async def collect(self, generation: gen.Generation, outputs: list[Any]) -> ProviderResult:
+        """Every job's output, in order, as the generation's result."""

@@ -7,26 +7,24 @@ Cancel: POST /v1/predictions/{id}/cancel.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 
 import httpx
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
-from svckit.logging import get_logger
-from svckit.settings import load_settings
-from worker.providers.base import Progress, Provider, ProviderError, ProviderResult
+from worker.providers.adapter import Context
+from worker.providers.base import ProviderError, ProviderResult
 from worker.providers.detail import response_detail
-from worker.providers.input_images import InputImages, InputUpstreamSettings, images_of
-from worker.providers.polling import POLL_CONNECTIONS, Fanout, PollClock, percent_of, run_all
-from worker.providers.sizing import deliver, fit, nearest_ratio
-from worker.providers.upstream import Upstream
+from worker.providers.images import deliver
+from worker.providers.input_images import images_of
+from worker.providers.polling import POLL_CONNECTIONS, Poll, PollingProvider, Task, percent_of
+from worker.providers.settings import UpstreamSettings
+from worker.providers.shaping import fit, nearest_ratio
 
-log = get_logger(__name__)
 FLUX_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 KONTEXT_RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2"]
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -34,8 +32,8 @@ TERMINAL = {"succeeded", "failed", "canceled"}
 _REFUSAL = re.compile(r"nsfw|sensitive|\bE005\b|safety|content policy|flagged", re.I)
 
 
-class ReplicateSettings(InputUpstreamSettings):
-    api_token: str = Field(validation_alias="REPLICATE_API_TOKEN", min_length=1)
+class ReplicateSettings(UpstreamSettings):
+    api_key: SecretStr = Field(validation_alias="REPLICATE_API_TOKEN", min_length=1)
     base_url: str = Field("https://api.replicate.com/v1", validation_alias="REPLICATE_BASE_URL")
     # Prefer: wait=N on create (1-60 s); 0 sends no Prefer header (pure polling).
     prefer_wait_seconds: int = Field(30, validation_alias="REPLICATE_PREFER_WAIT_SECONDS", ge=0, le=60)
@@ -43,7 +41,6 @@ class ReplicateSettings(InputUpstreamSettings):
     sdxl_version: str = Field(
         "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc", validation_alias="REPLICATE_SDXL_VERSION"
     )
-    storage_addr: str = Field("", validation_alias="STORAGE_ADDR")
 
 
 @dataclass(frozen=True)
@@ -99,7 +96,7 @@ def model_input(generation: gen.Generation, model: ReplicateModel, image: str = 
         body["aspect_ratio"] = "custom"
         body["width"], body["height"] = fit(generation.width, generation.height, lo=256, hi=1440, step=32)
     elif model.sizing == "ratio":
-        body["aspect_ratio"] = nearest_ratio(generation.width, generation.height, list(model.ratios))
+        body["aspect_ratio"] = nearest_ratio(generation.width, generation.height, model.ratios)
     else:
         body["width"], body["height"] = generation.width, generation.height
     if model.multi:
@@ -133,40 +130,27 @@ def failure_of(prediction: dict) -> ProviderError:
     )
 
 
-class ReplicateProvider(Provider):
+class ReplicateProvider(PollingProvider):
     name = "replicate"
+    settings_type = ReplicateSettings
+    settings: ReplicateSettings
 
-    def __init__(self, settings: ReplicateSettings) -> None:
-        self._settings = settings
-        self._up = Upstream(
-            self.name,
-            settings.base_url,
-            headers={"Authorization": f"Bearer {settings.api_token}"},
-            secret=settings.api_token,
-            retry=settings.retry_policy(),
-            timeout=max(settings.request_timeout_seconds, settings.prefer_wait_seconds + 15),
-            classify=self._classify,
-            # Prefer: wait holds a connection for the whole wait.
-            max_connections=64 if settings.prefer_wait_seconds else POLL_CONNECTIONS,
-        )
-        self._inputs = InputImages(
-            self.name,
-            settings.storage_addr,
-            self._up,
-            settings.download_max_bytes,
-            allow_private_urls=settings.input_urls_allow_private,
-        )
-        self._host = httpx.URL(settings.base_url).host
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self._host = httpx.URL(self.settings.base_url).host
 
     @classmethod
-    def from_env(cls) -> ReplicateProvider:
-        return cls(load_settings(ReplicateSettings))
+    def limits(cls, settings: ReplicateSettings) -> tuple[float, int]:
+        # Prefer: wait holds a connection (and the request) for the whole wait.
+        wait = settings.prefer_wait_seconds
+        return max(settings.request_timeout_seconds, wait + 15), 64 if wait else POLL_CONNECTIONS
 
-    async def close(self) -> None:
-        await self._inputs.close()
-        await self._up.close()
+    @staticmethod
+    def headers(settings: ReplicateSettings) -> dict[str, str]:
+        return {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
 
-    def _classify(self, response: httpx.Response) -> ProviderError | None:
+    @staticmethod
+    def classify(response: httpx.Response) -> ProviderError | None:
         status = response.status_code
         if status == 422 and response_detail(response).startswith("The specified version"):
             return ProviderError(
@@ -174,7 +158,7 @@ class ReplicateProvider(Provider):
             )
         if status == 422:  # RFC 7807: {"title": "Input validation failed", "detail": "- input.width: ..."}
             return ProviderError(
-                ErrorCode.INVALID_REQUEST, f"replicate rejected the input: {self._up.scrub(response_detail(response))}"
+                ErrorCode.INVALID_REQUEST, f"replicate rejected the input: {response_detail(response)}"
             )
         if status == 404 and "/cancel" not in response.request.url.path:
             return ProviderError(
@@ -184,7 +168,7 @@ class ReplicateProvider(Provider):
             )
         return None
 
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+    async def requests(self, generation: gen.Generation) -> list[tuple[ReplicateModel, dict]]:
         model = MODELS.get(generation.model)
         if model is None:
             raise ProviderError(
@@ -193,57 +177,45 @@ class ReplicateProvider(Provider):
         inputs = images_of(generation) if model.image_input else []
         if len(inputs) > 1:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one input image")
-        body = model_input(generation, model, await self._inputs.url_or_data_url(inputs[0]) if inputs else "")
-        n = generation.params.n or 1
-        runs = 1 if model.multi else n
-        fan = Fanout(progress, runs)
+        body = model_input(generation, model, await self.inputs.url_or_data_url(inputs[0]) if inputs else "")
+        runs = 1 if model.multi else generation.params.n or 1
+        return [(model, {**body, "seed": (generation.seed + i) % 2**32}) for i in range(runs)]
 
-        def job(index: int):
-            return lambda: self._predict(
-                model, {**body, "seed": (generation.seed + index) % 2**32}, index, fan, generation.eta_seconds
-            )
-
-        urls = [url for batch in await run_all([job(i) for i in range(runs)]) for url in batch]
-        if len(urls) < n:
-            raise ProviderError(
-                ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's safety checker withheld {n - len(urls)} of {n} images"
-            )
-        images = []
-        for url in urls[:n]:
-            data = await self._up.download(url, self._settings.download_max_bytes)
-            images.append(await deliver(data, generation, self.name))
-        return ProviderResult(images)
-
-    async def _predict(self, model: ReplicateModel, body: dict, index: int, fan: Fanout, eta: float = 0) -> list[str]:
-        headers = {"Prefer": f"wait={self._settings.prefer_wait_seconds}"} if self._settings.prefer_wait_seconds else {}
+    async def submit(self, request: tuple[ReplicateModel, dict]) -> Task:
+        model, body = request
+        wait = self.settings.prefer_wait_seconds
+        headers = {"Prefer": f"wait={wait}"} if wait else {}
         if model.community:
-            path, payload = "/predictions", {"version": self._settings.sdxl_version, "input": body}
+            path, payload = "/predictions", {"version": self.settings.sdxl_version, "input": body}
         else:
             path, payload = f"/models/{model.name}/predictions", {"input": body}
-        prediction = (await self._up.request("POST", path, json=payload, headers=headers)).json()
+        prediction = (await self.http.request("POST", path, json=payload, headers=headers)).json()
         prediction_id = prediction.get("id")
         if not prediction_id:
             raise ProviderError(
                 ErrorCode.PROVIDER_ERROR, "replicate created a prediction without an id", retryable=True
             )
-        await fan.upstream(index, prediction_id)
         get_url = (prediction.get("urls") or {}).get("get") or f"/predictions/{prediction_id}"
         if httpx.URL(get_url).host not in ("", self._host):
             raise ProviderError(
                 ErrorCode.PROVIDER_ERROR, "replicate returned a prediction URL on a foreign host", retryable=True
             )
-        clock = PollClock(self.name, self._settings, eta_seconds=eta)
-        try:
-            while prediction.get("status") not in TERMINAL:
-                if (percent := percent_of(prediction.get("logs"))) is not None:
-                    await fan.report(index, min(percent, 99.0))
-                await clock.wait()
-                prediction = (await self._up.request("GET", get_url)).json()
-        except ProviderError as exc:
-            if exc.code is ErrorCode.TIMEOUT:
-                with contextlib.suppress(ProviderError):
-                    await self.cancel(prediction_id)  # abandoned here: stop paying for it upstream
-            raise
+        task = Task(prediction_id, {"get_url": get_url})
+        task.last = self._read(task, prediction)
+        return task
+
+    async def poll(self, task: Task) -> Poll:
+        return self._read(task, (await self.http.request("GET", task.state["get_url"])).json())
+
+    @staticmethod
+    def _read(task: Task, prediction: dict) -> Poll:
+        task.state["prediction"] = prediction
+        if prediction.get("status") in TERMINAL:
+            return Poll(done=True)
+        return Poll(percent=percent_of(prediction.get("logs")))
+
+    async def fetch(self, task: Task) -> list[str]:
+        prediction = task.state["prediction"]
         if prediction["status"] != "succeeded":
             raise failure_of(prediction)
         urls = outputs_of(prediction)
@@ -252,9 +224,21 @@ class ReplicateProvider(Provider):
             raise ProviderError(
                 ErrorCode.PROVIDER_ERROR, f"replicate's prediction succeeded without output{removed}", retryable=True
             )
-        await fan.report(index, 100.0)
         return urls
+
+    async def collect(self, generation: gen.Generation, outputs: list[list[str]]) -> ProviderResult:
+        n = generation.params.n or 1
+        urls = [url for batch in outputs for url in batch]
+        if len(urls) < n:
+            raise ProviderError(
+                ErrorCode.CONTENT_POLICY_VIOLATION, f"replicate's safety checker withheld {n - len(urls)} of {n} images"
+            )
+        images = []
+        for url in urls[:n]:
+            data = await self.http.download(url, self.settings.download_max_bytes)
+            images.append(await deliver(data, generation, self.name, exact_size=True))
+        return ProviderResult(images)
 
     async def cancel(self, upstream_id: str) -> None:
         for prediction_id in filter(None, upstream_id.split(",")):
-            await self._up.request("POST", f"/predictions/{prediction_id}/cancel")
+            await self.http.request("POST", f"/predictions/{prediction_id}/cancel")

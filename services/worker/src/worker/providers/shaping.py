@@ -1,11 +1,17 @@
-"""Small rules several adapters share: job deadlines, aspect ratios, seeds, result counts."""
+"""Request shaping several adapters share: sizes, aspect ratios, seeds, prompts.
+
+The catalog promises pixel sizes (1366x768, 1536x1024, ...) that an upstream may not
+make natively (BFL: 256-1440, multiples of 32; some models take an aspect ratio only).
+The adapter asks the upstream for the nearest size it makes, with the same aspect ratio,
+and `images.deliver(..., exact_size=True)` resizes the result to the promised size.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import TypeVar
 
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -14,17 +20,6 @@ from worker.providers.base import ProviderError
 
 T = TypeVar("T")
 RATIO = re.compile(r"^(\d+)\s*[:x]\s*(\d+)$")
-
-
-async def within_job_timeout(work: Awaitable[T], seconds: float, provider: str) -> T:
-    """The adapter's whole job, abandoned (retryably: another route may be quicker) after `seconds`."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await work
-    except TimeoutError:
-        raise ProviderError(
-            ErrorCode.TIMEOUT, f"{provider} did not finish within {seconds:.0f} s", retryable=True
-        ) from None
 
 
 def requested_ratio(generation: gen.Generation) -> tuple[int, int]:
@@ -36,11 +31,41 @@ def requested_ratio(generation: gen.Generation) -> tuple[int, int]:
     return generation.width or 1, generation.height or 1
 
 
-def nearest_ratio(generation: gen.Generation, choices: Iterable[T], ratio_of: Callable[[T], tuple[int, int]]) -> T:
-    """The choice whose aspect ratio (`ratio_of(choice) -> (w, h)`) is closest to the request's."""
-    w, h = requested_ratio(generation)
-    want = math.log(w / h)
-    return min(choices, key=lambda c: abs(math.log(ratio_of(c)[0] / ratio_of(c)[1]) - want))
+def colon_ratio(choice: str) -> tuple[int, int]:
+    w, h = choice.split(":")
+    return int(w), int(h)
+
+
+def nearest_ratio(
+    width: int, height: int, choices: Iterable[T], ratio_of: Callable[[T], tuple[int, int]] = colon_ratio
+) -> T:
+    """The choice ("16:9", ..., or whatever `ratio_of` reads as (w, h)) closest to width/height, in log space."""
+    target = math.log(width / height)
+
+    def distance(choice: T) -> float:
+        w, h = ratio_of(choice)
+        return abs(math.log(w / h) - target)
+
+    return min(choices, key=distance)
+
+
+def fit(width: int, height: int, *, lo: int, hi: int, step: int) -> tuple[int, int]:
+    """The size nearest width x height with both sides in [lo, hi], multiples of step, same aspect."""
+    scale = min(1.0, hi / max(width, height))
+    scale = max(scale, lo / min(width, height)) if min(width, height) * scale < lo else scale
+
+    def side(value: float) -> int:
+        return max(lo, min(hi, int(round(value / step)) * step))
+
+    return side(width * scale), side(height * scale)
+
+
+def aspect_ratio(width: int, height: int, *, widest: Fraction | None = None) -> str:
+    """ "W:H" of a pixel size, reduced (1344x768 -> "7:4"); clamped to [1/widest, widest]."""
+    ratio = Fraction(width, height)
+    if widest is not None:
+        ratio = max(1 / widest, min(widest, ratio))
+    return f"{ratio.numerator}:{ratio.denominator}"
 
 
 def seed_within(generation: gen.Generation, maximum: int) -> int:
@@ -48,23 +73,7 @@ def seed_within(generation: gen.Generation, maximum: int) -> int:
     return generation.seed % (maximum + 1)
 
 
-def wanted(generation: gen.Generation) -> int:
-    return generation.params.n or 1
-
-
 def non_empty_prompt(generation: gen.Generation, provider: str) -> str:
     if not generation.params.prompt.strip():
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"{provider} needs a prompt")
     return generation.params.prompt
-
-
-async def all_or_first_error(coros: list[Awaitable[T]]) -> list[T]:
-    """Run concurrently, results in order; the first failure cancels the rest and is raised."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

@@ -21,7 +21,7 @@ import httpx
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from worker.providers.base import ProviderError
-from worker.providers.upstream import RETRYABLE_STATUSES, RetryPolicy, Upstream, retry_after_seconds
+from worker.providers.upstream import RETRYABLE_STATUSES, Upstream, retry_after_seconds
 
 log = get_logger(__name__)
 
@@ -42,10 +42,9 @@ class Event:
 
 
 @asynccontextmanager
-async def open_stream(
-    upstream: Upstream, retry: RetryPolicy, method: str, url: str, **kwargs
-) -> AsyncIterator[httpx.Response]:
+async def open_stream(upstream: Upstream, method: str, url: str, **kwargs) -> AsyncIterator[httpx.Response]:
     """A 2xx streaming response (closed on exit), or a classified ProviderError."""
+    retry = upstream.retry
     deadline = time.monotonic() + retry.budget_seconds
     attempt = 0
     while True:

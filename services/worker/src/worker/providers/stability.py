@@ -25,17 +25,14 @@ import httpx
 from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit import formats
 from svckit.errors import ErrorCode
-from svckit.settings import load_settings
-from worker.providers.base import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
-from worker.providers.images import decode_b64, to_requested
-from worker.providers.input_images import InputReader, InputUpstreamSettings, storage_from_env
-from worker.providers.shaping import all_or_first_error, nearest_ratio, non_empty_prompt, within_job_timeout
-from worker.providers.upstream import Upstream
+from worker.providers.adapter import JobClock, Provider, all_or_first_error
+from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
+from worker.providers.images import decode_b64, deliver
+from worker.providers.settings import UpstreamSettings
+from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
 
-NAME = "stability"
 MAX_SEED = 4_294_967_294
 ASPECT_RATIOS = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
 ALL_FORMATS = ("png", "jpeg", "webp")
@@ -90,7 +87,7 @@ STYLE_PRESETS = frozenset(
 )
 
 
-class StabilitySettings(InputUpstreamSettings):
+class StabilitySettings(UpstreamSettings):
     api_key: SecretStr = Field(validation_alias="STABILITY_API_KEY")
     base_url: str = Field("https://api.stability.ai", validation_alias="STABILITY_BASE_URL")
     accept: Literal["image/*", "application/json"] = Field("image/*", validation_alias="STABILITY_ACCEPT")
@@ -108,7 +105,7 @@ def route_of(model: str) -> Route:
 
 
 def aspect_ratio(generation: gen.Generation) -> str:
-    return nearest_ratio(generation, ASPECT_RATIOS, lambda r: tuple(int(x) for x in r.split(":")))
+    return nearest_ratio(*requested_ratio(generation), ASPECT_RATIOS)
 
 
 def form_fields(
@@ -116,7 +113,7 @@ def form_fields(
 ) -> dict[str, str]:
     """The text parts of request `index` (of n) for this route."""
     p = generation.params
-    fields = {"prompt": non_empty_prompt(generation, NAME)}
+    fields = {"prompt": non_empty_prompt(generation, "stability")}
     if route.model:
         fields["model"] = route.model
     if p.negative_prompt:
@@ -163,7 +160,7 @@ def result_of(response: httpx.Response) -> tuple[bytes, str, str]:
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "stability answered with malformed JSON") from exc
         if not isinstance(body, dict) or not body.get("image"):
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "stability answered without an image")
-        return decode_b64(body["image"], NAME), str(body.get("finish_reason") or ""), str(body.get("seed") or "")
+        return decode_b64(body["image"], "stability"), str(body.get("finish_reason") or ""), str(body.get("seed") or "")
     return response.content, response.headers.get("finish-reason", ""), response.headers.get("seed", "")
 
 
@@ -178,43 +175,24 @@ def check_finish(reason: str) -> None:
 
 
 class StabilityProvider(Provider):
-    name = NAME
+    name = "stability"
+    settings_type = StabilitySettings
+    settings: StabilitySettings
 
-    def __init__(
-        self, settings: StabilitySettings, storage: storage_service_pb2_grpc.StorageServiceStub | None = None
-    ) -> None:
-        self._settings = settings
+    @staticmethod
+    def headers(settings: StabilitySettings) -> dict[str, str]:
         key = settings.api_key.get_secret_value()
-        self._upstream = Upstream(
-            NAME,
-            settings.base_url,
-            headers={"authorization": f"Bearer {key}", "accept": settings.accept, "stability-client-id": "pixelmesh"},
-            secret=key,
-            retry=settings.retry_policy(),
-            timeout=settings.request_timeout_seconds,
-            classify=refusal,
-        )
-        self._inputs = InputReader(
-            self._upstream, settings.download_max_bytes, storage, allow_private_urls=settings.input_urls_allow_private
-        )
+        return {"authorization": f"Bearer {key}", "accept": settings.accept, "stability-client-id": "pixelmesh"}
 
-    @classmethod
-    def from_env(cls) -> StabilityProvider:
-        return cls(load_settings(StabilitySettings), storage_from_env())
+    classify = staticmethod(refusal)
 
-    async def close(self) -> None:
-        await self._upstream.close()
-
-    async def generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
-        return await within_job_timeout(self._generate(generation, progress), self._settings.job_timeout_seconds, NAME)
-
-    async def _generate(self, generation: gen.Generation, progress: Progress) -> ProviderResult:
+    async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
         route = route_of(generation.model)
         if (generation.params.kind or gen.GENERATION_KIND_GENERATE) != gen.GENERATION_KIND_GENERATE:
             raise ProviderError(
                 ErrorCode.INVALID_REQUEST, "stability generates from a prompt (and an optional image) only"
             )
-        inputs = [i for i in await self._inputs.load(generation) if i.role == "image"]
+        inputs = [i for i in await self.inputs.load(generation) if i.role == "image"]
         if len(inputs) > 1:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one input image")
         n = generation.params.n or 1
@@ -223,19 +201,17 @@ class StabilityProvider(Provider):
         async def one(index: int) -> GeneratedImage:
             nonlocal done
             fields = form_fields(
-                generation, route, index=index, with_image=bool(inputs), strength=self._settings.image_strength
+                generation, route, index=index, with_image=bool(inputs), strength=self.settings.image_strength
             )
             parts: list = [(k, (None, v)) for k, v in fields.items()]
             if inputs:
                 parts.append(("image", (inputs[0].filename, inputs[0].data, inputs[0].mime_type)))
-            response = await self._upstream.request(
-                "POST", f"/v2beta/stable-image/generate/{route.endpoint}", files=parts
-            )
+            response = await self.http.request("POST", f"/v2beta/stable-image/generate/{route.endpoint}", files=parts)
             if index == 0 and (request_id := response.headers.get("x-request-id")):
                 progress.upstream(request_id)
             data, reason, _seed = result_of(response)
             check_finish(reason)
-            image = await to_requested(data, generation, NAME)
+            image = await deliver(data, generation, self.name)
             done += 1
             await progress(100.0 * done / n)
             return image

@@ -4,7 +4,7 @@ Every adapter talks to its upstream through one `Upstream`:
 - 429, 5xx and transport errors are retried with exponential backoff and full jitter,
   honouring `Retry-After` (seconds or an HTTP date), within a time budget;
 - other 4xx are not retried; they become `ProviderError`s with gateway codes (an adapter
-  may recognise its upstream's refusals first, through `classify`);
+  may recognise its upstream's refusals first, through its `classify`);
 - the upstream key never appears in an error, a log line or an event: errors carry the
   status and the upstream's own message, with the key scrubbed out if it was echoed.
 """
@@ -85,7 +85,7 @@ class Upstream:
     ) -> None:
         self.provider = provider
         self._secret = secret
-        self._retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy()
         self._classify = classify
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -113,7 +113,7 @@ class Upstream:
 
     async def request(self, method: str, url: str, **kwargs) -> httpx.Response:
         """Send, retrying what is retryable; a 2xx response, or a classified ProviderError."""
-        deadline = time.monotonic() + self._retry.budget_seconds
+        deadline = time.monotonic() + self.retry.budget_seconds
         attempt = 0
         while True:
             started = time.monotonic()
@@ -123,7 +123,7 @@ class Upstream:
             except httpx.TimeoutException as exc:
                 UPSTREAM_SECONDS.labels(self.provider, method, "timeout").observe(time.monotonic() - started)
                 failure = ProviderError(ErrorCode.TIMEOUT, f"{self.provider} did not answer in time", retryable=True)
-                wait = self._retry.backoff(attempt)
+                wait = self.retry.backoff(attempt)
                 cause: BaseException = exc
             except httpx.TransportError as exc:
                 UPSTREAM_SECONDS.labels(self.provider, method, "unreachable").observe(time.monotonic() - started)
@@ -132,7 +132,7 @@ class Upstream:
                     f"{self.provider} is unreachable ({type(exc).__name__})",
                     retryable=True,
                 )
-                wait = self._retry.backoff(attempt)
+                wait = self.retry.backoff(attempt)
                 cause = exc
             else:
                 UPSTREAM_SECONDS.labels(self.provider, method, str(response.status_code)).observe(
@@ -144,10 +144,10 @@ class Upstream:
                 if response.status_code not in RETRYABLE_STATUSES:
                     raise failure
                 hinted = retry_after_seconds(response)
-                wait = hinted if hinted is not None else self._retry.backoff(attempt)
+                wait = hinted if hinted is not None else self.retry.backoff(attempt)
                 cause = failure
             attempt += 1
-            if attempt >= self._retry.max_attempts or time.monotonic() + wait > deadline:
+            if attempt >= self.retry.max_attempts or time.monotonic() + wait > deadline:
                 raise failure from cause
             log.info(
                 "retrying upstream call",
@@ -161,7 +161,7 @@ class Upstream:
     def error_of(self, response: httpx.Response) -> ProviderError:
         """The gateway's reading of a failed upstream response."""
         if self._classify is not None and (classified := self._classify(response)) is not None:
-            return classified
+            return ProviderError(classified.code, self.scrub(classified.message), retryable=classified.retryable)
         status = response.status_code
         detail = self.message_of(response)
         if status in (401, 403):
@@ -203,7 +203,7 @@ class Upstream:
 
     async def download(self, url: str, max_bytes: int) -> bytes:
         """Fetch a result URL at once (they expire upstream), refusing more than max_bytes."""
-        deadline = time.monotonic() + self._retry.budget_seconds
+        deadline = time.monotonic() + self.retry.budget_seconds
         attempt = 0
         while True:
             try:
@@ -231,8 +231,8 @@ class Upstream:
                     ErrorCode.PROVIDER_ERROR, f"downloading the {self.provider} result failed (HTTP {status})"
                 )
             attempt += 1
-            wait = self._retry.backoff(attempt)
-            if attempt >= self._retry.max_attempts or time.monotonic() + wait > deadline:
+            wait = self.retry.backoff(attempt)
+            if attempt >= self.retry.max_attempts or time.monotonic() + wait > deadline:
                 raise ProviderError(
                     ErrorCode.PROVIDER_UNAVAILABLE, f"downloading the {self.provider} result failed", retryable=True
                 )
