@@ -61,9 +61,7 @@ async def run(bootstrap: str) -> None:
             ]
         )
         step = "admin describe_configs"
-        described = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)]
-        )
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         policy = None
         for resp in described:
             for res in resp.resources:
@@ -74,16 +72,11 @@ async def run(bootstrap: str) -> None:
             raise AssertionError(f"cleanup.policy is {policy!r}")
 
         step = "idempotent producer"
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
             futures = [
-                await producer.send(
-                    topic, key=f"k{i % 10}".encode(), value=f"v{i}".encode()
-                )
-                for i in range(MESSAGES)
+                await producer.send(topic, key=f"k{i % 10}".encode(), value=f"v{i}".encode()) for i in range(MESSAGES)
             ]
             metas = await asyncio.gather(*futures)
             if {m.topic for m in metas} != {topic}:
@@ -114,9 +107,7 @@ async def run(bootstrap: str) -> None:
             raise AssertionError(f"records={len(records)} committed={committed}")
 
         step = "committed offsets survive a restart of the group member"
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -162,8 +153,7 @@ def main() -> int:
     import aiokafka
 
     print(
-        f"check_kafka: OK against {args.bootstrap} (aiokafka {aiokafka.__version__}, "
-        f"{time.monotonic() - started:.1f}s)"
+        f"check_kafka: OK against {args.bootstrap} (aiokafka {aiokafka.__version__}, {time.monotonic() - started:.1f}s)"
     )
     return 0
 

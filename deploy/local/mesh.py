@@ -5,6 +5,12 @@
 the run folder; it returns once every gRPC health check says SERVING. `make down`
 stops exactly the pids it recorded. The integration tests use `LocalMesh` the same way
 on free ports in a temporary folder.
+
+Provider pools: `local` always, and one worker per provider whose key is in the
+environment or in an ignored `.env` at the repository's root (`OPENAI_API_KEY=sk-...`;
+the variables each adapter's settings require, worker.providers.configured); routing
+routes to exactly those pools (ROUTING_PROVIDERS, unless set by hand). `make status`
+lists them with their models and health, as routing sees them.
 """
 
 from __future__ import annotations
@@ -23,11 +29,25 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 # Start order: each service's dependencies come before it.
 SERVICES = ("pricing", "storage", "status", "routing", "worker", "edge")
+
+
+def read_dotenv(path: Path = ROOT / ".env") -> dict[str, str]:
+    """KEY=VALUE lines of an (ignored) .env file; a variable already in the environment wins."""
+    values = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip().removeprefix("export ")
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip().strip("'\"")
+    return {k: v for k, v in values.items() if k not in os.environ}
 
 
 def read_env_table(path: Path = HERE / "mesh.env") -> dict[str, str]:
@@ -51,6 +71,8 @@ class LocalMesh:
     admin_token: str = field(default_factory=lambda: "pm-admin-" + secrets.token_urlsafe(24))
     # Webhook secrets of API keys derive from it (status service).
     webhook_signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Provider pools with a worker started by up() besides `local` (the `worker` instance).
+    pools: tuple[str, ...] = ()
 
     # ---- infrastructure -------------------------------------------------------------
     @property
@@ -164,12 +186,17 @@ class LocalMesh:
                 if self.pid(instance) is None:
                     raise RuntimeError(f"{instance} exited; see {self.log_file(instance)}:\n{self._tail(instance)}")
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         return
                 except grpc.RpcError:
                     pass
                 time.sleep(0.2)
-        raise RuntimeError(f"{instance} not SERVING after {timeout:.0f} s; see {self.log_file(instance)}:\n{self._tail(instance)}")
+        raise RuntimeError(
+            f"{instance} not SERVING after {timeout:.0f} s; see {self.log_file(instance)}:\n{self._tail(instance)}"
+        )
 
     def _tail(self, instance: str, lines: int = 15) -> str:
         try:
@@ -177,12 +204,29 @@ class LocalMesh:
         except FileNotFoundError:
             return ""
 
+    def pool_ports(self, i: int) -> dict[str, str]:
+        """GRPC_PORT and METRICS_PORT of the i-th extra pool's worker (after the local one's)."""
+        return {
+            "GRPC_PORT": str(int(self.ports["WORKER_GRPC_PORT"]) + 1 + i),
+            "METRICS_PORT": str(int(self.ports["WORKER_METRICS_PORT"]) + 1 + i),
+        }
+
     def up(self) -> None:
         self.infra("start")
         for service in SERVICES:
             self.start(service)
+        for i, provider in enumerate(self.pools):
+            self.start("worker", instance=f"worker-{provider}", WORKER_PROVIDER=provider, **self.pool_ports(i))
         for service in SERVICES:
             self.wait_serving(self.ports[f"{service.upper()}_GRPC_PORT"], service)
+        for i, provider in enumerate(self.pools):
+            self.wait_serving(self.pool_ports(i)["GRPC_PORT"], f"worker-{provider}")
+
+    def providers(self) -> list[routing_service_pb2.ProviderPool]:
+        """The pools as routing sees them (models, health, circuit)."""
+        with grpc.insecure_channel(self.addr("routing")) as ch:
+            stub = routing_service_pb2_grpc.RoutingServiceStub(ch)
+            return list(stub.ListProviders(routing_service_pb2.ListProvidersRequest(), timeout=5).providers)
 
     def down(self, infra: bool = True) -> None:
         for service in reversed(SERVICES):
@@ -192,6 +236,13 @@ class LocalMesh:
             self.stop(stray.stem)  # extra instances (tests start more workers)
         if infra:
             self.infra("stop")
+
+
+def configured_pools(environ: dict[str, str]) -> tuple[str, ...]:
+    """The providers besides `local` whose adapter finds every variable it requires."""
+    from worker.providers import configured  # the worker's registry: one owner of what each adapter needs
+
+    return tuple(p for p in configured(environ) if p != "local")
 
 
 def default_mesh() -> LocalMesh:
@@ -209,12 +260,25 @@ def default_mesh() -> LocalMesh:
     if not signing_file.exists():
         signing_file.write_text(secrets.token_urlsafe(32))
         signing_file.chmod(0o600)
+    dotenv = read_dotenv()
+    pools = configured_pools({**dotenv, **os.environ})
+    ports = read_env_table()
+    if "ROUTING_PROVIDERS" not in os.environ and "ROUTING_PROVIDERS" not in dotenv:
+        ports["ROUTING_PROVIDERS"] = ",".join(("local", *pools))
+    else:
+        ports["ROUTING_PROVIDERS"] = dotenv.get("ROUTING_PROVIDERS", ports["ROUTING_PROVIDERS"])
+        routed = {p.strip() for p in ports["ROUTING_PROVIDERS"].split(",")}
+        pools = tuple(p for p in pools if p in routed)
+        for missing in sorted(routed - {"local", *pools}):
+            print(f"warning: ROUTING_PROVIDERS routes to {missing}, but its key is not set: its jobs would wait")
     return LocalMesh(
         run_dir,
-        read_env_table(),
+        ports,
         key_file.read_text().strip(),
+        extra_env=dotenv,
         webhook_signing_key=signing_file.read_text().strip(),
         admin_token=admin_file.read_text().strip(),
+        pools=pools,
     )
 
 
@@ -232,17 +296,35 @@ def main() -> int:
             return 1
         url = f"http://127.0.0.1:{mesh.ports['EDGE_HTTP_PORT']}"
         print(f"pixelmesh is up in {time.monotonic() - started:.1f} s")
+        print(f"  pools:   {', '.join(('local', *mesh.pools))}   (make status: their models and health)")
         print(f"  edge:    {url}   (OpenAI base_url: {url}/v1)")
         print(f"  api key: {mesh.api_key}   (also in .run/dev_api_key)")
-        print(f"  admin:   PRICING_ADDR={mesh.addr('pricing')} PRICING_ADMIN_TOKEN=$(cat .run/admin_token) .venv/bin/pixelmesh keys list")
+        print(
+            f"  admin:   PRICING_ADDR={mesh.addr('pricing')} PRICING_ADMIN_TOKEN=$(cat .run/admin_token) .venv/bin/pixelmesh keys list"
+        )
         print(f"  logs:    {mesh.run_dir / 'logs'}")
     elif action == "down":
         mesh.down()
         print("pixelmesh is down")
     else:
-        for service in SERVICES:
-            pid = mesh.pid(service)
-            print(f"{service:8} {'running pid ' + str(pid) if pid else 'stopped'}")
+        instances = [*SERVICES, *(f"worker-{p}" for p in mesh.pools)]
+        for instance in instances:
+            pid = mesh.pid(instance)
+            print(f"{instance:18} {'running pid ' + str(pid) if pid else 'stopped'}")
+        if mesh.pid("routing") is None:
+            return 0
+        try:
+            pools = mesh.providers()
+        except grpc.RpcError as exc:
+            print(f"routing did not answer: {exc.code().name}")
+            return 1
+        print()
+        print(f"{'pool':12} {'health':10} {'workers':8} {'circuit':10} models")
+        for pool in pools:
+            health = routing_service_pb2.PoolHealth.Name(pool.health).removeprefix("POOL_HEALTH_").lower()
+            print(f"{pool.name:12} {health:10} {pool.workers:<8} {pool.circuit:10} {', '.join(pool.models)}")
+            if pool.reason:
+                print(f"{'':12} {pool.code}: {pool.reason}")
     return 0
 
 

@@ -120,7 +120,8 @@ def to_zipkin(request: ExportTraceServiceRequest) -> list[dict]:
                     z["annotations"] = [
                         {
                             "timestamp": e.time_unix_nano // 1000,
-                            "value": e.name + (f": {json.dumps(attrs(e.attributes), separators=(',', ':'))}" if e.attributes else ""),
+                            "value": e.name
+                            + (f": {json.dumps(attrs(e.attributes), separators=(',', ':'))}" if e.attributes else ""),
                         }
                         for e in s.events
                     ]
@@ -196,7 +197,9 @@ def main() -> int:
     Bridge.zipkin = args.zipkin.rstrip("/")
     server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Bridge)
     server.daemon_threads = True
-    print(f"otlp-zipkin-bridge: OTLP/HTTP on http://{args.listen}/v1/traces -> {Bridge.zipkin}/api/v2/spans", flush=True)
+    print(
+        f"otlp-zipkin-bridge: OTLP/HTTP on http://{args.listen}/v1/traces -> {Bridge.zipkin}/api/v2/spans", flush=True
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

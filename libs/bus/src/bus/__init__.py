@@ -6,7 +6,16 @@ from bus.producer import Producer
 from bus.reader import TopicReader
 from bus.records import PoisonMessage
 from bus.settings import KafkaServiceSettings
-from bus.topics import CONTROL_TOPIC, EVENTS_TOPIC, TopicSpec, dlq_topic, ensure_topics, requests_topic, worker_group
+from bus.topics import (
+    CONTROL_TOPIC,
+    EVENTS_TOPIC,
+    PROVIDER_HEALTH_TOPIC,
+    TopicSpec,
+    dlq_topic,
+    ensure_topics,
+    requests_topic,
+    worker_group,
+)
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -16,6 +25,7 @@ __all__ = [
     "is_terminal",
     "supersede",
     "EVENTS_TOPIC",
+    "PROVIDER_HEALTH_TOPIC",
     "Consumer",
     "EventHeaders",
     "KafkaServiceSettings",

@@ -9,6 +9,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 EVENTS_TOPIC = "pixelmesh.generation.events"
 CONTROL_TOPIC = "pixelmesh.generation.control"
+# Workers' reports of their upstream's health (events.v1.ProviderHealth), read by routing.
+PROVIDER_HEALTH_TOPIC = "pixelmesh.provider.health"
 _REQUESTS_PREFIX = "pixelmesh.generation.requests."
 
 # The events topic keeps every generation's latest state (compaction) for longer than
@@ -53,6 +55,11 @@ def requests_spec(provider: str, partitions: int = 6) -> TopicSpec:
 
 def control_spec() -> TopicSpec:
     return TopicSpec(CONTROL_TOPIC, 1, {"retention.ms": str(24 * 3600 * 1000)})
+
+
+def provider_health_spec() -> TopicSpec:
+    """One report per worker instance matters (compacted); an hour of them is plenty."""
+    return TopicSpec(PROVIDER_HEALTH_TOPIC, 1, {"cleanup.policy": "compact,delete", "retention.ms": str(3600 * 1000)})
 
 
 def dlq_spec(topic: str) -> TopicSpec:

@@ -10,7 +10,8 @@ is let through, whose success closes the circuit and whose failure opens it agai
 
 Each routing replica keeps its own breakers, fed by the attempts it observes on the
 events topic (its share of the partitions): a sick provider is noticed by every replica,
-only a little later by each when there are several.
+only a little later by each when there are several. Before circuits, a pool whose workers
+report its upstream refuses them (routing.health) takes no route at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
+from routing.health import ProviderHealthBoard
 from svckit.errors import ErrorCode, GatewayError
 
 CIRCUIT_STATE = Gauge(
@@ -108,13 +110,28 @@ def routes_for(providers: list[str], weights: dict[str, float] | None = None) ->
 
 
 class RoutePlanner:
-    def __init__(self, breaker: CircuitBreaker, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, breaker: CircuitBreaker, rng: random.Random | None = None, *, health: ProviderHealthBoard | None = None
+    ) -> None:
         self.breaker = breaker
+        self.health = health or ProviderHealthBoard()
         self._rng = rng or random.Random()
 
     def plan(self, routes: list[Route]) -> list[str]:
         """Providers in the order to try them: a weighted healthy first choice, then the
-        others in catalog order. PROVIDER_UNAVAILABLE when every circuit is open."""
+        others in catalog order. PROVIDER_UNAVAILABLE naming the provider when every pool
+        reports its upstream refuses it, or when every circuit is open."""
+        refusals = [report for r in routes if (report := self.health.refusal(r.provider)) is not None]
+        if len(refusals) == len(routes):
+            names = ", ".join(r.provider for r in refusals)
+            reasons = "; ".join(r.reason or r.code for r in refusals)
+            raise GatewayError(
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                f"This model's provider ({names}) cannot serve it now: {reasons}. "
+                "It comes back once the operator fixes it.",
+                provider=names,
+            )
+        routes = [r for r in routes if self.health.refusal(r.provider) is None]
         healthy = [r for r in routes if self.breaker.allows(r.provider)]
         if not healthy:
             wait = min(self.breaker.retry_after(r.provider) for r in routes)
@@ -129,9 +146,9 @@ class RoutePlanner:
         return [first.provider] + [r.provider for r in routes if r.provider != first.provider]
 
     def next_route(self, routes: list[str], tried: set[str]) -> str | None:
-        """The first untried route whose circuit lets an attempt through."""
+        """The first untried route whose pool takes work and whose circuit lets an attempt through."""
         for provider in routes:
-            if provider not in tried and self.breaker.allows(provider):
+            if provider not in tried and self.health.refusal(provider) is None and self.breaker.allows(provider):
                 self.breaker.attempt_started(provider)
                 return provider
         return None

@@ -1,10 +1,11 @@
-from bus import EVENTS_TOPIC, Consumer, Producer, ensure_topics, requests_topic
-from bus.topics import control_spec, dlq_spec, events_spec, requests_spec
+from bus import EVENTS_TOPIC, PROVIDER_HEALTH_TOPIC, Consumer, Producer, TopicReader, ensure_topics, requests_topic
+from bus.topics import control_spec, dlq_spec, events_spec, provider_health_spec, requests_spec
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.catalog import Catalog
 from routing.fallback import FALLBACK_GROUP, FallbackHandler, reports_outcome
+from routing.health import ProviderHealthBoard
 from routing.idempotency import SCHEMA, IdempotencyStore
 from routing.routes import CircuitBreaker, RoutePlanner
 from routing.servicer import RoutingServicer
@@ -20,8 +21,17 @@ async def serve(settings: RoutingSettings) -> None:
     catalog = Catalog.load(settings.providers, settings.routing_catalog)
     pricing_channel = channel(settings.pricing_addr)
     producer = Producer(settings.kafka_bootstrap_servers, client_id="routing")
+    health = ProviderHealthBoard()
     planner = RoutePlanner(
-        CircuitBreaker(settings.routing_circuit_failure_threshold, settings.routing_circuit_open_seconds)
+        CircuitBreaker(settings.routing_circuit_failure_threshold, settings.routing_circuit_open_seconds),
+        health=health,
+    )
+    health_reader = TopicReader(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=PROVIDER_HEALTH_TOPIC,
+        message_type=events_pb2.ProviderHealth,
+        handler=health.apply,
+        client_id="routing-health",
     )
     db = open_database(settings.routing_database_url)
     keys = IdempotencyStore(db, settings.routing_idempotency_ttl_seconds)
@@ -49,12 +59,13 @@ async def serve(settings: RoutingSettings) -> None:
 
     async def create_topics() -> None:
         n = settings.kafka_partitions
-        specs = [events_spec(n), control_spec()]
+        specs = [events_spec(n), control_spec(), provider_health_spec()]
         for provider in sorted(settings.providers):
             specs += [requests_spec(provider, n), dlq_spec(requests_topic(provider))]
         await ensure_topics(settings.kafka_bootstrap_servers, specs, settings.kafka_replication_factor)
 
     async def stop() -> None:
+        await health_reader.stop()
         await pruner.stop()
         await fallback.stop()
         await producer.stop()
@@ -65,6 +76,7 @@ async def serve(settings: RoutingSettings) -> None:
     service.on_start(pruner.start)
     service.on_start(create_topics)
     service.on_start(producer.start)
+    service.on_start(health_reader.start)
     service.on_start(fallback.start)
     service.on_stop(stop)
     service.readiness_check(db.answers)

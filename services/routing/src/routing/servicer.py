@@ -151,6 +151,25 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[e.to_proto() for e in self._catalog.available()])
 
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProvidersResponse:
+        pools = []
+        for provider in sorted(self._catalog.enabled_providers):
+            health, report = self._planner.health.state(provider)
+            pools.append(
+                pb.ProviderPool(
+                    name=provider,
+                    models=[e.id for e in self._catalog.available() if provider in self._catalog.routes(e)],
+                    health=health,
+                    code=report.code if report else "",
+                    reason=report.reason if report else "",
+                    workers=len(self._planner.health.current(provider)),
+                    circuit=self._planner.breaker.state(provider).value,
+                )
+            )
+        return pb.ListProvidersResponse(providers=pools)
+
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
         try:
             return pb.GetModelResponse(model=self._catalog.get(request.model).to_proto())

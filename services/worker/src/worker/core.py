@@ -30,6 +30,7 @@ from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.tariffs import final_cost
+from worker.health import HealthReporter
 from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 
 log = get_logger(__name__)
@@ -58,8 +59,10 @@ class JobRunner:
         storage: storage_service_pb2_grpc.StorageServiceStub,
         status: status_service_pb2_grpc.StatusServiceStub,
         producer: Producer,
+        health: HealthReporter | None = None,
     ) -> None:
         self._provider = provider
+        self._health = health
         self._storage = storage
         self._status = status
         self._producer = producer
@@ -140,6 +143,8 @@ class JobRunner:
             log.info("generation cancelled while running", generation_id=job.id)
             return "cancelled", ErrorCode.CANCELLED.value
         except ProviderError as exc:
+            if self._health is not None:
+                self._health.observe(exc.code, exc.message)
             await self._fail(state, exc.code, exc.message, exc.retryable)
             return "failed", exc.code.value
         except _StorageFailed as exc:
@@ -159,6 +164,8 @@ class JobRunner:
         if done.HasField("tariff"):  # the cost of what came back, as pricing charges it
             done.cost.CopyFrom(final_cost(done.tariff, len(refs), done.usage))
         await self._emit(done)
+        if self._health is not None:
+            self._health.observe(None)
         log.info("generation succeeded", generation_id=job.id, images=len(refs))
         return "succeeded", ""
 

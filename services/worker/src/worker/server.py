@@ -1,5 +1,5 @@
 from bus import CONTROL_TOPIC, Consumer, Producer, Record, TopicReader, ensure_topics, requests_topic, worker_group
-from bus.topics import control_spec, dlq_spec, events_spec, requests_spec
+from bus.topics import control_spec, dlq_spec, events_spec, provider_health_spec, requests_spec
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
@@ -7,6 +7,7 @@ from svckit.grpc_client import channel, is_serving
 from svckit.logging import get_logger
 from svckit.server import GrpcService
 from worker.core import JobRunner
+from worker.health import HealthReporter
 from worker.providers import make_provider
 from worker.settings import WorkerSettings
 
@@ -23,7 +24,13 @@ async def serve(settings: WorkerSettings) -> None:
     status = status_service_pb2_grpc.StatusServiceStub(status_channel)
     provider = make_provider(settings.worker_provider, storage, status)
     producer = Producer(settings.kafka_bootstrap_servers, client_id=f"worker-{provider.name}")
-    runner = JobRunner(provider, storage, status, producer)
+    health = HealthReporter(
+        producer,
+        provider.name,
+        interval=settings.worker_health_interval_seconds,
+        unhealthy_seconds=settings.worker_unhealthy_seconds,
+    )
+    runner = JobRunner(provider, storage, status, producer, health)
     consumer = Consumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=requests_topic(provider.name),
@@ -57,13 +64,14 @@ async def serve(settings: WorkerSettings) -> None:
         topic = requests_spec(provider.name, n)
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            [events_spec(n), topic, dlq_spec(topic.name), control_spec()],
+            [events_spec(n), topic, dlq_spec(topic.name), control_spec(), provider_health_spec()],
             settings.kafka_replication_factor,
         )
 
     async def stop() -> None:
         await control.stop()
         await consumer.stop()  # finishes or hands back in-flight jobs
+        await health.stop()
         await producer.stop()
         await provider.close()
         await storage_channel.close()
@@ -72,6 +80,7 @@ async def serve(settings: WorkerSettings) -> None:
     service.on_start(create_topics)
     service.on_start(producer.start)
     service.on_start(control.start)
+    service.on_start(health.start)
     service.on_start(consumer.start)
     service.on_stop(stop)
     service.readiness_check(producer.is_connected)

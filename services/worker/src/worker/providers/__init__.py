@@ -5,6 +5,7 @@ from the environment and the worker's storage and status clients (`Provider.from
 """
 
 import importlib
+from collections.abc import Mapping
 
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
@@ -25,20 +26,37 @@ PROVIDERS: dict[str, str] = {
 }
 
 
+def adapter_class(name: str) -> type[Provider]:
+    module, _, cls = PROVIDERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def configured(environ: Mapping[str, str]) -> list[str]:
+    """The providers whose adapter finds every variable its settings require in `environ`
+    (`make up` starts a pool for each: OPENAI_API_KEY set means an openai worker)."""
+    names = []
+    for name in PROVIDERS:
+        settings = adapter_class(name).settings_type
+        required = [f.validation_alias or n for n, f in settings.model_fields.items() if f.is_required()]
+        if all(environ.get(str(variable)) for variable in required):
+            names.append(name)
+    return names
+
+
 def make_provider(
     name: str,
     storage: storage_service_pb2_grpc.StorageServiceStub,
     status: status_service_pb2_grpc.StatusServiceStub,
 ) -> Provider:
-    try:
-        module, _, cls = PROVIDERS[name].partition(":")
-    except KeyError:
-        raise SystemExit(f"WORKER_PROVIDER: unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}") from None
-    return getattr(importlib.import_module(module), cls).from_env(storage, status)
+    if name not in PROVIDERS:
+        raise SystemExit(f"WORKER_PROVIDER: unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
+    return adapter_class(name).from_env(storage, status)
 
 
 __all__ = [
     "PROVIDERS",
+    "adapter_class",
+    "configured",
     "GeneratedImage",
     "Progress",
     "Provider",

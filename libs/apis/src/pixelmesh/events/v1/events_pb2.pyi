@@ -119,3 +119,53 @@ class CancelGeneration(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelGeneration: _TypeAlias = CancelGeneration  # noqa: Y015
+
+@_typing.final
+class ProviderHealth(_message.Message):
+    """Payload of pixelmesh.provider.health (key: "<provider>/<worker instance>", compacted):
+    each worker's view of its upstream, sent when it changes and every interval_seconds.
+    Routing refuses a model whose every route's pool reports unhealthy (503 naming the
+    provider and the reason) instead of queueing jobs no worker can do; a pool with no
+    current report (no worker yet, or scaled to zero) keeps queueing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REPORT_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    worker: _builtins.str
+    """The worker instance reporting (its host name and process id)."""
+    healthy: _builtins.bool
+    code: _builtins.str
+    """When unhealthy: the error code (e.g. provider_auth_error) and what the upstream said."""
+    reason: _builtins.str
+    interval_seconds: _builtins.int
+    """The next report comes within this many seconds; a report older than three intervals
+    is no longer current (the worker is gone).
+    """
+    @_builtins.property
+    def report_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        worker: _builtins.str = ...,
+        healthy: _builtins.bool = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        report_time: _timestamp_pb2.Timestamp | None = ...,
+        interval_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report_time", b"report_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "healthy", b"healthy", "interval_seconds", b"interval_seconds", "provider", b"provider", "reason", b"reason", "report_time", b"report_time", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderHealth: _TypeAlias = ProviderHealth  # noqa: Y015

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pixelmesh.common.v1 import generation_pb2 as _generation_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,29 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PoolHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PoolHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PoolHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    POOL_HEALTH_UNSPECIFIED: _PoolHealth.ValueType  # 0
+    POOL_HEALTH_UNKNOWN: _PoolHealth.ValueType  # 1
+    """No current report: no worker is up yet (or the pool scaled to zero); jobs queue."""
+    POOL_HEALTH_HEALTHY: _PoolHealth.ValueType  # 2
+    POOL_HEALTH_UNHEALTHY: _PoolHealth.ValueType  # 3
+    """Every reporting worker says its upstream refuses it: its models answer 503."""
+
+class PoolHealth(_PoolHealth, metaclass=_PoolHealthEnumTypeWrapper): ...
+
+POOL_HEALTH_UNSPECIFIED: PoolHealth.ValueType  # 0
+POOL_HEALTH_UNKNOWN: PoolHealth.ValueType  # 1
+"""No current report: no worker is up yet (or the pool scaled to zero); jobs queue."""
+POOL_HEALTH_HEALTHY: PoolHealth.ValueType  # 2
+POOL_HEALTH_UNHEALTHY: PoolHealth.ValueType  # 3
+"""Every reporting worker says its upstream refuses it: its models answer 503."""
+Global___PoolHealth: _TypeAlias = PoolHealth  # noqa: Y015
 
 @_typing.final
 class SubmitGenerationRequest(_message.Message):
@@ -388,3 +412,83 @@ class ValidateGenerationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidateGenerationResponse: _TypeAlias = ValidateGenerationResponse  # noqa: Y015
+
+@_typing.final
+class ListProvidersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProvidersRequest: _TypeAlias = ListProvidersRequest  # noqa: Y015
+
+@_typing.final
+class ProviderPool(_message.Message):
+    """What routing knows of one provider pool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    CIRCUIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    health: Global___PoolHealth.ValueType
+    code: _builtins.str
+    """When UNHEALTHY: the error code and the upstream's reason, as the workers report them."""
+    reason: _builtins.str
+    workers: _builtins.int
+    """Worker instances with a current health report."""
+    circuit: _builtins.str
+    """"closed", "open" or "half_open" (retryable failures seen by this routing replica)."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Catalog models routed to it (first or fallback route)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        health: Global___PoolHealth.ValueType = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        workers: _builtins.int = ...,
+        circuit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "code", b"code", "health", b"health", "models", b"models", "name", b"name", "reason", b"reason", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderPool: _TypeAlias = ProviderPool  # noqa: Y015
+
+@_typing.final
+class ListProvidersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderPool]: ...
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___ProviderPool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProvidersResponse: _TypeAlias = ListProvidersResponse  # noqa: Y015

@@ -56,6 +56,11 @@ class RoutingServiceStub:
                 request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.FromString,
                 _registered_method=True)
+        self.ListProviders = channel.unary_unary(
+                '/pixelmesh.routing.v1.RoutingService/ListProviders',
+                request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersResponse.FromString,
+                _registered_method=True)
 
 
 class RoutingServiceServicer:
@@ -95,6 +100,14 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProviders(self, request, context):
+        """The provider pools this gateway routes to: their models, their workers' health and
+        their circuits (`make status` prints it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoutingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +130,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.ValidateGeneration,
                     request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.FromString,
                     response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.SerializeToString,
+            ),
+            'ListProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviders,
+                    request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersRequest.FromString,
+                    response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +246,33 @@ class RoutingService:
             '/pixelmesh.routing.v1.RoutingService/ValidateGeneration',
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.SerializeToString,
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.routing.v1.RoutingService/ListProviders',
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersRequest.SerializeToString,
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersResponse.FromString,
             options,
             channel_credentials,
             insecure,

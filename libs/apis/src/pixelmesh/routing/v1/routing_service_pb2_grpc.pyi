@@ -49,6 +49,10 @@ class RoutingServiceStub:
     """Checks a request against the catalog exactly as SubmitGeneration would, without
     pricing or queueing it; returns the model and the resolved size, quality and n.
     """
+    ListProviders: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ListProvidersRequest, _routing_service_pb2.ListProvidersResponse]
+    """The provider pools this gateway routes to: their models, their workers' health and
+    their circuits (`make status` prints it).
+    """
 
 @_typing.type_check_only
 class RoutingServiceAsyncStub(RoutingServiceStub):
@@ -69,6 +73,10 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     ValidateGeneration: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ValidateGenerationRequest, _routing_service_pb2.ValidateGenerationResponse]  # type: ignore[assignment]
     """Checks a request against the catalog exactly as SubmitGeneration would, without
     pricing or queueing it; returns the model and the resolved size, quality and n.
+    """
+    ListProviders: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ListProvidersRequest, _routing_service_pb2.ListProvidersResponse]  # type: ignore[assignment]
+    """The provider pools this gateway routes to: their models, their workers' health and
+    their circuits (`make status` prints it).
     """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -111,6 +119,16 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routing_service_pb2.ValidateGenerationResponse, _abc.Awaitable[_routing_service_pb2.ValidateGenerationResponse]]:
         """Checks a request against the catalog exactly as SubmitGeneration would, without
         pricing or queueing it; returns the model and the resolved size, quality and n.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProviders(
+        self,
+        request: _routing_service_pb2.ListProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_service_pb2.ListProvidersResponse, _abc.Awaitable[_routing_service_pb2.ListProvidersResponse]]:
+        """The provider pools this gateway routes to: their models, their workers' health and
+        their circuits (`make status` prints it).
         """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
