@@ -31,8 +31,11 @@ class TopicReader(Generic[M]):
         message_type: type[M],
         handler: Callable[[Record[M]], Awaitable[None] | None],
         client_id: str = "pixelmesh-reader",
+        traced: bool = True,
     ) -> None:
         self.topic = topic
+        # False for a topic of heartbeats (provider health): a trace per beat is noise.
+        self._traced = traced
         self._message_type = message_type
         self._handler = handler
         self._consumer = AIOKafkaConsumer(
@@ -99,7 +102,8 @@ class TopicReader(Generic[M]):
             for raws in batch.values():
                 for raw in raws:
                     # Replaying history gets no spans: they would land in traces long closed.
-                    traced = process_span(raw, None) if self.caught_up.is_set() else contextlib.nullcontext()
+                    live = self._traced and self.caught_up.is_set()
+                    traced = process_span(raw, None) if live else contextlib.nullcontext()
                     with traced:
                         try:
                             result = self._handler(decode(raw, self._message_type))

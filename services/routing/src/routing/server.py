@@ -32,6 +32,7 @@ async def serve(settings: RoutingSettings) -> None:
         message_type=events_pb2.ProviderHealth,
         handler=health.apply,
         client_id="routing-health",
+        traced=False,
     )
     db = open_database(settings.routing_database_url)
     keys = IdempotencyStore(db, settings.routing_idempotency_ttl_seconds)
