@@ -8,6 +8,7 @@ continues the trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -59,11 +60,12 @@ class Producer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, topic: str, key: str, message: Message) -> None:
-        """Produce and wait until the broker (all in-sync replicas) acknowledged it."""
-        await self.send_all([(topic, key, message)])
+    async def send(self, topic: str, key: str, message: Message, *, traced: bool = True) -> None:
+        """Produce and wait until the broker (all in-sync replicas) acknowledged it.
+        `traced=False` for heartbeats (provider health): a trace per beat is noise."""
+        await self.send_all([(topic, key, message)], traced=traced)
 
-    async def send_all(self, records: Sequence[tuple[str, str, Message]]) -> None:
+    async def send_all(self, records: Sequence[tuple[str, str, Message]], *, traced: bool = True) -> None:
         """Produce several records in this order and wait until every one is acknowledged.
 
         They are appended to the producer's batches before the first wait, so they travel
@@ -78,7 +80,12 @@ class Producer:
                 "messaging.destination.name": topic,
                 "messaging.kafka.message.key": key,
             }
-            with _tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes):
+            span = (
+                _tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes)
+                if traced
+                else contextlib.nullcontext()
+            )
+            with span:
                 propagate.inject(headers, setter=_setter)
                 value = message.SerializeToString()
                 acks.append(await self._producer.send(topic, value=value, key=key.encode(), headers=headers))

@@ -87,7 +87,9 @@ class HealthReporter:
         while True:
             report = self.report()
             try:
-                await self._producer.send(PROVIDER_HEALTH_TOPIC, f"{self._provider}/{self._worker}", report)
+                await self._producer.send(
+                    PROVIDER_HEALTH_TOPIC, f"{self._provider}/{self._worker}", report, traced=False
+                )
             except Exception as exc:  # the bus is away: the next beat tries again
                 log.warning("could not report provider health", error=repr(exc))
             self._changed.clear()
