@@ -332,7 +332,8 @@ def allowed_grpc_calls(objects: list[dict]) -> set[tuple[str, str]]:
 def test_network_policies_allow_exactly_the_designed_calls(request, objects_fixture) -> None:
     objects = request.getfixturevalue(objects_fixture)
     workers = {component(d) for d in of_kind(objects, "Deployment") if component(d).startswith("worker-")}
-    expected = DESIGN_CALLS | {(w, dst) for w in workers for dst in ("storage", "status")}
+    # workers store images, read inputs' parents, and report failed attempts to routing
+    expected = DESIGN_CALLS | {(w, dst) for w in workers for dst in ("storage", "status", "routing")}
     assert allowed_grpc_calls(objects) == expected
 
 

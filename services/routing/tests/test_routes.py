@@ -4,7 +4,7 @@ import pytest
 
 from bus import advance
 from pixelmesh.common.v1 import generation_pb2 as gen
-from routing.fallback import decide, handed_back, observe
+from routing.attempts import AttemptDecisions, SuccessObserver, decide, failed_attempt
 from routing.routes import Circuit, CircuitBreaker, Route, RoutePlanner, routes_for
 from svckit.errors import ErrorCode, GatewayError
 
@@ -73,7 +73,8 @@ def test_every_circuit_open_is_provider_unavailable_with_a_wait() -> None:
 
 
 def handback(provider: str = "bfl", retryable: bool = True) -> gen.Generation:
-    g = gen.Generation(id="gen_1", state=gen.GENERATION_STATE_QUEUED, version=4, attempt=1, provider=provider)
+    """A worker's failure report: its attempt ended with the error recorded on it."""
+    g = gen.Generation(id="gen_1", state=gen.GENERATION_STATE_RUNNING, version=4, attempt=1, provider=provider)
     g.routes.extend(["bfl", "replicate", "fal"])
     g.attempts.add(
         number=1, provider=provider, error=gen.GenerationError(code="provider_unavailable", retryable=retryable)
@@ -87,7 +88,7 @@ def test_a_handed_back_generation_goes_to_the_next_route() -> None:
     assert d.provider == "replicate"
     assert d.state.state == gen.GENERATION_STATE_QUEUED and d.state.attempt == 2 and d.state.provider == "replicate"
     assert [a.provider for a in d.state.attempts] == ["bfl", "replicate"]
-    assert d.state.version == 5 and handed_back(d.state) is None
+    assert d.state.version == 5 and failed_attempt(d.state) is None
 
 
 def test_no_route_left_fails_with_the_last_error() -> None:
@@ -100,23 +101,43 @@ def test_no_route_left_fails_with_the_last_error() -> None:
     assert d.provider is None and d.state.state == gen.GENERATION_STATE_FAILED and d.state.error.code == "timeout"
 
 
-def test_other_events_are_left_alone() -> None:
+def test_a_refusal_is_final_even_with_routes_left() -> None:
+    d = decide(handback(retryable=False), RoutePlanner(CircuitBreaker()))
+    assert d.provider is None and d.state.state == gen.GENERATION_STATE_FAILED
+    assert d.state.error.code == "provider_unavailable" and not d.state.error.retryable
+
+
+def test_a_report_without_a_failed_attempt_is_refused() -> None:
     planner = RoutePlanner(CircuitBreaker())
     queued = gen.Generation(id="gen_2", state=gen.GENERATION_STATE_QUEUED, attempt=1)
     queued.attempts.add(number=1, provider="bfl")
-    assert decide(queued, planner) is None
-    assert decide(advance(queued, gen.GENERATION_STATE_RUNNING), planner) is None
+    for report in (queued, advance(queued, gen.GENERATION_STATE_RUNNING)):
+        with pytest.raises(GatewayError) as exc:
+            decide(report, planner)
+        assert exc.value.code is ErrorCode.INVALID_REQUEST
 
 
-def test_outcomes_feed_the_breaker() -> None:
+def test_a_repeated_report_decides_the_same_once() -> None:
+    decisions = AttemptDecisions(RoutePlanner(CircuitBreaker()))
+    first, new = decisions.decide(handback())
+    again, repeated = decisions.decide(handback())
+    assert new and not repeated and again is first
+
+
+async def test_outcomes_feed_the_breaker() -> None:
+    from bus import Record
+    from pixelmesh.events.v1 import events_pb2
+
     breaker = CircuitBreaker(failure_threshold=2)
     planner = RoutePlanner(breaker)
-    observe(handback("bfl"), planner)
-    observe(handback("bfl"), planner)
+    decide(handback("bfl"), planner)
+    decide(handback("bfl"), planner)
     assert breaker.state("bfl") is Circuit.OPEN
-    observe(handback("replicate", retryable=False), planner)  # a refusal is not an outage
+    decide(handback("replicate", retryable=False), planner)  # a refusal is not an outage
     assert breaker.state("replicate") is Circuit.CLOSED
-    observe(gen.Generation(state=gen.GENERATION_STATE_SUCCEEDED, provider="bfl"), planner)
+    done = gen.Generation(state=gen.GENERATION_STATE_SUCCEEDED, provider="bfl")
+    event = events_pb2.GenerationEvent(generation=done)
+    await SuccessObserver(planner).handle(Record(topic="events", partition=0, offset=0, key="g", message=event))
     assert breaker.state("bfl") is Circuit.CLOSED
 
 

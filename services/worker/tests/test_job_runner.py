@@ -9,10 +9,12 @@ import pytest
 from bus import Record
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from pixelmesh.routing.v1 import routing_service_pb2
 from services.worker.tests.support import Storage
+from svckit.errors import ErrorCode
 from worker import core
 from worker.core import JobRunner
-from worker.providers import GeneratedImage, ProviderResult
+from worker.providers import GeneratedImage, ProviderError, ProviderResult
 
 IMAGE = GeneratedImage(b"\x89PNG fake", 8, 8, gen.OUTPUT_FORMAT_PNG)
 
@@ -59,7 +61,7 @@ def names(bus: Bus) -> list[str]:
 
 async def test_a_job_done_before_the_announcement_goes_from_queued_to_its_end_in_one_event() -> None:
     bus = Bus()
-    await JobRunner(Provider(0.0), Storage(), None, bus).handle(job())
+    await JobRunner(Provider(0.0), Storage(), None, None, bus).handle(job())
     assert names(bus) == ["SUCCEEDED"]
     done = bus.states[-1]
     assert done.version > 1 and done.HasField("start_time") and done.HasField("end_time")
@@ -67,20 +69,64 @@ async def test_a_job_done_before_the_announcement_goes_from_queued_to_its_end_in
 
 async def test_a_slow_job_is_announced_running_then_ends() -> None:
     bus = Bus()
-    await JobRunner(Provider(core.RUNNING_ANNOUNCE_SECONDS * 4), Storage(), None, bus).handle(job())
+    await JobRunner(Provider(core.RUNNING_ANNOUNCE_SECONDS * 4), Storage(), None, None, bus).handle(job())
     assert names(bus) == ["RUNNING", "SUCCEEDED"]
     assert bus.states[0].version < bus.states[1].version
 
 
 async def test_progress_before_the_announcement_takes_its_place() -> None:
     bus = Bus()
-    await JobRunner(Provider(0.0, progress_at=0.0), Storage(), None, bus).handle(job())
+    await JobRunner(Provider(0.0, progress_at=0.0), Storage(), None, None, bus).handle(job())
     assert names(bus) == ["RUNNING", "SUCCEEDED"]
     assert bus.states[0].progress_percent == 50.0
 
 
 async def test_a_bus_outage_fails_the_handler_so_the_job_is_redelivered() -> None:
     with pytest.raises(ConnectionError):
-        await JobRunner(Provider(core.RUNNING_ANNOUNCE_SECONDS * 4), Storage(), None, Bus(fail=True)).handle(job())
+        await JobRunner(Provider(core.RUNNING_ANNOUNCE_SECONDS * 4), Storage(), None, None, Bus(fail=True)).handle(
+            job()
+        )
     with pytest.raises(ConnectionError):
-        await JobRunner(Provider(0.0), Storage(), None, Bus(fail=True)).handle(job())
+        await JobRunner(Provider(0.0), Storage(), None, None, Bus(fail=True)).handle(job())
+
+
+class Failing(Provider):
+    def __init__(self, retryable: bool) -> None:
+        super().__init__(0.0)
+        self.retryable = retryable
+
+    async def generate(self, generation: gen.Generation, progress) -> ProviderResult:  # noqa: ANN001
+        raise ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, "fake is down", retryable=self.retryable)
+
+
+class Routing:
+    """RoutingService's ReportAttemptFailure: what routing was told; it answers FAILED."""
+
+    def __init__(self) -> None:
+        self.reports: list[gen.Generation] = []
+
+    async def ReportAttemptFailure(self, request, timeout=None, wait_for_ready=None):  # noqa: ANN001, ANN201, N802
+        self.reports.append(request.generation)
+        answer = gen.Generation()
+        answer.CopyFrom(request.generation)
+        answer.state = gen.GENERATION_STATE_FAILED
+        return routing_service_pb2.ReportAttemptFailureResponse(generation=answer)
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+async def test_a_failed_attempt_is_reported_to_routing_which_decides(retryable: bool) -> None:
+    """The worker neither reroutes nor fails the generation itself, whatever its routes."""
+    bus, routing = Bus(), Routing()
+    record = job()
+    record.message.generation.routes.extend(["fake", "other"])
+    await JobRunner(Failing(retryable), Storage(), None, routing, bus).handle(record)
+    assert bus.states == []  # nothing published by the worker
+    (report,) = routing.reports
+    (attempt,) = report.attempts
+    assert (attempt.number, attempt.provider, attempt.error.code, attempt.error.retryable) == (
+        1,
+        "fake",
+        "provider_unavailable",
+        retryable,
+    )
+    assert attempt.HasField("end_time") and report.state == gen.GENERATION_STATE_RUNNING

@@ -8,10 +8,11 @@ fallback only); the rest follow in catalog order. A provider's circuit opens aft
 retry budget), sends no traffic for `open_seconds`, then half-opens: one probe attempt
 is let through, whose success closes the circuit and whose failure opens it again.
 
-Each routing replica keeps its own breakers, fed by the attempts it observes on the
-events topic (its share of the partitions): a sick provider is noticed by every replica,
-only a little later by each when there are several. Before circuits, a pool whose workers
-report its upstream refuses them (routing.health) takes no route at all.
+Each routing replica keeps its own breakers, fed by the failures workers report to it
+and the successes it reads from the events topic (its share of the partitions): a sick
+provider is noticed by every replica, only a little later by each when there are several.
+Before circuits, a pool whose workers report its upstream refuses them (routing.health)
+takes no route at all.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ from bus.topics import control_spec, dlq_spec, events_spec, provider_health_spec
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from routing.attempts import OUTCOMES_GROUP, SuccessObserver, reports_success
 from routing.catalog import Catalog
-from routing.fallback import FALLBACK_GROUP, FallbackHandler, reports_outcome
 from routing.health import ProviderHealthBoard
 from routing.idempotency import SCHEMA, IdempotencyStore
 from routing.routes import CircuitBreaker, RoutePlanner
@@ -40,19 +40,19 @@ async def serve(settings: RoutingSettings) -> None:
     servicer = RoutingServicer(
         catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer, planner, keys
     )
-    fallback = Consumer(
+    outcomes = Consumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=EVENTS_TOPIC,
-        group_id=FALLBACK_GROUP,
+        group_id=OUTCOMES_GROUP,
         message_type=events_pb2.GenerationEvent,
-        handler=FallbackHandler(planner, producer).handle,
+        handler=SuccessObserver(planner).handle,
         producer=producer,
         max_in_flight=16,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
-        client_id="routing-fallback",
-        auto_offset_reset="latest",  # a new group must not re-dispatch old hand-backs
-        accept=reports_outcome,
-        max_delay_seconds=1.0,  # a hand-back waits at most this much longer for its next route
+        client_id="routing-outcomes",
+        auto_offset_reset="latest",  # old successes say nothing of the circuits now
+        accept=reports_success,
+        max_delay_seconds=2.0,  # a circuit may close a moment later
     )
     service.add_servicer(
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server, servicer, "pixelmesh.routing.v1.RoutingService"
@@ -68,7 +68,7 @@ async def serve(settings: RoutingSettings) -> None:
     async def stop() -> None:
         await health_reader.stop()
         await pruner.stop()
-        await fallback.stop()
+        await outcomes.stop()
         await producer.stop()
         await pricing_channel.close()
         await db.close()
@@ -78,7 +78,7 @@ async def serve(settings: RoutingSettings) -> None:
     service.on_start(create_topics)
     service.on_start(producer.start)
     service.on_start(health_reader.start)
-    service.on_start(fallback.start)
+    service.on_start(outcomes.start)
     service.on_stop(stop)
     service.readiness_check(db.answers)
     service.readiness_check(producer.is_connected)

@@ -14,9 +14,10 @@ from pixelmesh.pricing.v1.pricing_service_pb2 import ReleaseReason
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.admission import admit, validate
+from routing.attempts import AttemptDecisions
 from routing.catalog import Catalog
 from routing.idempotency import IdempotencyStore
-from routing.routes import RoutePlanner, routes_for
+from routing.routes import REROUTES, RoutePlanner, routes_for
 from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
 from svckit.logging import get_logger
 
@@ -46,6 +47,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         self._pricing = pricing
         self._producer = producer
         self._keys = keys
+        self._decisions = AttemptDecisions(planner)
 
     async def SubmitGeneration(
         self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext
@@ -106,21 +108,20 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         generation.cost.CopyFrom(reservation.total)
         generation.tariff.CopyFrom(reservation.tariff)
 
+    async def _queue(self, generation: gen.Generation) -> None:
+        """QUEUED state (so status knows it) and the job for its provider pool, in this order
+        and in one produce request."""
+        await self._producer.send_all(
+            [
+                (EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER)),
+                (requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation)),
+            ]
+        )
+
     async def _dispatch(self, generation: gen.Generation) -> None:
-        """QUEUED state (so status knows it) and the job for the provider pool, in this order
-        and in one produce request; if either is refused, the generation fails and its
-        reservation is released."""
+        """Queue an admitted generation; if the bus refuses, it fails and its reservation is released."""
         try:
-            await self._producer.send_all(
-                [
-                    (EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER)),
-                    (
-                        requests_topic(generation.provider),
-                        generation.id,
-                        events_pb2.GenerationJob(generation=generation),
-                    ),
-                ]
-            )
+            await self._queue(generation)
         except Exception as exc:
             log.error("could not dispatch generation", generation_id=generation.id, error=repr(exc))
             failed = advance(generation, gen.GENERATION_STATE_FAILED)
@@ -150,6 +151,33 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[e.to_proto() for e in self._catalog.available()])
+
+    async def ReportAttemptFailure(
+        self, request: pb.ReportAttemptFailureRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportAttemptFailureResponse:
+        """The worker reported; routing decides (routing.attempts) and publishes before it answers."""
+        reported = request.generation
+        try:
+            decision, new = self._decisions.decide(reported)
+        except GatewayError as err:
+            await abort_with(context, err)
+        state = decision.state
+        if new:
+            try:
+                if decision.provider is None:
+                    await self._producer.send(EVENTS_TOPIC, state.id, generation_event(state, PRODUCER))
+                else:
+                    await self._queue(state)
+            except Exception as exc:
+                self._decisions.forget(reported)
+                log.error("could not publish a decision", generation_id=state.id, error=repr(exc))
+                await abort_with(context, GatewayError(ErrorCode.UNAVAILABLE, "The job queue is unavailable."))
+            if decision.provider is None:
+                log.warning("generation failed", generation_id=state.id, code=state.error.code)
+            else:
+                REROUTES.labels(reported.provider, decision.provider).inc()
+                log.info("generation sent to its next route", generation_id=state.id, provider=decision.provider)
+        return pb.ReportAttemptFailureResponse(generation=state)
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from bus import EVENTS_TOPIC, PoisonMessage, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
@@ -58,6 +59,7 @@ class JobRunner:
         provider: Provider,
         storage: storage_service_pb2_grpc.StorageServiceStub,
         status: status_service_pb2_grpc.StatusServiceStub,
+        routing: routing_service_pb2_grpc.RoutingServiceStub,
         producer: Producer,
         health: HealthReporter | None = None,
     ) -> None:
@@ -65,6 +67,7 @@ class JobRunner:
         self._health = health
         self._storage = storage
         self._status = status
+        self._routing = routing
         self._producer = producer
         self._name = f"worker-{provider.name}"
         self._running: dict[str, asyncio.Task[ProviderResult]] = {}
@@ -187,19 +190,20 @@ class JobRunner:
         return is_terminal(resp.generation)
 
     async def _fail(self, state: gen.Generation, code: ErrorCode, message: str, retryable: bool) -> None:
-        """FAILED; or, when the failure is retryable and routes are left, back to QUEUED with
-        the failed attempt recorded, for routing to send to the next route."""
+        """Report the failed attempt to routing, which decides what happens next (the next
+        route, or FAILED) and publishes it before it answers. Routing briefly away is waited
+        for; a report it never takes fails the handler, so the job is tried again."""
         error = gen.GenerationError(code=code.value, message=message, retryable=retryable, provider=self._provider.name)
-        tried = {a.provider for a in state.attempts} | {self._provider.name}
-        reroute = retryable and any(route not in tried for route in state.routes)
-        failed = advance(state, gen.GENERATION_STATE_QUEUED if reroute else gen.GENERATION_STATE_FAILED)
+        failed = gen.Generation()
+        failed.CopyFrom(state)
         attempt = _current_attempt(failed, self._provider.name)
         attempt.error.CopyFrom(error)
-        attempt.end_time.CopyFrom(failed.update_time)
-        if not reroute:
-            failed.error.CopyFrom(error)
-        await self._emit(failed)
-        log.warning("attempt failed", generation_id=state.id, code=code.value, error=message, rerouted=reroute)
+        attempt.end_time.GetCurrentTime()
+        answer = await self._routing.ReportAttemptFailure(
+            routing_service_pb2.ReportAttemptFailureRequest(generation=failed), timeout=30, wait_for_ready=True
+        )
+        next_state = gen.GenerationState.Name(answer.generation.state).removeprefix("GENERATION_STATE_").lower()
+        log.warning("attempt failed", generation_id=state.id, code=code.value, error=message, then=next_state)
 
     async def _emit(self, generation: gen.Generation) -> None:
         await self._producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, self._name))

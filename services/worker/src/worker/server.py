@@ -1,6 +1,7 @@
 from bus import CONTROL_TOPIC, Consumer, Producer, Record, TopicReader, ensure_topics, requests_topic, worker_group
 from bus.topics import control_spec, dlq_spec, events_spec, provider_health_spec, requests_spec
 from pixelmesh.events.v1 import events_pb2
+from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from svckit.grpc_client import channel, is_serving
@@ -20,6 +21,7 @@ async def serve(settings: WorkerSettings) -> None:
     # parent generations), closed on shutdown.
     storage_channel = channel(settings.storage_addr)
     status_channel = channel(settings.status_addr)
+    routing_channel = channel(settings.routing_addr)  # failure reports: routing decides what follows
     storage = storage_service_pb2_grpc.StorageServiceStub(storage_channel)
     status = status_service_pb2_grpc.StatusServiceStub(status_channel)
     provider = make_provider(settings.worker_provider, storage, status)
@@ -30,7 +32,9 @@ async def serve(settings: WorkerSettings) -> None:
         interval=settings.worker_health_interval_seconds,
         unhealthy_seconds=settings.worker_unhealthy_seconds,
     )
-    runner = JobRunner(provider, storage, status, producer, health)
+    runner = JobRunner(
+        provider, storage, status, routing_service_pb2_grpc.RoutingServiceStub(routing_channel), producer, health
+    )
     consumer = Consumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=requests_topic(provider.name),
@@ -76,6 +80,7 @@ async def serve(settings: WorkerSettings) -> None:
         await provider.close()
         await storage_channel.close()
         await status_channel.close()
+        await routing_channel.close()
 
     service.on_start(create_topics)
     service.on_start(producer.start)

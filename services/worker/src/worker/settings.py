@@ -15,3 +15,5 @@ class WorkerSettings(KafkaServiceSettings):
     worker_unhealthy_seconds: float = 300.0
     storage_addr: str
     status_addr: str
+    # Where failed attempts are reported (routing decides the next route or the failure).
+    routing_addr: str

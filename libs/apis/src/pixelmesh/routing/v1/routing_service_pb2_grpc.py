@@ -56,6 +56,11 @@ class RoutingServiceStub:
                 request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.FromString,
                 _registered_method=True)
+        self.ReportAttemptFailure = channel.unary_unary(
+                '/pixelmesh.routing.v1.RoutingService/ReportAttemptFailure',
+                request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureResponse.FromString,
+                _registered_method=True)
         self.ListProviders = channel.unary_unary(
                 '/pixelmesh.routing.v1.RoutingService/ListProviders',
                 request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersRequest.SerializeToString,
@@ -100,6 +105,15 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportAttemptFailure(self, request, context):
+        """A worker's attempt failed: routing decides what happens next (the next route whose
+        pool takes work, or FAILED with this error) and publishes it before it answers. The
+        worker reports and routing decides; a repeated report of one attempt decides the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListProviders(self, request, context):
         """The provider pools this gateway routes to: their models, their workers' health and
         their circuits (`make status` prints it).
@@ -130,6 +144,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.ValidateGeneration,
                     request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.FromString,
                     response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.SerializeToString,
+            ),
+            'ReportAttemptFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportAttemptFailure,
+                    request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureRequest.FromString,
+                    response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureResponse.SerializeToString,
             ),
             'ListProviders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProviders,
@@ -246,6 +265,33 @@ class RoutingService:
             '/pixelmesh.routing.v1.RoutingService/ValidateGeneration',
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationRequest.SerializeToString,
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ValidateGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAttemptFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.routing.v1.RoutingService/ReportAttemptFailure',
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureRequest.SerializeToString,
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class RoutingServiceStub:
     """Checks a request against the catalog exactly as SubmitGeneration would, without
     pricing or queueing it; returns the model and the resolved size, quality and n.
     """
+    ReportAttemptFailure: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ReportAttemptFailureRequest, _routing_service_pb2.ReportAttemptFailureResponse]
+    """A worker's attempt failed: routing decides what happens next (the next route whose
+    pool takes work, or FAILED with this error) and publishes it before it answers. The
+    worker reports and routing decides; a repeated report of one attempt decides the same.
+    """
     ListProviders: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ListProvidersRequest, _routing_service_pb2.ListProvidersResponse]
     """The provider pools this gateway routes to: their models, their workers' health and
     their circuits (`make status` prints it).
@@ -73,6 +78,11 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     ValidateGeneration: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ValidateGenerationRequest, _routing_service_pb2.ValidateGenerationResponse]  # type: ignore[assignment]
     """Checks a request against the catalog exactly as SubmitGeneration would, without
     pricing or queueing it; returns the model and the resolved size, quality and n.
+    """
+    ReportAttemptFailure: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ReportAttemptFailureRequest, _routing_service_pb2.ReportAttemptFailureResponse]  # type: ignore[assignment]
+    """A worker's attempt failed: routing decides what happens next (the next route whose
+    pool takes work, or FAILED with this error) and publishes it before it answers. The
+    worker reports and routing decides; a repeated report of one attempt decides the same.
     """
     ListProviders: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ListProvidersRequest, _routing_service_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """The provider pools this gateway routes to: their models, their workers' health and
@@ -119,6 +129,17 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routing_service_pb2.ValidateGenerationResponse, _abc.Awaitable[_routing_service_pb2.ValidateGenerationResponse]]:
         """Checks a request against the catalog exactly as SubmitGeneration would, without
         pricing or queueing it; returns the model and the resolved size, quality and n.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportAttemptFailure(
+        self,
+        request: _routing_service_pb2.ReportAttemptFailureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_service_pb2.ReportAttemptFailureResponse, _abc.Awaitable[_routing_service_pb2.ReportAttemptFailureResponse]]:
+        """A worker's attempt failed: routing decides what happens next (the next route whose
+        pool takes work, or FAILED with this error) and publishes it before it answers. The
+        worker reports and routing decides; a repeated report of one attempt decides the same.
         """
 
     @_abc_1.abstractmethod
