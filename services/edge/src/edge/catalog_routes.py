@@ -8,17 +8,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from edge import docs
-from edge.deps import auth, json_body, mesh_dep
+from edge.deps import auth, mesh_dep, parse_json
 from edge.mesh import Caller, Mesh
-from edge.schemas import PriceBody, parse_body
+from edge.schemas import PriceBody
 from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
+from presenters.generation import usd
 from svckit.errors import GatewayError
 
 router = APIRouter(tags=["Models and prices"])
-
-
-def _usd(micros: int) -> float:
-    return round(micros / 1_000_000, 6)
 
 
 async def _prices(mesh: Mesh, model: routing_pb.Model) -> list[dict]:
@@ -37,7 +34,7 @@ async def _prices(mesh: Mesh, model: routing_pb.Model) -> list[dict]:
                 "size": size,
                 "quality": quality,
                 "tokens": quote.per_image.tokens,
-                "usd": _usd(quote.per_image.usd_micros),
+                "usd": usd(quote.per_image.usd_micros),
             }
         )
     return out
@@ -125,15 +122,15 @@ async def model(model: str, who: Caller = auth, mesh: Mesh = mesh_dep) -> JSONRe
 async def price(request: Request, who: Caller = auth, mesh: Mesh = mesh_dep) -> JSONResponse:
     """Routing checks the request as it would a submit; pricing quotes it (size and quality
     surcharges included) and the model's default size and quality as the base."""
-    body = parse_body(PriceBody, await json_body(request))
+    body = await parse_json(request, PriceBody)
     checked = await mesh.validate(body.to_params())
     m = checked.model
     quote, base = await asyncio.gather(
         mesh.quote(m.id, checked.size, checked.quality, checked.n),
         mesh.quote(m.id, m.default_size, m.default_quality, 1),
     )
-    per_image = _usd(quote.per_image.usd_micros)
-    base_usd = _usd(base.per_image.usd_micros)
+    per_image = usd(quote.per_image.usd_micros)
+    base_usd = usd(base.per_image.usd_micros)
     return JSONResponse(
         {
             "model": m.id,
@@ -143,7 +140,7 @@ async def price(request: Request, who: Caller = auth, mesh: Mesh = mesh_dep) -> 
             "width": checked.width,
             "height": checked.height,
             "tokens": quote.total.tokens,
-            "cost_usd": _usd(quote.total.usd_micros),
+            "cost_usd": usd(quote.total.usd_micros),
             "per_image": {
                 "size": checked.size,
                 "quality": checked.quality,

@@ -12,13 +12,10 @@ from fastapi.responses import JSONResponse
 from edge.deps import auth, mesh_dep
 from edge.mesh import CALL_TIMEOUT, Caller, Mesh
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
+from presenters.generation import usd
 from svckit.errors import rpc_errors
 
 router = APIRouter()
-
-
-def _usd(micros: int) -> float:
-    return round(micros / 1_000_000, 6)
 
 
 @router.get("/api/v2/usage")
@@ -46,10 +43,10 @@ async def usage(
                     "generations": u.generations,
                     "images": u.images,
                     "tokens_spent": u.cost.tokens,
-                    "cost_usd": _usd(u.cost.usd_micros),
+                    "cost_usd": usd(u.cost.usd_micros),
                 }
                 for u in r.rows
             ],
-            "total": {"tokens_spent": r.total.tokens, "cost_usd": _usd(r.total.usd_micros)},
+            "total": {"tokens_spent": r.total.tokens, "cost_usd": usd(r.total.usd_micros)},
         }
     )

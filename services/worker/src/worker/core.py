@@ -27,6 +27,7 @@ from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.accounts import ALL_ACCOUNTS, account_metadata
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.tariffs import final_cost
@@ -173,7 +174,9 @@ class JobRunner:
     async def _already_ended(self, generation_id: str) -> bool:
         try:
             resp = await self._status.GetGeneration(
-                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=2
+                status_service_pb2.GetGenerationRequest(generation_id=generation_id),
+                metadata=account_metadata(ALL_ACCOUNTS),
+                timeout=2,
             )
         except grpc.aio.AioRpcError:
             return False  # unknown or status unreachable: do the job

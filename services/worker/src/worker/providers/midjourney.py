@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
+from svckit.accounts import ALL_ACCOUNTS, account_metadata
 from svckit.errors import ErrorCode
 from svckit.grpc_client import channel
 from svckit.logging import get_logger
@@ -74,7 +75,9 @@ class StatusParents:
     async def __call__(self, generation_id: str) -> gen.Generation | None:
         try:
             resp = await self._stub.GetGeneration(
-                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=5
+                status_service_pb2.GetGenerationRequest(generation_id=generation_id),
+                metadata=account_metadata(ALL_ACCOUNTS),
+                timeout=5,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:

@@ -1,28 +1,13 @@
-"""Generations rendered in each API's response shape (OpenAI, seed 000/004 aggregators)."""
+"""OpenAI's Images API shapes: the ImagesResponse of a succeeded generation and the
+events of a streamed one (`image_generation.*` / `image_edit.*`)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from edge.mesh import Mesh
 from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit import formats, shapes
-from svckit.errors import ErrorCode, GatewayError
-
-
-def failure(generation: gen.Generation) -> GatewayError:
-    try:
-        code = ErrorCode(generation.error.code)
-    except ValueError:
-        code = ErrorCode.INTERNAL
-    if generation.state == gen.GENERATION_STATE_CANCELLED:
-        code = ErrorCode.CANCELLED
-    return GatewayError(code, generation.error.message or "The generation failed.", generation_id=generation.id)
-
-
-def _usd(cost: gen.Cost) -> float:
-    return round(cost.usd_micros / 1_000_000, 6)
+from presenters.generation import usd
+from svckit import formats
 
 
 def usage(generation: gen.Generation) -> dict | None:
@@ -42,20 +27,14 @@ def size_of(generation: gen.Generation) -> str:
     return f"{generation.width}x{generation.height}"
 
 
-async def openai_images(mesh: Mesh, generation: gen.Generation, response_format: str, started: float) -> dict:
-    """The ImagesResponse of a succeeded generation, with seed 004's `perf` block and seed 000's cost fields."""
-    if response_format == "b64_json":
-        blobs = await asyncio.gather(*(mesh.image_b64(ref) for ref in generation.images))
-        data = [
-            {"b64_json": b, "revised_prompt": ref.revised_prompt or None}
-            for b, ref in zip(blobs, generation.images, strict=True)
-        ]
-    else:
-        urls = await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images))
-        data = [
-            {"url": u, "revised_prompt": ref.revised_prompt or None}
-            for u, ref in zip(urls, generation.images, strict=True)
-        ]
+def images_response(generation: gen.Generation, images: list[str], response_format: str, latency_ms: int) -> dict:
+    """The ImagesResponse of a succeeded generation (`images`: its URLs, or its base64 for
+    b64_json), with seed 004's `perf` block and seed 000's cost fields."""
+    key = "b64_json" if response_format == "b64_json" else "url"
+    data = [
+        {key: image, "revised_prompt": ref.revised_prompt or None}
+        for image, ref in zip(images, generation.images, strict=True)
+    ]
     size = size_of(generation)
     body: dict[str, object] = {
         "created": generation.create_time.seconds or int(time.time()),
@@ -68,20 +47,21 @@ async def openai_images(mesh: Mesh, generation: gen.Generation, response_format:
         body["background"] = generation.params.background
     if (used := usage(generation)) is not None:
         body["usage"] = used
+    cost_usd = usd(generation.cost.usd_micros)
     body.update(
         {
             "id": generation.id,
             "model": generation.model,
             "seed": generation.seed,
             "tokens_spent": generation.cost.tokens,
-            "cost_usd": _usd(generation.cost),
+            "cost_usd": cost_usd,
             "perf": {
                 "request_id": generation.id,
                 "model_used": generation.model,
                 "size": size,
                 "quality": generation.quality,
-                "cost_usd": _usd(generation.cost),
-                "latency_ms": int((time.monotonic() - started) * 1000),
+                "cost_usd": cost_usd,
+                "latency_ms": latency_ms,
             },
         }
     )
@@ -111,13 +91,5 @@ def stream_event(kind: str, generation: gen.Generation, b64: str, *, partial_ind
         }
         event["id"] = generation.id
         event["tokens_spent"] = generation.cost.tokens
-        event["cost_usd"] = _usd(generation.cost)
+        event["cost_usd"] = usd(generation.cost.usd_micros)
     return event
-
-
-async def v2_generation(mesh: Mesh, generation: gen.Generation) -> dict:
-    """Seed 000's generation object (see svckit.shapes: webhooks POST the same JSON)."""
-    urls: list[str] = []
-    if generation.state == gen.GENERATION_STATE_SUCCEEDED:
-        urls = list(await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images)))
-    return shapes.v2_generation(generation, urls)
