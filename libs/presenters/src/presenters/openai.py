@@ -1,5 +1,12 @@
 """OpenAI's Images API shapes: the ImagesResponse of a succeeded generation and the
-events of a streamed one (`image_generation.*` / `image_edit.*`)."""
+events of a streamed one (`image_generation.*` / `image_edit.*`).
+
+Field by field as OpenAI's own schema (the openai SDK's `ImagesResponse`, `Image` and
+stream event types): an optional field this gateway has no value for is omitted, never
+null; `quality` says only a quality that was used (a request's "auto" names none);
+`background` only transparent or opaque. This gateway's own fields (id, model, seed,
+tokens_spent, cost_usd, perf) come after OpenAI's.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,11 @@ def usage(generation: gen.Generation) -> dict | None:
     }
 
 
+# What ImagesResponse.quality may say: the quality a GPT image model used, or DALL·E's.
+USED_QUALITIES = frozenset({"low", "medium", "high", "xhigh", "max", "standard", "hd"})
+USED_BACKGROUNDS = frozenset({"transparent", "opaque"})
+
+
 def size_of(generation: gen.Generation) -> str:
     return f"{generation.width}x{generation.height}"
 
@@ -31,20 +43,22 @@ def images_response(generation: gen.Generation, images: list[str], response_form
     """The ImagesResponse of a succeeded generation (`images`: its URLs, or its base64 for
     b64_json), with seed 004's `perf` block and seed 000's cost fields."""
     key = "b64_json" if response_format == "b64_json" else "url"
-    data = [
-        {key: image, "revised_prompt": ref.revised_prompt or None}
-        for image, ref in zip(images, generation.images, strict=True)
-    ]
+    data: list[dict[str, str]] = []
+    for image, ref in zip(images, generation.images, strict=True):
+        item = {key: image}
+        if ref.revised_prompt:
+            item["revised_prompt"] = ref.revised_prompt
+        data.append(item)
     size = size_of(generation)
-    body: dict[str, object] = {
-        "created": generation.create_time.seconds or int(time.time()),
-        "data": data,
-        "output_format": formats.of(generation.output_format).name,
-        "quality": generation.quality,
-        "size": size,
-    }
-    if generation.params.background in ("transparent", "opaque"):
+    body: dict[str, object] = {"created": generation.create_time.seconds or int(time.time()), "data": data}
+    if generation.params.background in USED_BACKGROUNDS:
         body["background"] = generation.params.background
+    body["output_format"] = formats.of(generation.output_format).name
+    if generation.quality in USED_QUALITIES:
+        body["quality"] = generation.quality
+    body["size"] = size
+    if generation.params.user:
+        body["safety_identifier"] = generation.params.user
     if (used := usage(generation)) is not None:
         body["usage"] = used
     cost_usd = usd(generation.cost.usd_micros)
@@ -83,6 +97,8 @@ def stream_event(kind: str, generation: gen.Generation, b64: str, *, partial_ind
     if partial_index is not None:
         event["partial_image_index"] = partial_index
     else:
+        if generation.params.user:
+            event["safety_identifier"] = generation.params.user
         event["usage"] = usage(generation) or {
             "total_tokens": 0,
             "input_tokens": 0,
