@@ -62,7 +62,7 @@ class Generations:
         """Admit a generation; with uploads, everything is checked before they are stored."""
         if uploads:
             await self._attach(caller, params, uploads)
-        generation, replayed = await self._mesh.submit_once(caller, params, idempotency_key=idempotency_key)
+        generation, replayed = await self._mesh.submit(caller, params, idempotency_key=idempotency_key)
         annotate(generation)
         return Submitted(generation, replayed)
 

@@ -82,12 +82,6 @@ class Mesh:
 
     async def submit(
         self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = ""
-    ) -> gen.Generation:
-        generation, _replayed = await self.submit_once(caller, params, idempotency_key=idempotency_key)
-        return generation
-
-    async def submit_once(
-        self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = ""
     ) -> tuple[gen.Generation, bool]:
         """Submit; (the generation, True when the Idempotency-Key had already made it)."""
         request = routing_pb.SubmitGenerationRequest(
