@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from pixelmesh.events.v1 import events_pb2
+from svckit.accounts import ALL_ACCOUNTS, account_metadata
 from tests.support import sse
 from tests.support.polling import wait_finished
 
@@ -94,12 +95,16 @@ async def test_longrunning_cancel_operation(mesh, http: httpx.AsyncClient) -> No
     running = await submit(http, SLOW)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['STATUS_GRPC_PORT']}") as ch:
         ops = operations_pb2_grpc.OperationsStub(ch)
-        await ops.CancelOperation(operations_pb2.CancelOperationRequest(name=f"generations/{running}"), timeout=15)
-        op = await ops.GetOperation(operations_pb2.GetOperationRequest(name=f"generations/{running}"), timeout=5)
+        admin = account_metadata(ALL_ACCOUNTS)  # an operator's call: every account's operations
+        await ops.CancelOperation(operations_pb2.CancelOperationRequest(name=f"generations/{running}"), metadata=admin,
+                                  timeout=15)
+        op = await ops.GetOperation(operations_pb2.GetOperationRequest(name=f"generations/{running}"), metadata=admin,
+                                    timeout=5)
         assert op.done and op.error.code == grpc.StatusCode.CANCELLED.value[0]
         assert not op.HasField("response")
         try:
-            await ops.CancelOperation(operations_pb2.CancelOperationRequest(name=f"generations/{running}"), timeout=15)
+            await ops.CancelOperation(operations_pb2.CancelOperationRequest(name=f"generations/{running}"),
+                                      metadata=admin, timeout=15)
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
         else:

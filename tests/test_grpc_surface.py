@@ -11,6 +11,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
+from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
+from svckit.accounts import ALL_ACCOUNTS, account_metadata
 
 SERVICES = {
     "routing": "pixelmesh.routing.v1.RoutingService",
@@ -53,15 +55,16 @@ async def test_submit_by_stub_and_wait_on_the_operation(mesh) -> None:
         )
         assert op.name.startswith("generations/gen_") and not op.done
         operations = operations_pb2_grpc.OperationsStub(status)
+        mine = account_metadata(who.account_id)  # status answers reads made for an account
         done = await operations.WaitOperation(
-            operations_pb2.WaitOperationRequest(name=op.name, timeout=Duration(seconds=60))
+            operations_pb2.WaitOperationRequest(name=op.name, timeout=Duration(seconds=60)), metadata=mine
         )
         assert done.done and done.HasField("response")
         result = gen.Generation()
         done.response.Unpack(result)
         assert result.state == gen.GENERATION_STATE_SUCCEEDED
         assert [i.object_key.split("/")[0] for i in result.images] == ["days-7", "days-7"]
-        again = await operations.GetOperation(operations_pb2.GetOperationRequest(name=op.name))
+        again = await operations.GetOperation(operations_pb2.GetOperationRequest(name=op.name), metadata=mine)
         assert again.done
 
         try:
@@ -72,3 +75,58 @@ async def test_submit_by_stub_and_wait_on_the_operation(mesh) -> None:
             assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
         else:
             raise AssertionError("an empty prompt must be refused")
+
+
+async def rpc_code(call) -> grpc.StatusCode | None:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return None
+
+
+async def test_status_reads_are_scoped_to_the_callers_account(mesh, http) -> None:
+    """One account cannot get, batch-get, watch, wait on, list or cancel another's generations
+    through status's gRPC surface; `*` (an operator) sees every account's; naming no account is refused."""
+    gid = (await http.post("/api/v2/generate", json={"prompt": "scoped", "size": "256x256"})).json()["id"]
+    async with grpc.aio.insecure_channel(mesh.addr("pricing")) as pricing:
+        who = await pricing_service_pb2_grpc.PricingServiceStub(pricing).Authenticate(
+            pricing_service_pb2.AuthenticateRequest(api_key=mesh.api_key)
+        )
+    mine, theirs, everyone = (account_metadata(a) for a in (who.account_id, "acct_other", ALL_ACCOUNTS))
+    name = f"generations/{gid}"
+    async with grpc.aio.insecure_channel(mesh.addr("status")) as ch:
+        status = status_service_pb2_grpc.StatusServiceStub(ch)
+        operations = operations_pb2_grpc.OperationsStub(ch)
+        get = status_service_pb2.GetGenerationRequest(generation_id=gid)
+
+        assert (await status.GetGeneration(get, metadata=mine, timeout=10)).generation.account_id == who.account_id
+        assert (await status.GetGeneration(get, metadata=everyone, timeout=10)).generation.id == gid
+        assert await rpc_code(status.GetGeneration(get, metadata=theirs, timeout=10)) == grpc.StatusCode.NOT_FOUND
+        assert await rpc_code(status.GetGeneration(get, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+
+        batch = status_service_pb2.BatchGetGenerationsRequest(generation_ids=[gid])
+        assert [g.id for g in (await status.BatchGetGenerations(batch, metadata=mine, timeout=10)).generations] == [gid]
+        assert not (await status.BatchGetGenerations(batch, metadata=theirs, timeout=10)).generations
+        assert await rpc_code(status.BatchGetGenerations(batch, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+
+        watch = status.WatchGeneration(status_service_pb2.WatchGenerationRequest(generation_id=gid), metadata=theirs,
+                                       timeout=10)
+        assert await rpc_code(watch.read()) == grpc.StatusCode.NOT_FOUND
+        wait = operations_pb2.WaitOperationRequest(name=name, timeout=Duration(seconds=1))
+        assert await rpc_code(operations.WaitOperation(wait, metadata=theirs, timeout=10)) == grpc.StatusCode.NOT_FOUND
+        get_op = operations_pb2.GetOperationRequest(name=name)
+        assert await rpc_code(operations.GetOperation(get_op, metadata=theirs, timeout=10)) == grpc.StatusCode.NOT_FOUND
+        cancel = status_service_pb2.CancelGenerationRequest(generation_id=gid)
+        assert await rpc_code(status.CancelGeneration(cancel, metadata=theirs, timeout=10)) == grpc.StatusCode.NOT_FOUND
+
+        listing = operations_pb2.ListOperationsRequest(page_size=500)
+        listed_mine = {o.name for o in (await operations.ListOperations(listing, metadata=mine, timeout=10)).operations}
+        listed_theirs = {o.name for o in (await operations.ListOperations(listing, metadata=theirs, timeout=10)).operations}
+        listed_all = {o.name for o in (await operations.ListOperations(listing, metadata=everyone, timeout=10)).operations}
+        assert name in listed_mine and name in listed_all and name not in listed_theirs
+        for op in (await operations.ListOperations(listing, metadata=theirs, timeout=10)).operations:
+            g = gen.Generation()
+            op.metadata.Unpack(g)
+            assert g.account_id == "acct_other"
+        assert await rpc_code(operations.ListOperations(listing, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT

@@ -16,6 +16,7 @@ import secrets
 
 import httpx
 import pytest
+from minio import Minio
 from PIL import Image
 
 from tests.emulators import midjourney as mj_emulator
@@ -131,8 +132,9 @@ async def test_buttons_on_an_unknown_task_are_404_code_3(http: httpx.AsyncClient
 
 
 async def test_input_images_are_stored_before_queuing(mesh) -> None:
+    from edge.generations import Generations
     from edge.mesh import Caller, Mesh
-    from edge.mj import store_inputs
+    from edge.mj import decode_inputs
     from edge.settings import EdgeSettings
     from pixelmesh.common.v1 import generation_pb2 as gen
 
@@ -140,7 +142,8 @@ async def test_input_images_are_stored_before_queuing(mesh) -> None:
     client = Mesh(EdgeSettings(**addrs))
     try:
         png, jpeg = data_uri((9, 9, 9)), data_uri((200, 100, 0), "JPEG")
-        stored = await store_inputs(client, Caller("acct_dev", "key_t", "pro", "days-7"), [png, jpeg], "base64Array")
+        uploads = decode_inputs([png, jpeg], "base64Array")
+        stored = await Generations(client).store_inputs(Caller("acct_dev", "key_t", "pro", "days-7"), uploads)
         assert [(i.mime_type, i.role) for i in stored] == [("image/png", "image"), ("image/jpeg", "image")]
         upload = stored[0].object_key.split("/")[2]
         assert upload.startswith("upl_")
@@ -149,6 +152,30 @@ async def test_input_images_are_stored_before_queuing(mesh) -> None:
             assert await client.image_b64(gen.ImageRef(object_key=ref.object_key)) == uri.split(",", 1)[1]
     finally:
         await client.close()
+
+
+def uploaded_objects(mesh) -> set[str]:
+    """Every stored input upload (`<retention>/uploads/<upload id>/<n>.<ext>`) in the bucket."""
+    store = Minio(f"127.0.0.1:{mesh.ports['MINIO_PORT']}", access_key=mesh.ports["MINIO_ROOT_USER"],
+                  secret_key=mesh.ports["MINIO_ROOT_PASSWORD"], secure=False)
+    return {o.object_name for o in store.list_objects("pixelmesh-images", recursive=True) if "/uploads/" in o.object_name}
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "param"),
+    [
+        # Routing refuses input images on imagine; the images were valid, so only its dry run can refuse them.
+        ("/mj/submit/imagine", {"prompt": "a fox", "base64Array": [data_uri((1, 2, 3))]}, "image"),
+        ("/mj/submit/blend", {"base64Array": [data_uri((1, 2, 3)), "data:image/png;base64,bm90IGFuIGltYWdl"]}, "base64Array[1]"),
+    ],
+)
+async def test_a_refused_submit_with_base64_inputs_stores_nothing(mesh, http: httpx.AsyncClient, path: str,
+                                                                  payload: dict, param: str) -> None:
+    before = uploaded_objects(mesh)
+    r = await http.post(path, json=payload)
+    body = r.json()
+    assert r.status_code == 200 and body["code"] == 4 and body["properties"]["param"] == param, body
+    assert uploaded_objects(mesh) == before, "a refused request left its inputs in storage"
 
 
 # ---- with the midjourney worker ---------------------------------------------------------

@@ -11,7 +11,7 @@ from PIL import Image
 from edge import mj_mapping as mjm
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError
-from svckit.shapes import mj_task
+from presenters.mj import mj_task
 
 
 def png_uri(size=(8, 6), fmt="PNG", mime="image/png") -> str:
@@ -75,9 +75,9 @@ def test_blend_and_describe() -> None:
 
 def test_decode_image_checks_the_bytes() -> None:
     img = mjm.decode_image(png_uri((8, 6)), "base64")
-    assert (img.width, img.height, img.output_format, img.mime_type) == (8, 6, gen.OUTPUT_FORMAT_PNG, "image/png")
+    assert (img.width, img.height, img.format, img.mime_type) == (8, 6, gen.OUTPUT_FORMAT_PNG, "image/png")
     jpeg = mjm.decode_image(png_uri(fmt="JPEG", mime="image/jpeg"), "base64")
-    assert jpeg.output_format == gen.OUTPUT_FORMAT_JPEG
+    assert jpeg.format == gen.OUTPUT_FORMAT_JPEG
     bare = png_uri().split(",", 1)[1]
     assert mjm.decode_image(bare, "base64").width == 8
     for bad in ("data:image/png;base64,@@@", "data:image/png;base64,", base64.b64encode(b"not an image").decode(),

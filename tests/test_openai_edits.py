@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.support.images import decode, image_bytes, mask_bytes
+from tests.support.openai_contract import assert_images_response
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,15 @@ async def test_too_many_images(http: httpx.AsyncClient) -> None:
     files = [("image[]", (f"{i}.png", image_bytes(16, 16), "image/png")) for i in range(17)]
     r = await http.post("/v1/images/edits", files=files, data={"prompt": "p"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "image"
+
+
+@pytest.mark.parametrize("route", ["edits", "variations"])
+async def test_edit_and_variation_answers_match_openais_schema(http: httpx.AsyncClient, route: str) -> None:
+    fields = {"model": "pixelmesh-sketch", "size": "256x256", "response_format": "b64_json"}
+    if route == "edits":
+        fields["prompt"] = "a sea at dawn"
+    r = await http.post(f"/v1/images/{route}", files={"image": ("x.png", image_bytes(64, 64), "image/png")}, data=fields)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_images_response(body)
+    assert "quality" not in body, "the model's default quality (auto) is no quality that was used"

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.support.images import decode
+from tests.support.openai_contract import assert_images_response
 from tests.support.polling import wait_finished
 from tests.support.ports import free_port
 
@@ -129,3 +130,20 @@ async def test_timeout_is_504_with_the_generation_id_to_poll(impatient_edge: str
     assert err["code"] == "timeout" and err["generation_id"].startswith("gen_")
     assert r.headers["x-generation-id"] == err["generation_id"]
     assert (await wait_finished(http, err["generation_id"]))["status"] == "completed"
+
+
+@pytest.mark.parametrize("quality", [None, "auto", "medium"])
+async def test_images_response_matches_openais_schema(http: httpx.AsyncClient, quality: str | None) -> None:
+    """Field by field as the openai SDK's ImagesResponse: a request's "auto" quality is no quality
+    that was used, so it is not echoed; revised_prompt is omitted rather than null."""
+    body = {"model": "pixelmesh-sketch", "prompt": "a kite", "size": "256x256", "response_format": "b64_json",
+            "user": "end-user-7"}
+    if quality:
+        body["quality"] = quality
+    r = await http.post("/v1/images/generations", json=body)
+    assert r.status_code == 200, r.text
+    resp = r.json()
+    assert_images_response(resp)
+    assert resp.get("quality") == (quality if quality == "medium" else None)
+    assert resp["safety_identifier"] == "end-user-7"
+    assert all(set(item) == {"b64_json"} for item in resp["data"])

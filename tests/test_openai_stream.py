@@ -8,7 +8,9 @@ import httpx
 import openai
 import pytest
 
+from tests.support import sse
 from tests.support.images import decode, image_bytes
+from tests.support.openai_contract import assert_stream_event
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,21 @@ async def test_wire_format(http: httpx.AsyncClient) -> None:
 async def test_errors_before_the_stream_are_plain_openai_errors(http: httpx.AsyncClient) -> None:
     r = await http.post("/v1/images/generations", json={"prompt": "sea", "stream": True, "size": "1x1"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "size"
+
+
+@pytest.mark.parametrize(("route", "kind"), [("generations", "image_generation"), ("edits", "image_edit")])
+async def test_stream_events_match_openais_schema(http: httpx.AsyncClient, route: str, kind: str) -> None:
+    fields = {"model": "pixelmesh-sketch", "prompt": "sea", "size": "256x256", "stream": True, "partial_images": 1,
+              "user": "end-user-7"}
+    if route == "generations":
+        request = http.stream("POST", "/v1/images/generations", json=fields)
+    else:
+        files = {"image": ("x.png", image_bytes(256, 256), "image/png")}
+        request = http.stream("POST", "/v1/images/edits", files=files, data={k: str(v) for k, v in fields.items()})
+    async with request as r:
+        assert r.status_code == 200
+        received = [e.json() async for e in sse.events(r)]
+    assert [e["type"] for e in received] == [f"{kind}.partial_image", f"{kind}.completed"]
+    for event in received:
+        assert_stream_event(event)
+    assert received[-1]["safety_identifier"] == "end-user-7"

@@ -16,6 +16,7 @@ from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.accounts import ALL_ACCOUNTS, account_metadata
 from tests.support.ports import free_port
 
 FAST_POLLING = {"WORKER_POLL_INTERVAL_SECONDS": "0.1", "WORKER_POLL_MAX_INTERVAL_SECONDS": "0.5", "WORKER_RETRY_BUDGET_SECONDS": "3"}
@@ -76,7 +77,8 @@ async def current(mesh, generation_id: str) -> gen.Generation | None:
     async with grpc.aio.insecure_channel(mesh.addr("status")) as ch:
         try:
             resp = await status_service_pb2_grpc.StatusServiceStub(ch).GetGeneration(
-                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=5
+                status_service_pb2.GetGenerationRequest(generation_id=generation_id),
+                metadata=account_metadata(ALL_ACCOUNTS), timeout=5
             )
         except grpc.aio.AioRpcError:
             return None

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from edge.errors import HTTP_ERRORS, openai_error
+from edge.inputs import fit_size
 from edge.schemas import GenerateBody, ImageForm, OpenAIImageBody, VariationForm, parse_body
-from edge.uploads import fit_size
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError
 

@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge import catalog_routes, docs, jobs, mj, openai_routes, usage
-from edge.deps import REQUEST_LABELS
 from edge.errors import openai_error
+from edge.generations import REQUEST_LABELS, Generations
 from edge.mesh import Mesh
 from edge.settings import EdgeSettings
 from svckit.errors import ErrorCode, GatewayError, invalid
@@ -69,6 +69,7 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     app = FastAPI(title="pixelmesh", version="0.1.0", description="Image-generation gateway")
     app.state.settings = settings
     app.state.mesh = mesh
+    app.state.generations = Generations(mesh)
     app.mount("/metrics", make_asgi_app())
 
     app.add_middleware(RequestMetrics)

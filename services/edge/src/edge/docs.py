@@ -73,6 +73,7 @@ class ImagesResponse(BaseModel):
     quality: str | None = None
     size: str | None = None
     background: str | None = None
+    safety_identifier: str | None = None
     usage: Usage | None = None
     id: str
     model: str

@@ -12,6 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from bus import is_terminal
 from edge.auth_cache import AuthCache
+from edge.inputs import Upload
 from edge.settings import EdgeSettings
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
@@ -22,6 +23,7 @@ from pixelmesh.status.v1 import status_service_pb2 as status_pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.accounts import account_metadata
 from svckit.errors import ErrorCode, GatewayError, rpc_errors
 from svckit.grpc_client import channel, is_serving
 from svckit.ids import new_generation_id
@@ -35,18 +37,6 @@ UPLOAD_CHUNK = 256 * 1024
 def new_upload_id() -> str:
     """Id of one request's uploaded inputs (`upl_` + ULID): their storage prefix."""
     return "upl_" + new_generation_id().removeprefix("gen_")
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An image file of a multipart request, checked and ready to store."""
-
-    data: bytes
-    format: int  # gen.OutputFormat
-    mime_type: str
-    width: int
-    height: int
-    role: str  # image | mask
 
 
 @dataclass(frozen=True)
@@ -92,12 +82,6 @@ class Mesh:
 
     async def submit(
         self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = ""
-    ) -> gen.Generation:
-        generation, _replayed = await self.submit_once(caller, params, idempotency_key=idempotency_key)
-        return generation
-
-    async def submit_once(
-        self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = ""
     ) -> tuple[gen.Generation, bool]:
         """Submit; (the generation, True when the Idempotency-Key had already made it)."""
         request = routing_pb.SubmitGenerationRequest(
@@ -116,32 +100,40 @@ class Mesh:
         replayed = any(k == REPLAYED_METADATA and v == "true" for k, v in metadata or ())
         return generation, replayed
 
+    # Every read of status is made on behalf of the caller's account (svckit.accounts):
+    # status answers another account's generation as NOT_FOUND, exactly like a missing one.
+
     async def generation(self, caller: Caller, generation_id: str) -> gen.Generation:
         """A generation of the caller's account; another account's is NOT_FOUND, like a missing one."""
         with rpc_errors():
             r = await self.status.GetGeneration(
-                status_pb.GetGenerationRequest(generation_id=generation_id), timeout=CALL_TIMEOUT, wait_for_ready=True
+                status_pb.GetGenerationRequest(generation_id=generation_id),
+                metadata=account_metadata(caller.account_id),
+                timeout=CALL_TIMEOUT,
+                wait_for_ready=True,
             )
-        if r.generation.account_id != caller.account_id:
-            raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
         return r.generation
 
-    async def watch(self, generation_id: str, timeout: float) -> AsyncIterator[gen.Generation]:
+    async def watch(self, caller: Caller, generation_id: str, timeout: float) -> AsyncIterator[gen.Generation]:
         """Every state of the generation until a terminal one; DEADLINE_EXCEEDED -> TIMEOUT."""
         # wait_for_ready: a poll or watch during a status restart waits for it (within the
         # deadline) instead of failing while the channel is still reconnecting.
         call = self.status.WatchGeneration(
-            status_pb.WatchGenerationRequest(generation_id=generation_id), timeout=timeout, wait_for_ready=True
+            status_pb.WatchGenerationRequest(generation_id=generation_id),
+            metadata=account_metadata(caller.account_id),
+            timeout=timeout,
+            wait_for_ready=True,
         )
         with rpc_errors():
             async for resp in call:
                 yield resp.generation
 
-    async def wait_terminal(self, generation_id: str, timeout: float) -> gen.Generation:
+    async def wait_terminal(self, caller: Caller, generation_id: str, timeout: float) -> gen.Generation:
         """The generation once it ended; TIMEOUT when it has not within `timeout` seconds.
 
         One WaitOperation call rather than a watch stream: a synchronous call needs only the
         end. A status restart meanwhile (UNAVAILABLE) is waited out within the same deadline."""
+        metadata = account_metadata(caller.account_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := deadline - loop.time()) > 0:
@@ -150,7 +142,9 @@ class Mesh:
             )
             try:
                 with rpc_errors():
-                    op = await self.operations.WaitOperation(request, timeout=left + CALL_TIMEOUT, wait_for_ready=True)
+                    op = await self.operations.WaitOperation(
+                        request, metadata=metadata, timeout=left + CALL_TIMEOUT, wait_for_ready=True
+                    )
             except GatewayError as err:
                 if err.code is not ErrorCode.UNAVAILABLE:
                     raise
@@ -225,15 +219,18 @@ class Mesh:
         """Those of the generations that exist and belong to the caller's account, in order."""
         request = status_pb.BatchGetGenerationsRequest(generation_ids=generation_ids)
         with rpc_errors():
-            r = await self.status.BatchGetGenerations(request, timeout=CALL_TIMEOUT, wait_for_ready=True)
-        return [g for g in r.generations if g.account_id == caller.account_id]
+            r = await self.status.BatchGetGenerations(
+                request, metadata=account_metadata(caller.account_id), timeout=CALL_TIMEOUT, wait_for_ready=True
+            )
+        return list(r.generations)
 
     async def cancel(self, caller: Caller, generation_id: str, reason: str) -> gen.Generation:
         """Cancel a generation of the caller's account; CONFLICT when it already ended."""
-        await self.generation(caller, generation_id)
         request = status_pb.CancelGenerationRequest(generation_id=generation_id, reason=reason)
         with rpc_errors():
-            r = await self.status.CancelGeneration(request, timeout=CALL_TIMEOUT)
+            r = await self.status.CancelGeneration(
+                request, metadata=account_metadata(caller.account_id), timeout=CALL_TIMEOUT
+            )
         return r.generation
 
     async def webhook_secret(self, caller: Caller) -> str:

@@ -2,23 +2,20 @@
 
 Pure functions, no I/O: request bodies, their translation to GenerationParams, the
 proxies' result codes, data URIs. The task shape (generation -> task JSON) is in
-svckit.shapes, because webhooks (notifyHook) send it too.
+presenters.mj, because webhooks (notifyHook) send it too.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
-from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.inputs import Upload, read_image
 from edge.schemas import checked_callback_url
 from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit import formats
 from svckit.errors import ErrorCode, GatewayError, invalid
 
 # The proxies' ReturnCode.
@@ -116,19 +113,8 @@ class TaskConditionBody(BaseModel):
     ids: list[str] = Field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class InputBytes:
-    """A decoded, checked input image, ready for storage."""
-
-    data: bytes
-    output_format: int  # gen.OutputFormat
-    mime_type: str
-    width: int
-    height: int
-
-
-def decode_image(value: str, param: str) -> InputBytes:
-    """A data URI (or bare base64) of a png, webp or jpeg image."""
+def decode_image(value: str, param: str) -> Upload:
+    """A data URI (or bare base64) of a png, webp or jpeg image, read and checked."""
     text = value.strip()
     m = _DATA_URI.match(text)
     if m is not None:
@@ -139,20 +125,7 @@ def decode_image(value: str, param: str) -> InputBytes:
         data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
     except (binascii.Error, ValueError):
         raise invalid(f"{param} is not valid base64.", param) from None
-    if not data:
-        raise invalid(f"{param} is empty.", param)
-    if len(data) > MAX_INPUT_BYTES:
-        raise invalid(f"{param} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB.", param)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            kind = (img.format or "").lower()
-            width, height = img.size
-    except (UnidentifiedImageError, OSError):
-        raise invalid(f"{param} is not an image.", param) from None
-    fmt = formats.BY_NAME.get("jpeg" if kind == "jpeg" else kind)
-    if fmt is None:
-        raise invalid(f"{param} must be a png, webp or jpeg image; got {kind or 'unknown'}.", param)
-    return InputBytes(data, fmt.enum, fmt.mime_type, width, height)
+    return read_image(data, what=param, param=param, max_bytes=MAX_INPUT_BYTES)
 
 
 def model_of(bot_type: str | None) -> str:

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 
 from bus import is_terminal
 from edge.errors import error_object
-from edge.mesh import Mesh
-from edge.presenters import failure, stream_event
+from edge.generations import Generations
+from edge.mesh import Caller
 from pixelmesh.common.v1 import generation_pb2 as gen
+from presenters.generation import error_of
+from presenters.openai import stream_event
 from svckit.errors import ErrorCode, GatewayError
 
 
@@ -34,24 +36,24 @@ def _sse(event: str, payload: dict) -> dict[str, str]:
 
 
 async def image_events(
-    mesh: Mesh, generation: gen.Generation, kind: str, timeout: float
+    core: Generations, who: Caller, generation: gen.Generation, kind: str, timeout: float
 ) -> AsyncIterator[dict[str, str]]:
     """SSE messages for one generation until its terminal state (or the timeout)."""
     sent = 0
     try:
-        async for state in mesh.watch(generation.id, timeout):
+        async for state in core.watch(who, generation.id, timeout):
             while sent < len(state.partial_images):
-                b64 = await mesh.image_b64(state.partial_images[sent])
+                b64 = await core.image_b64(state.partial_images[sent])
                 event = stream_event(kind, state, b64, partial_index=sent)
                 yield _sse(event["type"], event)
                 sent += 1
             if not is_terminal(state):
                 continue
             if state.state != gen.GENERATION_STATE_SUCCEEDED:
-                yield _sse("error", {"error": error_object(failure(state))})
+                yield _sse("error", {"error": error_object(error_of(state))})
                 return
             for ref in state.images:
-                event = stream_event(kind, state, await mesh.image_b64(ref))
+                event = stream_event(kind, state, await core.image_b64(ref))
                 yield _sse(event["type"], event)
             return
     except GatewayError as err:

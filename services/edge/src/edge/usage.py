@@ -12,13 +12,10 @@ from fastapi.responses import JSONResponse
 from edge.deps import auth, mesh_dep
 from edge.mesh import CALL_TIMEOUT, Caller, Mesh
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
+from presenters.catalog import usage_report
 from svckit.errors import rpc_errors
 
 router = APIRouter()
-
-
-def _usd(micros: int) -> float:
-    return round(micros / 1_000_000, 6)
 
 
 @router.get("/api/v2/usage")
@@ -32,24 +29,4 @@ async def usage(
             metadata=(("authorization", request.headers.get("authorization", "")),),
             timeout=CALL_TIMEOUT,
         )
-    return JSONResponse(
-        {
-            "object": "usage",
-            "account_id": r.account_id,
-            "start_date": r.start_date,
-            "end_date": r.end_date,
-            "data": [
-                {
-                    "date": u.date,
-                    "model": u.model,
-                    "api_key_id": u.api_key_id,
-                    "generations": u.generations,
-                    "images": u.images,
-                    "tokens_spent": u.cost.tokens,
-                    "cost_usd": _usd(u.cost.usd_micros),
-                }
-                for u in r.rows
-            ],
-            "total": {"tokens_spent": r.total.tokens, "cost_usd": _usd(r.total.usd_micros)},
-        }
-    )
+    return JSONResponse(usage_report(r))

@@ -12,10 +12,10 @@ from __future__ import annotations
 from bus import CONTROL_TOPIC, EVENTS_TOPIC, Producer, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from presenters.generation import state_name
 from status.core import GenerationStore
 from svckit.errors import ErrorCode, GatewayError
 from svckit.logging import get_logger
-from svckit.shapes import state_name
 
 log = get_logger(__name__)
 PRODUCER = "status"
@@ -34,10 +34,11 @@ def already_ended(generation: gen.Generation) -> GatewayError:
 
 
 async def cancel_generation(
-    store: GenerationStore, producer: Producer, generation_id: str, reason: str = ""
+    store: GenerationStore, producer: Producer, generation_id: str, account: str, reason: str = ""
 ) -> gen.Generation:
-    """CANCELLED on the events topic, then the command on the control topic; the kept state."""
-    current = await store.get(generation_id)
+    """CANCELLED on the events topic, then the command on the control topic; the kept state.
+    `account` scopes the cancel (another account's generation is NOT_FOUND)."""
+    current = await store.get(generation_id, account)
     if is_terminal(current):
         raise already_ended(current)
     cancelled = advance(current, gen.GENERATION_STATE_CANCELLED)

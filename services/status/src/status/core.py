@@ -2,6 +2,9 @@
 
 States are kept by `bus.supersede` (newer versions win, the first terminal state wins,
 terminal states never go back), so replays and redelivered events are harmless.
+
+Reads are scoped to an account (`account`: an account id, or svckit.accounts.ALL_ACCOUNTS):
+another account's generation is NOT_FOUND, exactly like a missing one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import time
 
 from bus import is_terminal, supersede
 from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.accounts import ALL_ACCOUNTS
 from svckit.errors import ErrorCode, GatewayError
 from svckit.ids import generation_id_time_ms
 
@@ -18,6 +22,10 @@ from svckit.ids import generation_id_time_ms
 # way through the events topic: lookups wait for it instead of answering NOT_FOUND.
 IN_FLIGHT_WINDOW_MS = 30_000
 UNKNOWN_WAIT_SECONDS = 3.0
+
+
+def visible(generation: gen.Generation, account: str) -> bool:
+    return account == ALL_ACCOUNTS or generation.account_id == account
 
 
 class GenerationStore:
@@ -39,21 +47,21 @@ class GenerationStore:
             event.set()
         return True
 
-    def peek(self, generation_id: str) -> gen.Generation | None:
-        return self._generations.get(generation_id)
-
-    async def get(self, generation_id: str) -> gen.Generation:
+    def peek(self, generation_id: str, account: str = ALL_ACCOUNTS) -> gen.Generation | None:
         found = self._generations.get(generation_id)
-        if found is not None:
-            return found
+        return found if found is not None and visible(found, account) else None
+
+    async def get(self, generation_id: str, account: str = ALL_ACCOUNTS) -> gen.Generation:
+        found = self._generations.get(generation_id)
         born = generation_id_time_ms(generation_id)
-        if born is not None and time.time() * 1000 - born < IN_FLIGHT_WINDOW_MS:
+        if found is None and born is not None and time.time() * 1000 - born < IN_FLIGHT_WINDOW_MS:
             deadline = time.monotonic() + UNKNOWN_WAIT_SECONDS
-            while (left := deadline - time.monotonic()) > 0:
+            while found is None and (left := deadline - time.monotonic()) > 0:
                 await self.changed(generation_id, left)
-                if (found := self._generations.get(generation_id)) is not None:
-                    return found
-        raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
+                found = self._generations.get(generation_id)
+        if found is None or not visible(found, account):
+            raise GatewayError(ErrorCode.NOT_FOUND, f"No generation found with id '{generation_id}'.")
+        return found
 
     async def newer_than(self, generation_id: str, version: int, timeout: float) -> gen.Generation | None:
         """The generation once its version exceeds `version`, or its current state at the timeout.
@@ -107,11 +115,9 @@ class GenerationStore:
                 current = await self.newer_than(generation_id, current.version, left)
         return current
 
-    def list(self, account_id: str = "", page_size: int = 50, after_id: str = "") -> list[gen.Generation]:
-        """Newest first (ids sort by creation time)."""
-        ids = sorted(
-            (i for i, g in self._generations.items() if not account_id or g.account_id == account_id), reverse=True
-        )
+    def list(self, account: str, page_size: int = 50, after_id: str = "") -> list[gen.Generation]:
+        """The account's generations (every account's with ALL_ACCOUNTS), newest first (ids sort by creation time)."""
+        ids = sorted((i for i, g in self._generations.items() if visible(g, account)), reverse=True)
         if after_id:
             ids = [i for i in ids if i < after_id]
         return [self._generations[i] for i in ids[:page_size]]

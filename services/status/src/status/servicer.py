@@ -1,4 +1,11 @@
-"""StatusService and google.longrunning.Operations over the read model."""
+"""StatusService and google.longrunning.Operations over the read model.
+
+Every read and cancel is scoped to the account named in the call's metadata
+(svckit.accounts): the edge names the API key's account, so one account can never read,
+watch, list or cancel another's generations (they are NOT_FOUND); `*` reads every
+account's (a worker reading a parent generation, an operator listing all). A call that
+names no account is refused with INVALID_ARGUMENT.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,11 @@ from bus import Producer, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2 as pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
+from presenters.generation import error_of
 from status.cancel import cancel_generation
 from status.core import GenerationStore
 from status.webhooks import secret_for
+from svckit.accounts import ACCOUNT_METADATA
 from svckit.errors import ErrorCode, GatewayError, abort_with
 
 OPERATION_PREFIX = "generations/"
@@ -34,13 +43,20 @@ def to_operation(generation: gen.Generation) -> operations_pb2.Operation:
     if generation.state == gen.GENERATION_STATE_SUCCEEDED:
         op.response.Pack(generation)
     elif op.done:
-        code = ErrorCode.CANCELLED if generation.state == gen.GENERATION_STATE_CANCELLED else ErrorCode.INTERNAL
-        try:
-            code = ErrorCode(generation.error.code)
-        except ValueError:
-            pass
-        op.error.CopyFrom(GatewayError(code, generation.error.message or code.value).to_status())
+        op.error.CopyFrom(error_of(generation).to_status())
     return op
+
+
+def account_of(context: grpc.aio.ServicerContext) -> str:
+    """The account the call is made for (an account id, or ALL_ACCOUNTS); refused when unnamed."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ACCOUNT_METADATA and value:
+            return value
+    raise GatewayError(
+        ErrorCode.INVALID_REQUEST,
+        f"Name the account this read is for in the '{ACCOUNT_METADATA}' metadata ('*' for every account).",
+        param=ACCOUNT_METADATA,
+    )
 
 
 def _generation_id(operation_name: str) -> str:
@@ -62,19 +78,24 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
     ) -> pb.GetGenerationResponse:
         _annotate(request.generation_id)
         try:
-            return pb.GetGenerationResponse(generation=await self._store.get(request.generation_id))
+            return pb.GetGenerationResponse(
+                generation=await self._store.get(request.generation_id, account_of(context))
+            )
         except GatewayError as err:
             await abort_with(context, err)
 
     async def BatchGetGenerations(
         self, request: pb.BatchGetGenerationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetGenerationsResponse:
-        if len(request.generation_ids) > MAX_BATCH:
-            await abort_with(
-                context,
-                GatewayError(ErrorCode.INVALID_REQUEST, f"At most {MAX_BATCH} ids at once.", param="generation_ids"),
-            )
-        found = (self._store.peek(i) for i in request.generation_ids)
+        try:
+            account = account_of(context)
+            if len(request.generation_ids) > MAX_BATCH:
+                raise GatewayError(
+                    ErrorCode.INVALID_REQUEST, f"At most {MAX_BATCH} ids at once.", param="generation_ids"
+                )
+        except GatewayError as err:
+            await abort_with(context, err)
+        found = (self._store.peek(i, account) for i in request.generation_ids)
         return pb.BatchGetGenerationsResponse(generations=[g for g in found if g is not None])
 
     async def CancelGeneration(
@@ -82,7 +103,9 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
     ) -> pb.CancelGenerationResponse:
         _annotate(request.generation_id)
         try:
-            cancelled = await cancel_generation(self._store, self._producer, request.generation_id, request.reason)
+            cancelled = await cancel_generation(
+                self._store, self._producer, request.generation_id, account_of(context), request.reason
+            )
         except GatewayError as err:
             await abort_with(context, err)
         return pb.CancelGenerationResponse(generation=cancelled)
@@ -99,7 +122,7 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
     async def WatchGeneration(self, request: pb.WatchGenerationRequest, context: grpc.aio.ServicerContext):
         _annotate(request.generation_id)
         try:
-            current = await self._store.get(request.generation_id)
+            current = await self._store.get(request.generation_id, account_of(context))
         except GatewayError as err:
             await abort_with(context, err)
         yield pb.WatchGenerationResponse(generation=current)
@@ -121,7 +144,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            return to_operation(await self._store.get(generation_id))
+            return to_operation(await self._store.get(generation_id, account_of(context)))
         except GatewayError as err:
             await abort_with(context, err)
 
@@ -136,7 +159,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            current = await self._store.get(generation_id)
+            current = await self._store.get(generation_id, account_of(context))
             while not is_terminal(current) and (left := deadline - time.monotonic()) > 0:
                 current = await self._store.newer_than(generation_id, current.version, left) or current
             return to_operation(current)
@@ -146,8 +169,13 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def ListOperations(
         self, request: operations_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.ListOperationsResponse:
+        """The caller's account's operations (every account's with `*`), newest first."""
+        try:
+            account = account_of(context)
+        except GatewayError as err:
+            await abort_with(context, err)
         page_size = min(request.page_size or 50, 500)
-        page = self._store.list(page_size=page_size + 1, after_id=request.page_token)
+        page = self._store.list(account, page_size=page_size + 1, after_id=request.page_token)
         resp = operations_pb2.ListOperationsResponse(operations=[to_operation(g) for g in page[:page_size]])
         if len(page) > page_size:
             resp.next_page_token = page[page_size - 1].id
@@ -160,7 +188,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            await cancel_generation(self._store, self._producer, generation_id)
+            await cancel_generation(self._store, self._producer, generation_id, account_of(context))
         except GatewayError as err:
             await abort_with(context, err)
         return empty_pb2.Empty()

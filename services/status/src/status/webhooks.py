@@ -29,8 +29,9 @@ import httpx
 from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from presenters import mj, v2
+from presenters.generation import state_name
 from status.core import GenerationStore
-from svckit import shapes
 from svckit.logging import get_logger
 
 log = get_logger(__name__)
@@ -88,8 +89,8 @@ def attempts_of(generation: gen.Generation) -> list[gen.WebhookDelivery]:
 def webhook_json(generation: gen.Generation, urls: list[str]) -> dict:
     """The body: the /api/v2/generate object, or the Midjourney task for notifyHook."""
     if generation.params.webhook_format == "mj":
-        return shapes.mj_task(generation, urls)
-    return shapes.v2_generation(generation, urls)
+        return mj.mj_task(generation, urls)
+    return v2.v2_generation(generation, urls)
 
 
 def announces(headers) -> bool:  # noqa: ANN001
@@ -172,12 +173,10 @@ class WebhookDispatcher:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "pixelmesh-webhooks/1",
-            shapes.WEBHOOK_TIMESTAMP_HEADER: timestamp,
-            shapes.WEBHOOK_SIGNATURE_HEADER: sign(
-                secret_for(self._signing_key, generation.api_key_id), timestamp, body
-            ),
-            shapes.WEBHOOK_DELIVERY_HEADER: f"{generation.id}.{shapes.state_name(generation)}",
-            shapes.WEBHOOK_ATTEMPT_HEADER: str(number),
+            v2.WEBHOOK_TIMESTAMP_HEADER: timestamp,
+            v2.WEBHOOK_SIGNATURE_HEADER: sign(secret_for(self._signing_key, generation.api_key_id), timestamp, body),
+            v2.WEBHOOK_DELIVERY_HEADER: f"{generation.id}.{state_name(generation)}",
+            v2.WEBHOOK_ATTEMPT_HEADER: str(number),
         }
         try:
             response = await self._client.post(

@@ -28,6 +28,7 @@ from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
+from svckit.accounts import account_metadata
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from svckit.tariffs import final_cost
@@ -82,7 +83,7 @@ class JobRunner:
         span.set_attribute("pixelmesh.model", job.model)
         span.set_attribute("pixelmesh.provider", self._provider.name)
         span.set_attribute("pixelmesh.attempt", job.attempt)
-        if job.id in self._cancelled or (record.maybe_seen and await self._already_ended(job.id)):
+        if job.id in self._cancelled or (record.maybe_seen and await self._already_ended(job)):
             log.info("skipping a job that already ended", generation_id=job.id)
             return
         started = time.monotonic()
@@ -180,10 +181,12 @@ class JobRunner:
         except Exception as exc:  # best effort: the generation is cancelled either way
             log.warning("upstream cancel failed", provider=self._provider.name, error=repr(exc))
 
-    async def _already_ended(self, generation_id: str) -> bool:
+    async def _already_ended(self, job: gen.Generation) -> bool:
         try:
             resp = await self._status.GetGeneration(
-                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=2
+                status_service_pb2.GetGenerationRequest(generation_id=job.id),
+                metadata=account_metadata(job.account_id),
+                timeout=2,
             )
         except grpc.aio.AioRpcError:
             return False  # unknown or status unreachable: do the job

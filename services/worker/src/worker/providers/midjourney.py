@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2
+from svckit.accounts import account_metadata
 from svckit.errors import ErrorCode
 from svckit.logging import get_logger
 from worker.providers import midjourney_api as mj
@@ -203,7 +204,7 @@ class MidjourneyProvider(PollingProvider):
         parent_id = generation.params.parent_generation_id
         if not parent_id:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "an action needs parent_generation_id")
-        parent = await self._parent(parent_id)
+        parent = await self._parent(parent_id, generation.account_id)
         if parent is None or parent.account_id != generation.account_id:
             raise ProviderError(ErrorCode.NOT_FOUND, f"generation {parent_id} not found")
         if parent.state != gen.GENERATION_STATE_SUCCEEDED:
@@ -215,13 +216,15 @@ class MidjourneyProvider(PollingProvider):
                 return parent, attempt.upstream_id
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"generation {parent_id} was not made by Midjourney")
 
-    async def _parent(self, generation_id: str) -> gen.Generation | None:
-        """The parent generation, read from the status service."""
+    async def _parent(self, generation_id: str, account_id: str) -> gen.Generation | None:
+        """The parent generation, read from the status service as its account's (another's is not found)."""
         if self.context.status is None:
             raise ProviderError(ErrorCode.INTERNAL, "this worker has no status service to read parent generations from")
         try:
             resp = await self.context.status.GetGeneration(
-                status_service_pb2.GetGenerationRequest(generation_id=generation_id), timeout=5
+                status_service_pb2.GetGenerationRequest(generation_id=generation_id),
+                metadata=account_metadata(account_id),
+                timeout=5,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:

@@ -29,6 +29,13 @@ class StatusServiceStub:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
     (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
+
+    Every call but GetWebhookSecret (and every Operations call) is made for an account,
+    named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
+    only that account's generations (another account's is NOT_FOUND, exactly like a
+    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
+    operators (a worker reading a parent generation, ListOperations of every account).
+    A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -68,6 +75,13 @@ class StatusServiceServicer:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
     (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
+
+    Every call but GetWebhookSecret (and every Operations call) is made for an account,
+    named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
+    only that account's generations (another account's is NOT_FOUND, exactly like a
+    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
+    operators (a worker reading a parent generation, ListOperations of every account).
+    A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     def GetGeneration(self, request, context):
@@ -78,7 +92,7 @@ class StatusServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetGenerations(self, request, context):
-        """The latest states of several generations; unknown ids are left out.
+        """The latest states of several generations; unknown ids (and other accounts') are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +163,13 @@ class StatusService:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
     (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
+
+    Every call but GetWebhookSecret (and every Operations call) is made for an account,
+    named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
+    only that account's generations (another account's is NOT_FOUND, exactly like a
+    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
+    operators (a worker reading a parent generation, ListOperations of every account).
+    A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     @staticmethod

@@ -30,6 +30,13 @@ class StatusServiceStub:
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
     (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
+
+    Every call but GetWebhookSecret (and every Operations call) is made for an account,
+    named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
+    only that account's generations (another account's is NOT_FOUND, exactly like a
+    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
+    operators (a worker reading a parent generation, ListOperations of every account).
+    A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     @_typing.overload
@@ -39,7 +46,7 @@ class StatusServiceStub:
     GetGeneration: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.GetGenerationRequest, _status_service_pb2.GetGenerationResponse]
     """The latest state of one generation. NOT_FOUND when unknown."""
     BatchGetGenerations: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.BatchGetGenerationsRequest, _status_service_pb2.BatchGetGenerationsResponse]
-    """The latest states of several generations; unknown ids are left out."""
+    """The latest states of several generations; unknown ids (and other accounts') are left out."""
     WatchGeneration: _grpc.UnaryStreamMultiCallable[_status_service_pb2.WatchGenerationRequest, _status_service_pb2.WatchGenerationResponse]
     """Streams the generation's state on every change, ending after a terminal state."""
     CancelGeneration: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.CancelGenerationRequest, _status_service_pb2.CancelGenerationResponse]
@@ -58,13 +65,20 @@ class StatusServiceAsyncStub(StatusServiceStub):
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
     (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
+
+    Every call but GetWebhookSecret (and every Operations call) is made for an account,
+    named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
+    only that account's generations (another account's is NOT_FOUND, exactly like a
+    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
+    operators (a worker reading a parent generation, ListOperations of every account).
+    A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetGeneration: _aio.UnaryUnaryMultiCallable[_status_service_pb2.GetGenerationRequest, _status_service_pb2.GetGenerationResponse]  # type: ignore[assignment]
     """The latest state of one generation. NOT_FOUND when unknown."""
     BatchGetGenerations: _aio.UnaryUnaryMultiCallable[_status_service_pb2.BatchGetGenerationsRequest, _status_service_pb2.BatchGetGenerationsResponse]  # type: ignore[assignment]
-    """The latest states of several generations; unknown ids are left out."""
+    """The latest states of several generations; unknown ids (and other accounts') are left out."""
     WatchGeneration: _aio.UnaryStreamMultiCallable[_status_service_pb2.WatchGenerationRequest, _status_service_pb2.WatchGenerationResponse]  # type: ignore[assignment]
     """Streams the generation's state on every change, ending after a terminal state."""
     CancelGeneration: _aio.UnaryUnaryMultiCallable[_status_service_pb2.CancelGenerationRequest, _status_service_pb2.CancelGenerationResponse]  # type: ignore[assignment]
@@ -82,6 +96,13 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
     """A disposable read model of every generation, rebuilt from the events topic.
     The same server also implements google.longrunning.Operations over it
     (operation names are "generations/<id>"), and delivers the webhooks of terminal states.
+
+    Every call but GetWebhookSecret (and every Operations call) is made for an account,
+    named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
+    only that account's generations (another account's is NOT_FOUND, exactly like a
+    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
+    operators (a worker reading a parent generation, ListOperations of every account).
+    A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     @_abc_1.abstractmethod
@@ -98,7 +119,7 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _status_service_pb2.BatchGetGenerationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_status_service_pb2.BatchGetGenerationsResponse, _abc.Awaitable[_status_service_pb2.BatchGetGenerationsResponse]]:
-        """The latest states of several generations; unknown ids are left out."""
+        """The latest states of several generations; unknown ids (and other accounts') are left out."""
 
     @_abc_1.abstractmethod
     def WatchGeneration(

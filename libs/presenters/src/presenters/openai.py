@@ -1,28 +1,20 @@
-"""Generations rendered in each API's response shape (OpenAI, seed 000/004 aggregators)."""
+"""OpenAI's Images API shapes: the ImagesResponse of a succeeded generation and the
+events of a streamed one (`image_generation.*` / `image_edit.*`).
+
+Field by field as OpenAI's own schema (the openai SDK's `ImagesResponse`, `Image` and
+stream event types): an optional field this gateway has no value for is omitted, never
+null; `quality` says only a quality that was used (a request's "auto" names none);
+`background` only transparent or opaque. This gateway's own fields (id, model, seed,
+tokens_spent, cost_usd, perf) come after OpenAI's.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from edge.mesh import Mesh
 from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit import formats, shapes
-from svckit.errors import ErrorCode, GatewayError
-
-
-def failure(generation: gen.Generation) -> GatewayError:
-    try:
-        code = ErrorCode(generation.error.code)
-    except ValueError:
-        code = ErrorCode.INTERNAL
-    if generation.state == gen.GENERATION_STATE_CANCELLED:
-        code = ErrorCode.CANCELLED
-    return GatewayError(code, generation.error.message or "The generation failed.", generation_id=generation.id)
-
-
-def _usd(cost: gen.Cost) -> float:
-    return round(cost.usd_micros / 1_000_000, 6)
+from presenters.generation import usd
+from svckit import formats
 
 
 def usage(generation: gen.Generation) -> dict | None:
@@ -38,50 +30,52 @@ def usage(generation: gen.Generation) -> dict | None:
     }
 
 
+# What ImagesResponse.quality may say: the quality a GPT image model used, or DALL·E's.
+USED_QUALITIES = frozenset({"low", "medium", "high", "xhigh", "max", "standard", "hd"})
+USED_BACKGROUNDS = frozenset({"transparent", "opaque"})
+
+
 def size_of(generation: gen.Generation) -> str:
     return f"{generation.width}x{generation.height}"
 
 
-async def openai_images(mesh: Mesh, generation: gen.Generation, response_format: str, started: float) -> dict:
-    """The ImagesResponse of a succeeded generation, with seed 004's `perf` block and seed 000's cost fields."""
-    if response_format == "b64_json":
-        blobs = await asyncio.gather(*(mesh.image_b64(ref) for ref in generation.images))
-        data = [
-            {"b64_json": b, "revised_prompt": ref.revised_prompt or None}
-            for b, ref in zip(blobs, generation.images, strict=True)
-        ]
-    else:
-        urls = await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images))
-        data = [
-            {"url": u, "revised_prompt": ref.revised_prompt or None}
-            for u, ref in zip(urls, generation.images, strict=True)
-        ]
+def images_response(generation: gen.Generation, images: list[str], response_format: str, latency_ms: int) -> dict:
+    """The ImagesResponse of a succeeded generation (`images`: its URLs, or its base64 for
+    b64_json), with seed 004's `perf` block and seed 000's cost fields."""
+    key = "b64_json" if response_format == "b64_json" else "url"
+    data: list[dict[str, str]] = []
+    for image, ref in zip(images, generation.images, strict=True):
+        item = {key: image}
+        if ref.revised_prompt:
+            item["revised_prompt"] = ref.revised_prompt
+        data.append(item)
     size = size_of(generation)
-    body: dict[str, object] = {
-        "created": generation.create_time.seconds or int(time.time()),
-        "data": data,
-        "output_format": formats.of(generation.output_format).name,
-        "quality": generation.quality,
-        "size": size,
-    }
-    if generation.params.background in ("transparent", "opaque"):
+    body: dict[str, object] = {"created": generation.create_time.seconds or int(time.time()), "data": data}
+    if generation.params.background in USED_BACKGROUNDS:
         body["background"] = generation.params.background
+    body["output_format"] = formats.of(generation.output_format).name
+    if generation.quality in USED_QUALITIES:
+        body["quality"] = generation.quality
+    body["size"] = size
+    if generation.params.user:
+        body["safety_identifier"] = generation.params.user
     if (used := usage(generation)) is not None:
         body["usage"] = used
+    cost_usd = usd(generation.cost.usd_micros)
     body.update(
         {
             "id": generation.id,
             "model": generation.model,
             "seed": generation.seed,
             "tokens_spent": generation.cost.tokens,
-            "cost_usd": _usd(generation.cost),
+            "cost_usd": cost_usd,
             "perf": {
                 "request_id": generation.id,
                 "model_used": generation.model,
                 "size": size,
                 "quality": generation.quality,
-                "cost_usd": _usd(generation.cost),
-                "latency_ms": int((time.monotonic() - started) * 1000),
+                "cost_usd": cost_usd,
+                "latency_ms": latency_ms,
             },
         }
     )
@@ -103,6 +97,8 @@ def stream_event(kind: str, generation: gen.Generation, b64: str, *, partial_ind
     if partial_index is not None:
         event["partial_image_index"] = partial_index
     else:
+        if generation.params.user:
+            event["safety_identifier"] = generation.params.user
         event["usage"] = usage(generation) or {
             "total_tokens": 0,
             "input_tokens": 0,
@@ -111,13 +107,5 @@ def stream_event(kind: str, generation: gen.Generation, b64: str, *, partial_ind
         }
         event["id"] = generation.id
         event["tokens_spent"] = generation.cost.tokens
-        event["cost_usd"] = _usd(generation.cost)
+        event["cost_usd"] = usd(generation.cost.usd_micros)
     return event
-
-
-async def v2_generation(mesh: Mesh, generation: gen.Generation) -> dict:
-    """Seed 000's generation object (see svckit.shapes: webhooks POST the same JSON)."""
-    urls: list[str] = []
-    if generation.state == gen.GENERATION_STATE_SUCCEEDED:
-        urls = list(await asyncio.gather(*(mesh.image_url(ref) for ref in generation.images)))
-    return shapes.v2_generation(generation, urls)

@@ -1,5 +1,5 @@
 from pixelmesh.common.v1 import generation_pb2 as gen
-from svckit.shapes import v2_generation
+from presenters.v2 import v2_generation
 
 
 def test_v2_object_of_each_end() -> None:
