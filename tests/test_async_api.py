@@ -1,4 +1,4 @@
-"""The aggregators' submit-then-poll API (seed 000)."""
+"""The aggregators' submit-then-poll API (the v2 API)."""
 
 from __future__ import annotations
 

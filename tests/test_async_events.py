@@ -93,7 +93,7 @@ async def test_the_v2_object_has_every_seed_field(http: httpx.AsyncClient) -> No
     assert done["result_metadata"]["width"] == 768 and done["result_metadata"]["height"] == 1344
     assert done["completed_at"] >= done["created_at"]
     assert done["tokens_spent"] >= 1 and done["cost_usd"] > 0
-    perf = done["perf"]  # seed 004's block, on the async object too
+    perf = done["perf"]  # the perf API's block, on the async object too
     assert perf["request_id"] == done["id"] and perf["model_used"] == "pixelmesh-sketch"
     assert perf["size"] == "768x1344" and perf["latency_ms"] >= 0
     assert done["error"] is None and done["webhook_deliveries"] == [] and done["callback_url"] is None

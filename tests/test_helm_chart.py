@@ -5,7 +5,7 @@ object is validated offline against Kubernetes' own OpenAPI schemas (kubernetes-
 strict: unknown fields fail) for the oldest and newest Kubernetes the chart supports; the
 KEDA ScaledObject, a CRD those schemas lack, against a schema of its fields below. Then
 the behaviour: one worker per provider, KEDA per provider, gRPC probes, non-root
-read-only containers, NetworkPolicies that allow exactly the calls of DESIGN.md, secrets
+read-only containers, NetworkPolicies that allow exactly the calls of docs/architecture.md, secrets
 only through Secrets, and environment variables the services really read.
 """
 
@@ -41,7 +41,7 @@ RELEASE = "pm"
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
 PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google"}
 SERVICES = ("edge", "routing", "pricing", "storage", "status")
-# The gRPC calls of DESIGN.md, by component; workers are added per provider. Status calls
+# The gRPC calls of docs/architecture.md, by component; workers are added per provider. Status calls
 # storage for the presigned image URLs of webhook bodies.
 DESIGN_CALLS = {("edge", "routing"), ("edge", "pricing"), ("edge", "status"), ("edge", "storage"), ("routing", "pricing"),
                 ("status", "storage")}

@@ -206,8 +206,11 @@ async def test_429_retry_after_is_honoured(bfl, control) -> None:
 
 
 async def test_the_active_task_limit_is_waited_out(bfl, control) -> None:
-    """25 jobs at once against BFL's 24 active tasks: the 429s are retried until slots free."""
-    control.faults(job_seconds=0.5)
+    """25 jobs at once against BFL's 24 active tasks: the 429s are retried until slots free.
+    Each job runs 1.5 s upstream, so all 25 submits land while the first 24 are active even
+    on a loaded machine (its 8 connections send them a few at a time), and a slot frees
+    within the fixture's 3 s retry budget."""
+    control.faults(job_seconds=1.5)
     results = await asyncio.gather(*(bfl.generate(generation("flux-dev", f"job {i}"), Recorder().progress) for i in range(25)))
     assert all(len(r.images) == 1 for r in results)
     assert len(control.calls("POST")) > 25

@@ -13,6 +13,7 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2
+from svckit.accounts import ACCOUNT_METADATA
 from svckit.errors import ErrorCode
 from tests.emulators import midjourney as mj_emulator
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
@@ -49,10 +50,12 @@ class Parents:
     def __init__(self) -> None:
         self.known: dict[str, gen.Generation] = {}
 
-    async def GetGeneration(self, request, timeout: float):  # noqa: N802 (the stub's name)
-        if request.generation_id not in self.known:
+    async def GetGeneration(self, request, metadata, timeout: float):  # noqa: N802 (the stub's name)
+        """As status answers: another account's generation is not found (svckit.accounts)."""
+        known = self.known.get(request.generation_id)
+        if known is None or dict(metadata).get(ACCOUNT_METADATA) != known.account_id:
             raise grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata())
-        return status_service_pb2.GetGenerationResponse(generation=self.known[request.generation_id])
+        return status_service_pb2.GetGenerationResponse(generation=known)
 
     def succeeded(self, g: gen.Generation, upstream_id: str, buttons) -> gen.Generation:
         done = gen.Generation()

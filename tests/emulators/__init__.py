@@ -1,4 +1,4 @@
-"""HTTP emulators of the upstream provider APIs, built from ../shared/provider-contracts.md.
+"""HTTP emulators of the upstream provider APIs, built from docs/provider-contracts.md.
 
 Each `<provider>.py` module has `create_app(state: EmulatorState) -> FastAPI`. The harness
 (`harness.py`) serves any of them as a real HTTP server, in a thread of the test process

@@ -1,4 +1,4 @@
-"""Black Forest Labs API emulator (provider-contracts.md section 2).
+"""Black Forest Labs API emulator (docs/provider-contracts.md section 2).
 
 - `POST /v1/<model>` with `x-key`; bodies validated as BFL's FastAPI models do (422 with
   `{"detail": [{"loc", "msg", "type"}]}`); answers `{id, polling_url, cost, ...}`.

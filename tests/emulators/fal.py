@@ -1,4 +1,4 @@
-"""fal.ai queue API emulator (provider-contracts.md section 7), the queue.fal.run host.
+"""fal.ai queue API emulator (docs/provider-contracts.md section 7), the queue.fal.run host.
 
 - `Authorization: Key <key>` (401 `{"detail"}` otherwise).
 - `POST /{owner}/{alias}[/{subpath}]` for the apps below; the input is checked against

@@ -1,4 +1,4 @@
-"""Emulator of the Ideogram API (provider-contracts.md §4).
+"""Emulator of the Ideogram API (docs/provider-contracts.md §4).
 
 - `POST /generate` (JSON `{"image_request": {...}}`) and `POST /v1/ideogram-v3/generate`
   (multipart, or JSON as the spec also declares), `Api-Key: <key>`. Fields are checked as

@@ -1,4 +1,4 @@
-"""Midjourney proxy emulator, in either flavour (provider-contracts.md section 5).
+"""Midjourney proxy emulator, in either flavour (docs/provider-contracts.md section 5).
 
 `create_app(state, flavor=, max_queue=)`; as a process the flavour comes from
 MJ_EMULATOR_FLAVOR (novicezk | trueai, default novicezk) and the queue size from

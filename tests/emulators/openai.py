@@ -1,4 +1,4 @@
-"""Emulator of the OpenAI Images API (provider-contracts.md §1), as strict as the real one.
+"""Emulator of the OpenAI Images API (docs/provider-contracts.md §1), as strict as the real one.
 
 - `POST /v1/images/generations` (JSON), `/v1/images/edits` and `/v1/images/variations`
   (multipart), `Authorization: Bearer <key>`; errors are `{"error": {message, type, param,

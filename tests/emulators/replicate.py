@@ -1,4 +1,4 @@
-"""Replicate predictions API emulator (provider-contracts.md section 6), served under /v1.
+"""Replicate predictions API emulator (docs/provider-contracts.md section 6), served under /v1.
 
 - `Authorization: Bearer <token>`; RFC 7807 problem bodies for 401/404/422.
 - `POST /v1/models/{owner}/{name}/predictions` for the official models below,

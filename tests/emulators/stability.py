@@ -1,4 +1,4 @@
-"""Emulator of Stability AI's REST v2beta Stable Image API (provider-contracts.md §3).
+"""Emulator of Stability AI's REST v2beta Stable Image API (docs/provider-contracts.md §3).
 
 - `POST /v2beta/stable-image/generate/{ultra,core,sd3}`, `authorization: Bearer <key>`,
   multipart/form-data only (10 MiB at most, else 413), `accept: image/*` (default) or

@@ -63,7 +63,7 @@ def test_images_response_says_only_a_quality_that_was_used(model: str, quality: 
     body = images_response(succeeded(model, quality), ["aGk=", "aGk="], "b64_json", 12)
     assert_matches(body, ImagesResponse)
     assert body.get("quality") == expected
-    assert body["perf"]["quality"] == quality  # seed 004's block reports the request's quality as it was
+    assert body["perf"]["quality"] == quality  # the perf API's block reports the request's quality as it was
 
 
 def test_images_response_data_omits_what_it_does_not_have() -> None:

@@ -27,7 +27,7 @@ def test_dalle3_hd_and_non_square_surcharges(prices: PriceTable) -> None:
 
 
 def test_flux_matches_seed_token_count(prices: PriceTable) -> None:
-    # seed 000: a flux-1.1-pro image spends 4 tokens
+    # the v2 API: a flux-1.1-pro image spends 4 tokens
     assert prices.quote("flux-1.1-pro", "768x1344", "standard", 1).total_tokens == 4
 
 

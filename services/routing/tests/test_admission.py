@@ -164,7 +164,7 @@ def test_per_model_limits_from_the_seeds(catalog: Catalog) -> None:
         catalog.get("gpt-image-1"),
         params(size="auto", background="transparent", moderation="low", output_compression=80),
     )[:2] == ("auto", "auto")
-    assert validate(catalog.get("dall-e-2"), params(output_format=gen.OUTPUT_FORMAT_WEBP))  # seed 000: format webp
+    assert validate(catalog.get("dall-e-2"), params(output_format=gen.OUTPUT_FORMAT_WEBP))  # the v2 API: format webp
 
 
 def test_custom_sizes_where_the_seeds_say_custom() -> None:

@@ -18,7 +18,7 @@ from svckit import formats
 
 
 def usage(generation: gen.Generation) -> dict | None:
-    """OpenAI's `usage` of token-priced models (seed 001), from the worker's report."""
+    """OpenAI's `usage` of token-priced models (the images reference), from the worker's report."""
     u = generation.usage
     if not (u.total_tokens or u.input_tokens or u.output_tokens):
         return None
@@ -41,7 +41,7 @@ def size_of(generation: gen.Generation) -> str:
 
 def images_response(generation: gen.Generation, images: list[str], response_format: str, latency_ms: int) -> dict:
     """The ImagesResponse of a succeeded generation (`images`: its URLs, or its base64 for
-    b64_json), with seed 004's `perf` block and seed 000's cost fields."""
+    b64_json), with the perf API's `perf` block and the v2 API's cost fields."""
     key = "b64_json" if response_format == "b64_json" else "url"
     data: list[dict[str, str]] = []
     for image, ref in zip(images, generation.images, strict=True):

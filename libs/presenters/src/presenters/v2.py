@@ -1,4 +1,4 @@
-"""The /api/v2/generate generation object (seed 000's fields and this gateway's), which
+"""The /api/v2/generate generation object (the v2 API's fields and this gateway's), which
 GET /api/v2/generate/{id}, its events and the webhooks of `callback_url` all carry."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ WEBHOOK_SIGNATURE_HEADER = "X-Pixelmesh-Signature"
 WEBHOOK_DELIVERY_HEADER = "X-Pixelmesh-Delivery"
 WEBHOOK_ATTEMPT_HEADER = "X-Pixelmesh-Attempt"
 
-# Seed 000's three statuses; `state` (below) tells queued from running and failed from cancelled.
+# The v2 API's three statuses; `state` (below) tells queued from running and failed from cancelled.
 V2_STATUS = {
     gen.GENERATION_STATE_QUEUED: "pending",
     gen.GENERATION_STATE_RUNNING: "pending",
@@ -54,9 +54,9 @@ def attempts(generation: gen.Generation) -> list[dict]:
 
 
 def v2_generation(generation: gen.Generation, urls: list[str]) -> dict:
-    """Seed 000's generation object (id, status, model_slug, result_url, tokens_spent,
+    """The v2 API's generation object (id, status, model_slug, result_url, tokens_spent,
     result_metadata, seed, created_at, eta_seconds), plus the lifecycle `state`, progress,
-    the error, every result URL, every attempt, webhook deliveries, and seed 004's `perf` block."""
+    the error, every result URL, every attempt, webhook deliveries, and the perf API's `perf` block."""
     p = generation.params
     status = V2_STATUS.get(generation.state, "pending")
     terminal = generation.state in TERMINAL

@@ -54,7 +54,7 @@ class Usage(BaseModel):
 
 
 class Perf(BaseModel):
-    """Seed 004's performance block."""
+    """The perf API's performance block."""
 
     request_id: str
     model_used: str
@@ -65,7 +65,7 @@ class Perf(BaseModel):
 
 
 class ImagesResponse(BaseModel):
-    """OpenAI's ImagesResponse, plus seed 000's cost fields and seed 004's `perf`."""
+    """OpenAI's ImagesResponse, plus the v2 API's cost fields and the perf API's `perf`."""
 
     created: int
     data: list[ImageData]

@@ -1,4 +1,4 @@
-"""The Midjourney proxy task API (seed 003): /mj/submit/* and /mj/task/*, on the same generations.
+"""The Midjourney proxy task API (the image models index): /mj/submit/* and /mj/task/*, on the same generations.
 
 Submits answer HTTP 200 with the proxies' SubmitResultVO (`code` 1 accepted, 3 unknown
 task, 4 bad parameters, 9 system error, 21 existed, 23 queue full, 24 banned prompt);

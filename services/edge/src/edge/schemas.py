@@ -30,7 +30,7 @@ class GenerationBody(BaseModel):
     output_format: ImageFormat | None = None
     output_compression: int | None = Field(default=None, ge=0, le=100)
     user: str | None = None
-    # Aggregator extensions (seed 000).
+    # Aggregator extensions (the v2 API).
     negative_prompt: str | None = None
     seed: int | None = None
     format: ImageFormat | None = None
@@ -175,7 +175,7 @@ class PriceBody(BaseModel):
 
 
 class GenerateBody(GenerationBody):
-    """POST /api/v2/generate (seed 000), plus `callback_url` for a signed webhook."""
+    """POST /api/v2/generate (the v2 API), plus `callback_url` for a signed webhook."""
 
     callback_url: str | None = None
 

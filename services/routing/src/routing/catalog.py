@@ -30,7 +30,7 @@ IMAGE_FORMATS = {"png", "webp", "jpeg"}
 
 
 class CustomSize(BaseModel):
-    """Free WIDTHxHEIGHT sizes (gpt-image-2, Flux, SD3: "custom" in seed 004)."""
+    """Free WIDTHxHEIGHT sizes (gpt-image-2, Flux, SD3: "custom" in the perf API)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     min_side: int = Field(ge=16)

@@ -1,4 +1,4 @@
-"""Settings of the storage service (environment variables, see DESIGN.md "Configuration")."""
+"""Settings of the storage service (environment variables, see docs/architecture.md "Configuration")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Google's image models on the Gemini API, through `models/{model}:generateContent`.
 
-Why not Imagen: provider-contracts.md §8 records that Imagen's `:predict` contract is shut
+Why not Imagen: docs/provider-contracts.md §8 records that Imagen's `:predict` contract is shut
 down on the Gemini API (ai.google.dev; python-genai "Disable GenerateImages for Gemini
 API") and that new adapters should use `generateContent` with image output, whose
 contract §8 does not spell out. This adapter speaks that contract as Google's own

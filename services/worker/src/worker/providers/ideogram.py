@@ -1,5 +1,5 @@
 """Ideogram: the legacy `/generate` (JSON `image_request`) and `/v1/ideogram-v3/generate`
-(multipart). provider-contracts.md §4.
+(multipart). docs/provider-contracts.md §4.
 
 - V_1 / V_2 / V_2A (and their turbos) go to `/generate`; Ideogram 3.0 goes to the v3
   endpoint with a `rendering_speed` per catalog model. Sizes are the nearest of each

@@ -1,5 +1,5 @@
 """The two Midjourney proxy APIs (novicezk/midjourney-proxy and trueai-org/midjourney-proxy,
-provider-contracts.md section 5) as pure mappings: headers, paths, request bodies, submit
+docs/provider-contracts.md section 5) as pure mappings: headers, paths, request bodies, submit
 codes, task states, buttons and describe text. No I/O here; midjourney.py does the calls.
 
 Differences that matter:

@@ -1,6 +1,6 @@
 """OpenAI Images API: generations (JSON), edits and variations (multipart), streaming.
 
-Models (provider-contracts.md §1): `dall-e-2`, `dall-e-3` and the GPT image models
+Models (docs/provider-contracts.md §1): `dall-e-2`, `dall-e-3` and the GPT image models
 (`gpt-image-1`, `-1-mini`, `-1.5`, `-2`, `-2-<date>`, `chatgpt-image-latest`, and any later
 `gpt-image-*`). The catalog id is the upstream model name unless OPENAI_MODELS maps it
 (JSON, e.g. `{"gpt-image-2": "gpt-image-2-2026-04-21"}`), so pinning a snapshot is config.
@@ -100,7 +100,7 @@ def fields_for(generation: gen.Generation, family: Family, model: str, *, kind: 
             body["output_compression"] = p.output_compression
         if p.background:
             if p.background == "transparent" and model.startswith("gpt-image-2"):
-                # provider-contracts.md §1: the SDK and the CLI reference disagree on whether
+                # docs/provider-contracts.md §1: the SDK and the CLI reference disagree on whether
                 # gpt-image-2 accepts it; it is not sent until a live call settles it.
                 raise ProviderError(ErrorCode.INVALID_REQUEST, f"{model} does not take background=transparent")
             body["background"] = p.background

@@ -1,6 +1,6 @@
 """Stability AI REST v2beta (Stable Image): ultra, core and sd3 (SD 3 / 3.5) generation.
 
-provider-contracts.md §3. Every request is multipart/form-data, text-only ones too; one
+docs/provider-contracts.md §3. Every request is multipart/form-data, text-only ones too; one
 request makes one image, so `n` images are `n` requests (seeds seed, seed+1, ...), sent
 concurrently (the upstream allows 150 requests per 10 s). Sizes are aspect ratios on every
 v2beta endpoint (the nearest of the nine to the requested width:height); the upstream
