@@ -62,10 +62,12 @@ lint-protos: .venv/.synced
 unit: .venv/.synced
 	$(PY) -m pytest -q libs services
 
-# ruff: the format and the lint rules of pyproject.toml, on libs/ and services/.
+# ruff: the format and the lint rules of pyproject.toml, on libs/ and services/; mypy: the
+# packages that [tool.mypy] in pyproject.toml names.
 lint: .venv/.synced
 	.venv/bin/ruff format --check -q libs services
 	.venv/bin/ruff check -q libs services
+	.venv/bin/mypy
 
 test: install lint
 	$(PY) -m pytest -q

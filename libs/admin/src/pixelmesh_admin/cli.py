@@ -46,7 +46,7 @@ def _usd(micros: int) -> str:
     return f"${micros / 1_000_000:.6f}".rstrip("0").rstrip(".")
 
 
-def _table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [list(map(str, headers)), *[list(map(str, r)) for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
@@ -63,46 +63,48 @@ def _limits(args: argparse.Namespace) -> pb.KeyLimits:
 
 def run(args: argparse.Namespace, client: AdminClient) -> str:
     if args.group == "keys" and args.action == "create":
-        r = client.create_key(plan=args.plan, name=args.name, account_id=args.account or "", limits=_limits(args))
+        created = client.create_key(plan=args.plan, name=args.name, account_id=args.account or "", limits=_limits(args))
         if args.json:
-            return _json(r)
+            return _json(created)
         return (
-            f"created {r.api_key.id} on plan {r.api_key.plan} for account {r.api_key.account_id}\n"
-            f"secret: {r.secret}\n(shown once: only its digest is stored)"
+            f"created {created.api_key.id} on plan {created.api_key.plan} for account {created.api_key.account_id}\n"
+            f"secret: {created.secret}\n(shown once: only its digest is stored)"
         )
     if args.group == "keys" and args.action == "list":
-        r = client.list_keys(args.account or "")
+        listed = client.list_keys(args.account or "")
         if args.json:
-            return _json(r)
+            return _json(listed)
         return _table(
             ["id", "account", "plan", "name", "prefix", "created", "revoked"],
             [
                 [k.id, k.account_id, k.plan, k.name, k.prefix + "...", _time(k, "create_time"), _time(k, "revoke_time")]
-                for k in r.api_keys
+                for k in listed.api_keys
             ],
         )
     if args.group == "keys" and args.action == "revoke":
-        r = client.revoke_key(args.key_id)
-        return _json(r) if args.json else f"revoked {r.api_key.id} (account {r.api_key.account_id})"
+        revoked = client.revoke_key(args.key_id)
+        return _json(revoked) if args.json else f"revoked {revoked.api_key.id} (account {revoked.api_key.account_id})"
     if args.group == "accounts" and args.action == "credit":
-        r = client.credit(args.account, args.tokens, reference=args.reference or "", note=args.note or "")
+        credited = client.credit(args.account, args.tokens, reference=args.reference or "", note=args.note or "")
         if args.json:
-            return _json(r)
-        state = "credited" if r.applied else "not applied: this account already has a credit with this reference"
-        balance = r.balance
+            return _json(credited)
+        state = "credited" if credited.applied else "not applied: this account already has a credit with this reference"
+        balance = credited.balance
         return (
             f"{state}: {args.account} has {balance.available_tokens} tokens available, "
             f"{balance.reserved_tokens} reserved"
         )
     if args.group == "accounts" and args.action == "balance":
-        r = client.balance(args.account)
+        held = client.balance(args.account)
         if args.json:
-            return _json(r)
-        return f"{args.account}: {r.balance.available_tokens} tokens available, {r.balance.reserved_tokens} reserved"
+            return _json(held)
+        return (
+            f"{args.account}: {held.balance.available_tokens} tokens available, {held.balance.reserved_tokens} reserved"
+        )
     if args.group == "ledger":
-        r = client.ledger(args.account)
+        ledger = client.ledger(args.account)
         if args.json:
-            return _json(r)
+            return _json(ledger)
         rows = [
             [
                 e.id,
@@ -115,20 +117,25 @@ def run(args: argparse.Namespace, client: AdminClient) -> str:
                 e.model,
                 e.note,
             ]
-            for e in r.entries
+            for e in ledger.entries
         ]
         body = _table(["id", "time", "kind", "reference", "amount", "balance", "charged", "model", "note"], rows)
-        return f"{body}\nbalance: {r.balance.available_tokens} available, {r.balance.reserved_tokens} reserved"
+        return (
+            f"{body}\nbalance: {ledger.balance.available_tokens} available, {ledger.balance.reserved_tokens} reserved"
+        )
     if args.group == "usage":
-        r = client.usage(args.account, args.start or "", args.end or "")
+        usage = client.usage(args.account, args.start or "", args.end or "")
         if args.json:
-            return _json(r)
+            return _json(usage)
         rows = [
             [u.date, u.model, u.api_key_id, u.generations, u.images, u.cost.tokens, _usd(u.cost.usd_micros)]
-            for u in r.rows
+            for u in usage.rows
         ]
         body = _table(["date", "model", "key", "generations", "images", "tokens", "usd"], rows)
-        return f"{body}\ntotal: {r.total.tokens} tokens, {_usd(r.total.usd_micros)} ({r.start_date} .. {r.end_date})"
+        total = usage.total
+        return (
+            f"{body}\ntotal: {total.tokens} tokens, {_usd(total.usd_micros)} ({usage.start_date} .. {usage.end_date})"
+        )
     raise AssertionError(args)
 
 

@@ -69,7 +69,7 @@ class EventHeaders:
         return self.state in _TERMINAL_NAMES
 
 
-def advance(generation: gen.Generation, state: int | None = None) -> gen.Generation:
+def advance(generation: gen.Generation, state: gen.GenerationState.ValueType | None = None) -> gen.Generation:
     """A copy of the generation, one version newer, in `state` (or the same state)."""
     nxt = gen.Generation()
     nxt.CopyFrom(generation)

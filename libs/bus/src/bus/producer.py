@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind
 
 from bus.events import event_headers
@@ -23,7 +24,7 @@ CONTENT_TYPE = "application/x-protobuf"
 _tracer = trace.get_tracer("pixelmesh.bus")
 
 
-class _HeaderSetter:
+class _HeaderSetter(Setter[list[tuple[str, bytes]]]):
     def set(self, carrier: list[tuple[str, bytes]], key: str, value: str) -> None:
         carrier.append((key, value.encode()))
 

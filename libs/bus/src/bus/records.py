@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind
 
 M = TypeVar("M", bound=Message)
@@ -44,7 +45,7 @@ def decode(raw: ConsumerRecord, message_type: type[M], *, maybe_seen: bool = Tru
     return Record(raw.topic, raw.partition, raw.offset, key, msg, maybe_seen)
 
 
-class _HeaderGetter:
+class _HeaderGetter(Getter[list[tuple[str, bytes]]]):
     def get(self, carrier: list[tuple[str, bytes]], key: str) -> list[str] | None:
         values = [v.decode() for k, v in carrier if k == key and v is not None]
         return values or None

@@ -155,6 +155,7 @@ class GroupCommitDatabase(Database):
             self._task = loop.create_task(self._commit_groups(self._thread), name="sqlite group commit")
         future = loop.create_future()
         self._queue.append(_Pending(op, write, future))
+        assert self._wake is not None  # made with the task, never unset
         self._wake.set()
         return await future
 
@@ -170,7 +171,7 @@ class GroupCommitDatabase(Database):
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            group = []
+            group: list[_Pending] = []
             while self._queue and len(group) < self._max_group:
                 pending = self._queue.popleft()
                 if not pending.future.done():  # a caller that gave up is not run
@@ -215,6 +216,7 @@ class GroupCommitDatabase(Database):
             conn = self._conn
             trans = conn.begin()  # SQLAlchemy's side: pysqlite's begin is a no-op
             raw = conn.connection.dbapi_connection
+            assert raw is not None  # None only once invalidated, and _discard drops such a connection
             # IMMEDIATE takes the write lock up front, so another process writing the same file
             # makes this wait (busy timeout) rather than fail when a read turns into a write.
             raw.execute("BEGIN IMMEDIATE" if any(write for _, write in ops) else "BEGIN")

@@ -12,6 +12,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -56,7 +57,8 @@ class Schema:
 def run_env(schema: Schema) -> None:
     """The body of a migrations folder's env.py: on the connection handed over by
     `Schema.migrate`, or, from alembic's command line, on the URL in `schema.url_variable`."""
-    options = {"version_table": schema.version_table, "target_metadata": None}
+    # alembic's context.configure keywords, each with its own type.
+    options: dict[str, Any] = {"version_table": schema.version_table, "target_metadata": None}
     connection = context.config.attributes.get("connection")
     url = os.environ.get(schema.url_variable, schema.default_url)
     if connection is not None:
@@ -69,13 +71,13 @@ def run_env(schema: Schema) -> None:
         asyncio.run(_run_from_url(url, options))
 
 
-def _run(connection: Connection, options: dict) -> None:
+def _run(connection: Connection, options: dict[str, Any]) -> None:
     context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite", **options)
     with context.begin_transaction():
         context.run_migrations()
 
 
-async def _run_from_url(url: str, options: dict) -> None:
+async def _run_from_url(url: str, options: dict[str, Any]) -> None:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(_run, options)

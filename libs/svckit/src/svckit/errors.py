@@ -116,6 +116,8 @@ async def abort_with(context: grpc.aio.ServicerContext, err: GatewayError) -> No
 
 def from_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError) -> GatewayError:
     """Recover the GatewayError a peer raised, or classify a transport failure."""
+    # The stub types from_call's argument as grpc.Call, but it only calls trailing_metadata(),
+    # code() and details(), which AioRpcError has without being a grpc.Call.
     status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     if status is not None:
         for detail in status.details:
@@ -130,8 +132,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError) -> GatewayError:
                     except ValueError:
                         code = ErrorCode.INTERNAL
                     return GatewayError(code, status.message, param=param, **meta)
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    return GatewayError(_FALLBACK.get(code, ErrorCode.INTERNAL), exc.details() or str(code))
+    grpc_code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    return GatewayError(_FALLBACK.get(grpc_code, ErrorCode.INTERNAL), exc.details() or str(grpc_code))
 
 
 __all__ = [

@@ -11,7 +11,7 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 
 @dataclass(frozen=True)
 class ImageFormat:
-    enum: int  # gen.OutputFormat
+    enum: gen.OutputFormat.ValueType
     name: str  # as in the APIs: png | webp | jpeg
     extension: str  # in object keys
     mime_type: str
@@ -28,6 +28,6 @@ BY_EXTENSION = {f.extension: f for f in FORMATS}
 DEFAULT = BY_ENUM[gen.OUTPUT_FORMAT_PNG]
 
 
-def of(enum: int) -> ImageFormat:
+def of(enum: gen.OutputFormat.ValueType) -> ImageFormat:
     """The format of an enum value; UNSPECIFIED means the default, png."""
     return BY_ENUM.get(enum, DEFAULT)

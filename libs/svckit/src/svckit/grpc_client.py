@@ -6,6 +6,7 @@ span carrying the trace context to the peer."""
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,8 +40,11 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_RECONNECT_BACKOFF_MS = 1000
 
 
-def channel(address: str) -> TracedChannel:
-    return TracedChannel(
+def channel(address: str) -> grpc.aio.Channel:
+    """A TracedChannel to `address`, typed as the grpc.aio.Channel it stands in for (it
+    delegates everything to one, and its multicallables return the same awaitable and
+    async-iterable calls), so that generated stubs built on it type as their AsyncStub."""
+    traced = TracedChannel(
         grpc.aio.insecure_channel(
             address,
             options=[
@@ -54,12 +58,15 @@ def channel(address: str) -> TracedChannel:
             ],
         )
     )
+    return cast(grpc.aio.Channel, traced)
 
 
-async def is_serving(chan: grpc.aio.Channel | TracedChannel, service: str = "", timeout: float = 1.0) -> bool:
+async def is_serving(chan: grpc.aio.Channel, service: str = "", timeout: float = 1.0) -> bool:
     """True when the peer's grpc.health.v1 says SERVING for `service`."""
     try:
-        resp = await health_pb2_grpc.HealthStub(chan).Check(
+        # types-grpcio-health-checking declares HealthStub without its methods (the
+        # generated __init__ sets Check and Watch on the instance).
+        resp = await health_pb2_grpc.HealthStub(chan).Check(  # type: ignore[attr-defined]
             health_pb2.HealthCheckRequest(service=service), timeout=timeout
         )
     except grpc.aio.AioRpcError:

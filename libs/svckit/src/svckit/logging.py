@@ -7,9 +7,10 @@ import sys
 
 import structlog
 from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 
-def _add_trace_ids(_logger: object, _method: str, event: dict) -> dict:
+def _add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
         event["trace_id"] = format(ctx.trace_id, "032x")
@@ -22,7 +23,7 @@ def configure_logging(service_name: str, level: str = "INFO") -> None:
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -9,6 +9,7 @@ and the reservation checks the key again, so spending stops at once regardless.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 import time
@@ -177,7 +178,8 @@ class KeyStore:
         log.info("api key revoked", api_key_id=key_id, account_id=row.account_id)
         return _info(row)
 
-    async def seed_dev_keys(self, spec: str, balance_tokens: int) -> list[Principal]:
+    # builtins.list: in this class `list` is the method above.
+    async def seed_dev_keys(self, spec: str, balance_tokens: int) -> builtins.list[Principal]:
         """Development keys from PRICING_DEV_API_KEY (`key` or `key@account`, comma-separated;
         a bare key belongs to acct_dev), on the pro plan without limits. A new account gets
         `balance_tokens` as a credit. Existing keys and accounts are left as they are."""

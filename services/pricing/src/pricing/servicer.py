@@ -23,12 +23,17 @@ ADMIN_METADATA = "x-pixelmesh-admin-token"
 T = TypeVar("T")
 
 
-def _ts(ms: int | None) -> Timestamp | None:
-    if ms is None:
-        return None
+def _ts(ms: int) -> Timestamp:
     ts = Timestamp()
     ts.FromMilliseconds(ms)
     return ts
+
+
+def _text_metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    """The caller's metadata value for `key`, "" when absent."""
+    value = dict(context.invocation_metadata() or ()).get(key, "")
+    assert isinstance(value, str)  # gRPC gives bytes only for keys ending in "-bin"
+    return value
 
 
 def key_proto(k: KeyInfo) -> pb.ApiKey:
@@ -51,7 +56,8 @@ def balance_proto(b: Balance) -> pb.Balance:
 
 
 def limits_dict(limits: pb.KeyLimits) -> dict[str, int]:
-    return {f.name: getattr(limits, f.name) for f in limits.DESCRIPTOR.fields if limits.HasField(f.name)}
+    # Every field of KeyLimits is optional: the fields listed are the ones present.
+    return {f.name: value for f, value in limits.ListFields()}
 
 
 class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
@@ -69,7 +75,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             await abort_with(context, err)
 
     def _is_admin(self, context: grpc.aio.ServicerContext) -> bool:
-        given = dict(context.invocation_metadata() or ()).get(ADMIN_METADATA, "")
+        given = _text_metadata(context, ADMIN_METADATA)
         return bool(self._admin_token) and hmac.compare_digest(given.encode(), self._admin_token.encode())
 
     async def _admin(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
@@ -137,7 +143,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             if not account_id:
                 await abort_with(context, invalid("Name the account.", "account_id"))
         else:
-            header = dict(context.invocation_metadata() or ()).get("authorization", "")
+            header = _text_metadata(context, "authorization")
             scheme, _, secret = header.partition(" ")
             if scheme.lower() != "bearer":
                 secret = ""

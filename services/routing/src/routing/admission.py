@@ -24,8 +24,11 @@ _KINDS = {gen.GENERATION_KIND_EDIT: "edits", gen.GENERATION_KIND_VARIATION: "var
 
 
 def _given(params: gen.GenerationParams, name: str) -> bool:
-    if name in ("seed", "output_compression"):
-        return params.HasField(name)
+    # The fields with presence, by name: HasField takes only those.
+    if name == "seed":
+        return params.HasField("seed")
+    if name == "output_compression":
+        return params.HasField("output_compression")
     return bool(getattr(params, name))
 
 
@@ -81,7 +84,7 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     GENERATION_KIND_EDIT and _VARIATION requests are checked against the model's `edits` /
     `variations` rules (inputs, sizes, prompt); other kinds against its generation rules.
     """
-    route = _KINDS.get(params.kind)
+    route = _KINDS.get(params.kind, "")  # "" for a generation from a prompt
     spec: ImageInputs | None = getattr(entry, route) if route else None
     if route and spec is None:
         raise invalid(f"{entry.id} does not take image {route}.", "model")

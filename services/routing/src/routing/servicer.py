@@ -37,7 +37,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     def __init__(
         self,
         catalog: Catalog,
-        pricing: pricing_service_pb2_grpc.PricingServiceStub,
+        pricing: pricing_service_pb2_grpc.PricingServiceAsyncStub,
         producer: Producer,
         planner: RoutePlanner,
         keys: IdempotencyStore,

@@ -25,6 +25,7 @@ import urllib3
 from minio import Minio
 from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
+from minio.helpers import DictType
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -63,7 +64,7 @@ class ObjectKey:
     retention_class: str
     generation_id: str
     index: int
-    output_format: int
+    output_format: generation_pb2.OutputFormat.ValueType
     upload: bool = False
 
     @property
@@ -84,7 +85,12 @@ INLINE_HASH_BYTES = 1024 * 1024
 
 
 def build_key(
-    retention_class: str, generation_id: str, index: int, output_format: int, *, upload: bool = False
+    retention_class: str,
+    generation_id: str,
+    index: int,
+    output_format: generation_pb2.OutputFormat.ValueType,
+    *,
+    upload: bool = False,
 ) -> ObjectKey:
     """Validate the parts of an object key (GatewayError INVALID_REQUEST naming the bad one)."""
     if retention_class not in RETENTION_CLASSES:
@@ -293,7 +299,7 @@ class ImageStore:
             sha256 = hashlib.sha256(data).hexdigest()
         else:
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-        metadata = {
+        metadata: DictType = {
             "generation-id": key.generation_id,
             "index": str(key.index),
             "width": str(header.width),
