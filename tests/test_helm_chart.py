@@ -42,9 +42,10 @@ KUBE_VERSIONS = ("1.30.0", "1.37.0")
 PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google"}
 SERVICES = ("edge", "routing", "pricing", "storage", "status")
 # The gRPC calls of docs/architecture.md, by component; workers are added per provider. Status calls
-# storage for the presigned image URLs of webhook bodies.
+# storage for the presigned image URLs of webhook bodies and routing for cancels; routing calls
+# status to read and watch the generation it cancels.
 DESIGN_CALLS = {("edge", "routing"), ("edge", "pricing"), ("edge", "status"), ("edge", "storage"), ("routing", "pricing"),
-                ("status", "storage")}
+                ("status", "storage"), ("status", "routing"), ("routing", "status")}
 SECRET_ENV = re.compile(r"(_API_KEY|_TOKEN|^FAL_KEY|_SECRET_KEY|_ACCESS_KEY|_SIGNING_KEY|DATABASE_URL|PASSWORD)$")
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
 

@@ -225,12 +225,12 @@ class Mesh:
         return list(r.generations)
 
     async def cancel(self, caller: Caller, generation_id: str, reason: str) -> gen.Generation:
-        """Cancel a generation of the caller's account; CONFLICT when it already ended."""
-        request = status_pb.CancelGenerationRequest(generation_id=generation_id, reason=reason)
+        """Cancel a generation of the caller's account (routing decides it); CONFLICT when it already ended."""
+        request = routing_pb.CancelGenerationRequest(
+            generation_id=generation_id, reason=reason, account_id=caller.account_id
+        )
         with rpc_errors():
-            r = await self.status.CancelGeneration(
-                request, metadata=account_metadata(caller.account_id), timeout=CALL_TIMEOUT
-            )
+            r = await self.routing.CancelGeneration(request, timeout=2 * CALL_TIMEOUT)  # it waits for the kept state
         return r.generation
 
     async def webhook_secret(self, caller: Caller) -> str:

@@ -3,7 +3,9 @@ from bus.topics import control_spec, dlq_spec, events_spec, provider_health_spec
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
+from pixelmesh.status.v1 import status_service_pb2_grpc
 from routing.attempts import OUTCOMES_GROUP, SuccessObserver, reports_success
+from routing.cancel import Canceller
 from routing.catalog import Catalog
 from routing.health import ProviderHealthBoard
 from routing.idempotency import SCHEMA, IdempotencyStore
@@ -20,6 +22,7 @@ async def serve(settings: RoutingSettings) -> None:
     service = GrpcService(settings)
     catalog = Catalog.load(settings.providers, settings.routing_catalog)
     pricing_channel = channel(settings.pricing_addr)
+    status_channel = channel(settings.status_addr)
     producer = Producer(settings.kafka_bootstrap_servers, client_id="routing")
     health = ProviderHealthBoard()
     planner = RoutePlanner(
@@ -38,7 +41,12 @@ async def serve(settings: RoutingSettings) -> None:
     keys = IdempotencyStore(db, settings.routing_idempotency_ttl_seconds)
     pruner = Periodic("prune idempotency keys", keys.prune, 600.0, done="pruned expired idempotency keys")
     servicer = RoutingServicer(
-        catalog, pricing_service_pb2_grpc.PricingServiceStub(pricing_channel), producer, planner, keys
+        catalog,
+        pricing_service_pb2_grpc.PricingServiceStub(pricing_channel),
+        producer,
+        planner,
+        keys,
+        Canceller(status_service_pb2_grpc.StatusServiceStub(status_channel), producer),
     )
     outcomes = Consumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -71,6 +79,7 @@ async def serve(settings: RoutingSettings) -> None:
         await outcomes.stop()
         await producer.stop()
         await pricing_channel.close()
+        await status_channel.close()
         await db.close()
 
     service.on_start(lambda: SCHEMA.migrate(db))

@@ -15,10 +15,11 @@ from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from routing.admission import admit, validate
 from routing.attempts import AttemptDecisions
+from routing.cancel import Canceller
 from routing.catalog import Catalog
 from routing.idempotency import IdempotencyStore
 from routing.routes import REROUTES, RoutePlanner, routes_for
-from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
+from svckit.errors import ErrorCode, GatewayError, abort_with, invalid, rpc_errors
 from svckit.logging import get_logger
 
 log = get_logger(__name__)
@@ -41,6 +42,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         producer: Producer,
         planner: RoutePlanner,
         keys: IdempotencyStore,
+        canceller: Canceller,
     ) -> None:
         self._catalog = catalog
         self._planner = planner
@@ -48,6 +50,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         self._producer = producer
         self._keys = keys
         self._decisions = AttemptDecisions(planner)
+        self._canceller = canceller
 
     async def SubmitGeneration(
         self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext
@@ -178,6 +181,18 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                 REROUTES.labels(reported.provider, decision.provider).inc()
                 log.info("generation sent to its next route", generation_id=state.id, provider=decision.provider)
         return pb.ReportAttemptFailureResponse(generation=state)
+
+    async def CancelGeneration(
+        self, request: pb.CancelGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelGenerationResponse:
+        trace.get_current_span().set_attribute("pixelmesh.generation.id", request.generation_id)
+        if not request.account_id:
+            await abort_with(context, invalid("Name the account the cancel is for ('*': any).", "account_id"))
+        try:
+            cancelled = await self._canceller.cancel(request.generation_id, request.account_id, request.reason)
+        except GatewayError as err:
+            await abort_with(context, err)
+        return pb.CancelGenerationResponse(generation=cancelled)
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext

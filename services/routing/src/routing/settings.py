@@ -9,6 +9,8 @@ class RoutingSettings(KafkaServiceSettings):
     service_name: str = "routing"
     grpc_port: int = 50051
     pricing_addr: str
+    # The read model: a cancel reads the generation and watches for the state that is kept.
+    status_addr: str
     # Comma-separated provider pools that have workers (e.g. "local,openai,bfl").
     routing_providers: str = "local"
     routing_catalog: Path = DEFAULT_CATALOG

@@ -5,6 +5,7 @@ from bus import EVENTS_TOPIC, Consumer, Producer, Record, TopicReader, ensure_to
 from bus.topics import control_spec, events_spec
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
+from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
@@ -26,6 +27,8 @@ async def serve(settings: StatusSettings) -> None:
     producer = Producer(settings.kafka_bootstrap_servers, client_id="status")
     storage_channel = channel(settings.storage_addr)
     storage = storage_service_pb2_grpc.StorageServiceStub(storage_channel)
+    routing_channel = channel(settings.routing_addr)  # cancels: routing decides them
+    routing = routing_service_pb2_grpc.RoutingServiceStub(routing_channel)
     http = httpx.AsyncClient(follow_redirects=False)
 
     def apply(record: Record[events_pb2.GenerationEvent]) -> None:
@@ -71,12 +74,12 @@ async def serve(settings: StatusSettings) -> None:
     )
     service.add_servicer(
         status_service_pb2_grpc.add_StatusServiceServicer_to_server,
-        StatusServicer(store, producer, settings.webhook_signing_key),
+        StatusServicer(store, routing, settings.webhook_signing_key),
         "pixelmesh.status.v1.StatusService",
     )
     service.add_servicer(
         operations_pb2_grpc.add_OperationsServicer_to_server,
-        OperationsServicer(store, producer),
+        OperationsServicer(store, routing),
         "google.longrunning.Operations",
     )
 
@@ -96,6 +99,7 @@ async def serve(settings: StatusSettings) -> None:
         await producer.stop()
         await http.aclose()
         await storage_channel.close()
+        await routing_channel.close()
 
     service.on_start(create_topics)
     service.on_start(producer.start)

@@ -16,16 +16,16 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from opentelemetry import trace
 
-from bus import Producer, is_terminal
+from bus import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2 as pb
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from presenters.generation import error_of
-from status.cancel import cancel_generation
 from status.core import GenerationStore
 from status.webhooks import secret_for
 from svckit.accounts import ACCOUNT_METADATA
-from svckit.errors import ErrorCode, GatewayError, abort_with
+from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
 
 OPERATION_PREFIX = "generations/"
 MAX_WAIT_SECONDS = 600.0
@@ -59,6 +59,18 @@ def account_of(context: grpc.aio.ServicerContext) -> str:
     )
 
 
+async def cancel_through_routing(
+    routing: routing_service_pb2_grpc.RoutingServiceAsyncStub, generation_id: str, account: str, reason: str = ""
+) -> gen.Generation:
+    """Status publishes no generation state: routing decides the cancel (routing.cancel)."""
+    request = routing_service_pb2.CancelGenerationRequest(
+        generation_id=generation_id, reason=reason, account_id=account
+    )
+    with rpc_errors():
+        r = await routing.CancelGeneration(request, timeout=20, wait_for_ready=True)
+    return r.generation
+
+
 def _generation_id(operation_name: str) -> str:
     if not operation_name.startswith(OPERATION_PREFIX):
         raise GatewayError(
@@ -68,9 +80,14 @@ def _generation_id(operation_name: str) -> str:
 
 
 class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
-    def __init__(self, store: GenerationStore, producer: Producer, webhook_signing_key: str) -> None:
+    def __init__(
+        self,
+        store: GenerationStore,
+        routing: routing_service_pb2_grpc.RoutingServiceAsyncStub,
+        webhook_signing_key: str,
+    ) -> None:
         self._store = store
-        self._producer = producer
+        self._routing = routing
         self._signing_key = webhook_signing_key
 
     async def GetGeneration(
@@ -103,8 +120,8 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
     ) -> pb.CancelGenerationResponse:
         _annotate(request.generation_id)
         try:
-            cancelled = await cancel_generation(
-                self._store, self._producer, request.generation_id, account_of(context), request.reason
+            cancelled = await cancel_through_routing(
+                self._routing, request.generation_id, account_of(context), request.reason
             )
         except GatewayError as err:
             await abort_with(context, err)
@@ -134,9 +151,9 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    def __init__(self, store: GenerationStore, producer: Producer) -> None:
+    def __init__(self, store: GenerationStore, routing: routing_service_pb2_grpc.RoutingServiceAsyncStub) -> None:
         self._store = store
-        self._producer = producer
+        self._routing = routing
 
     async def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext
@@ -188,7 +205,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            await cancel_generation(self._store, self._producer, generation_id, account_of(context))
+            await cancel_through_routing(self._routing, generation_id, account_of(context))
         except GatewayError as err:
             await abort_with(context, err)
         return empty_pb2.Empty()

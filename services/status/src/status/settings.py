@@ -8,6 +8,8 @@ class StatusSettings(KafkaServiceSettings):
     grpc_port: int = 50054
     # Presigned image URLs in webhook bodies.
     storage_addr: str
+    # Cancels are routing's to decide (RoutingService.CancelGeneration).
+    routing_addr: str
     # Webhook secrets of API keys are derived from it (HMAC-SHA256 with the key id):
     # rotating it changes every key's secret.
     webhook_signing_key: str = Field(min_length=16)

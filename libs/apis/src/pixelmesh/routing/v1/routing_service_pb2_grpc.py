@@ -61,6 +61,11 @@ class RoutingServiceStub:
                 request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureRequest.SerializeToString,
                 response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureResponse.FromString,
                 _registered_method=True)
+        self.CancelGeneration = channel.unary_unary(
+                '/pixelmesh.routing.v1.RoutingService/CancelGeneration',
+                request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.CancelGenerationRequest.SerializeToString,
+                response_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.CancelGenerationResponse.FromString,
+                _registered_method=True)
         self.ListProviders = channel.unary_unary(
                 '/pixelmesh.routing.v1.RoutingService/ListProviders',
                 request_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ListProvidersRequest.SerializeToString,
@@ -114,6 +119,18 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelGeneration(self, request, context):
+        """Cancels a generation that has not ended: routing decides, publishes CANCELLED on the
+        events topic and the command on the control topic (the worker holding the job stops
+        it), then waits for the state that is kept. NOT_FOUND for an unknown generation or
+        another account's; FAILED_PRECONDITION when it already ended (also when it ended
+        before the cancel took effect). Status's cancel RPCs (CancelGeneration,
+        Operations.CancelOperation) call this one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListProviders(self, request, context):
         """The provider pools this gateway routes to: their models, their workers' health and
         their circuits (`make status` prints it).
@@ -149,6 +166,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.ReportAttemptFailure,
                     request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureRequest.FromString,
                     response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureResponse.SerializeToString,
+            ),
+            'CancelGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGeneration,
+                    request_deserializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.CancelGenerationRequest.FromString,
+                    response_serializer=pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.CancelGenerationResponse.SerializeToString,
             ),
             'ListProviders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProviders,
@@ -292,6 +314,33 @@ class RoutingService:
             '/pixelmesh.routing.v1.RoutingService/ReportAttemptFailure',
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureRequest.SerializeToString,
             pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.ReportAttemptFailureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelmesh.routing.v1.RoutingService/CancelGeneration',
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.CancelGenerationRequest.SerializeToString,
+            pixelmesh_dot_routing_dot_v1_dot_routing__service__pb2.CancelGenerationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,14 @@ class RoutingServiceStub:
     pool takes work, or FAILED with this error) and publishes it before it answers. The
     worker reports and routing decides; a repeated report of one attempt decides the same.
     """
+    CancelGeneration: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.CancelGenerationRequest, _routing_service_pb2.CancelGenerationResponse]
+    """Cancels a generation that has not ended: routing decides, publishes CANCELLED on the
+    events topic and the command on the control topic (the worker holding the job stops
+    it), then waits for the state that is kept. NOT_FOUND for an unknown generation or
+    another account's; FAILED_PRECONDITION when it already ended (also when it ended
+    before the cancel took effect). Status's cancel RPCs (CancelGeneration,
+    Operations.CancelOperation) call this one.
+    """
     ListProviders: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ListProvidersRequest, _routing_service_pb2.ListProvidersResponse]
     """The provider pools this gateway routes to: their models, their workers' health and
     their circuits (`make status` prints it).
@@ -83,6 +91,14 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """A worker's attempt failed: routing decides what happens next (the next route whose
     pool takes work, or FAILED with this error) and publishes it before it answers. The
     worker reports and routing decides; a repeated report of one attempt decides the same.
+    """
+    CancelGeneration: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.CancelGenerationRequest, _routing_service_pb2.CancelGenerationResponse]  # type: ignore[assignment]
+    """Cancels a generation that has not ended: routing decides, publishes CANCELLED on the
+    events topic and the command on the control topic (the worker holding the job stops
+    it), then waits for the state that is kept. NOT_FOUND for an unknown generation or
+    another account's; FAILED_PRECONDITION when it already ended (also when it ended
+    before the cancel took effect). Status's cancel RPCs (CancelGeneration,
+    Operations.CancelOperation) call this one.
     """
     ListProviders: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ListProvidersRequest, _routing_service_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """The provider pools this gateway routes to: their models, their workers' health and
@@ -140,6 +156,20 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         """A worker's attempt failed: routing decides what happens next (the next route whose
         pool takes work, or FAILED with this error) and publishes it before it answers. The
         worker reports and routing decides; a repeated report of one attempt decides the same.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelGeneration(
+        self,
+        request: _routing_service_pb2.CancelGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_service_pb2.CancelGenerationResponse, _abc.Awaitable[_routing_service_pb2.CancelGenerationResponse]]:
+        """Cancels a generation that has not ended: routing decides, publishes CANCELLED on the
+        events topic and the command on the control topic (the worker holding the job stops
+        it), then waits for the state that is kept. NOT_FOUND for an unknown generation or
+        another account's; FAILED_PRECONDITION when it already ended (also when it ended
+        before the cancel took effect). Status's cancel RPCs (CancelGeneration,
+        Operations.CancelOperation) call this one.
         """
 
     @_abc_1.abstractmethod

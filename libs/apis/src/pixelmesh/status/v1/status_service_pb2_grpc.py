@@ -106,9 +106,9 @@ class StatusServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelGeneration(self, request, context):
-        """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
-        cancel command on the control topic. FAILED_PRECONDITION when it already ended
-        (also when it ended before the cancel took effect); the same as
+        """Cancels a generation that has not ended, by asking routing (RoutingService.CancelGeneration),
+        which decides and publishes: status itself writes no generation state. FAILED_PRECONDITION
+        when it already ended (also when it ended before the cancel took effect); the same as
         google.longrunning.Operations.CancelOperation, with the resulting state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -50,9 +50,9 @@ class StatusServiceStub:
     WatchGeneration: _grpc.UnaryStreamMultiCallable[_status_service_pb2.WatchGenerationRequest, _status_service_pb2.WatchGenerationResponse]
     """Streams the generation's state on every change, ending after a terminal state."""
     CancelGeneration: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.CancelGenerationRequest, _status_service_pb2.CancelGenerationResponse]
-    """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
-    cancel command on the control topic. FAILED_PRECONDITION when it already ended
-    (also when it ended before the cancel took effect); the same as
+    """Cancels a generation that has not ended, by asking routing (RoutingService.CancelGeneration),
+    which decides and publishes: status itself writes no generation state. FAILED_PRECONDITION
+    when it already ended (also when it ended before the cancel took effect); the same as
     google.longrunning.Operations.CancelOperation, with the resulting state.
     """
     GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_status_service_pb2.GetWebhookSecretRequest, _status_service_pb2.GetWebhookSecretResponse]
@@ -82,9 +82,9 @@ class StatusServiceAsyncStub(StatusServiceStub):
     WatchGeneration: _aio.UnaryStreamMultiCallable[_status_service_pb2.WatchGenerationRequest, _status_service_pb2.WatchGenerationResponse]  # type: ignore[assignment]
     """Streams the generation's state on every change, ending after a terminal state."""
     CancelGeneration: _aio.UnaryUnaryMultiCallable[_status_service_pb2.CancelGenerationRequest, _status_service_pb2.CancelGenerationResponse]  # type: ignore[assignment]
-    """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
-    cancel command on the control topic. FAILED_PRECONDITION when it already ended
-    (also when it ended before the cancel took effect); the same as
+    """Cancels a generation that has not ended, by asking routing (RoutingService.CancelGeneration),
+    which decides and publishes: status itself writes no generation state. FAILED_PRECONDITION
+    when it already ended (also when it ended before the cancel took effect); the same as
     google.longrunning.Operations.CancelOperation, with the resulting state.
     """
     GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_status_service_pb2.GetWebhookSecretRequest, _status_service_pb2.GetWebhookSecretResponse]  # type: ignore[assignment]
@@ -135,9 +135,9 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _status_service_pb2.CancelGenerationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_status_service_pb2.CancelGenerationResponse, _abc.Awaitable[_status_service_pb2.CancelGenerationResponse]]:
-        """Cancels a generation that has not ended: a CANCELLED event on the events topic and a
-        cancel command on the control topic. FAILED_PRECONDITION when it already ended
-        (also when it ended before the cancel took effect); the same as
+        """Cancels a generation that has not ended, by asking routing (RoutingService.CancelGeneration),
+        which decides and publishes: status itself writes no generation state. FAILED_PRECONDITION
+        when it already ended (also when it ended before the cancel took effect); the same as
         google.longrunning.Operations.CancelOperation, with the resulting state.
         """
 
