@@ -63,3 +63,19 @@ def test_a_cancel_behind_the_worker_ends_it_and_wakes_watchers() -> None:
     kept = store.peek(gid)
     assert kept.state == gen.GENERATION_STATE_CANCELLED and kept.version == 7
     assert not store.apply(state(gid, 9, gen.GENERATION_STATE_SUCCEEDED))
+
+
+def test_webhook_deliveries_are_shown_once_whichever_topic_is_read_first() -> None:
+    store = GenerationStore()
+    gid = new_generation_id()
+    done = gen.GENERATION_STATE_SUCCEEDED
+    first = gen.WebhookDelivery(number=1, state=done, status_code=500)
+    second = gen.WebhookDelivery(number=2, state=done, status_code=200, delivered=True)
+    store.apply_delivery(gid, first)  # read before its generation: kept for it
+    store.apply(state(gid, 1))
+    store.apply(state(gid, 4, done))  # a newer state keeps what was shown
+    store.apply_delivery(gid, second)
+    store.apply_delivery(gid, second)  # read twice (a replay): shown once
+    shown = store.peek(gid)
+    assert shown.state == done and shown.version == 4  # deliveries are no state: the version stays
+    assert [(d.number, d.status_code, d.delivered) for d in shown.webhook_deliveries] == [(1, 500, False), (2, 200, True)]

@@ -11,6 +11,8 @@ EVENTS_TOPIC = "pixelmesh.generation.events"
 CONTROL_TOPIC = "pixelmesh.generation.control"
 # Workers' reports of their upstream's health (events.v1.ProviderHealth), read by routing.
 PROVIDER_HEALTH_TOPIC = "pixelmesh.provider.health"
+# The webhook dispatcher's attempts (events.v1.WebhookDeliveryRecord), read by status.
+WEBHOOK_DELIVERIES_TOPIC = "pixelmesh.webhook.deliveries"
 _REQUESTS_PREFIX = "pixelmesh.generation.requests."
 
 # The events topic keeps every generation's latest state (compaction) for longer than
@@ -55,6 +57,13 @@ def requests_spec(provider: str, partitions: int = 6) -> TopicSpec:
 
 def control_spec() -> TopicSpec:
     return TopicSpec(CONTROL_TOPIC, 1, {"retention.ms": str(24 * 3600 * 1000)})
+
+
+def webhook_deliveries_spec(partitions: int = 6) -> TopicSpec:
+    """Every attempt is kept (not compacted) as long as the generations they belong to."""
+    return TopicSpec(
+        WEBHOOK_DELIVERIES_TOPIC, partitions, {"cleanup.policy": "delete", "retention.ms": str(EVENTS_RETENTION_MS)}
+    )
 
 
 def provider_health_spec() -> TopicSpec:

@@ -1,7 +1,10 @@
-"""The read model: the latest state of every generation, rebuilt from the events topic.
+"""The read model: the latest state of every generation, rebuilt from the events topic,
+with its webhook deliveries from their own topic (pixelmesh.webhook.deliveries).
 
 States are kept by `bus.supersede` (newer versions win, the first terminal state wins,
-terminal states never go back), so replays and redelivered events are harmless.
+terminal states never go back), so replays and redelivered events are harmless. Webhook
+deliveries are a log beside the state, not a state: each is attached to its generation
+once (by state and attempt number), before or after the generation itself arrives.
 
 Reads are scoped to an account (`account`: an account id, or svckit.accounts.ALL_ACCOUNTS):
 another account's generation is NOT_FOUND, exactly like a missing one.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 
 from bus import is_terminal, supersede
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -24,6 +28,20 @@ IN_FLIGHT_WINDOW_MS = 30_000
 UNKNOWN_WAIT_SECONDS = 3.0
 
 
+def _same(a: gen.WebhookDelivery, b: gen.WebhookDelivery) -> bool:
+    return a.state == b.state and a.number == b.number
+
+
+def _attach(generation: gen.Generation, deliveries: Iterable[gen.WebhookDelivery]) -> bool:
+    """Add the deliveries the generation does not show yet; True when one was added."""
+    added = False
+    for delivery in deliveries:
+        if not any(_same(d, delivery) for d in generation.webhook_deliveries):
+            generation.webhook_deliveries.add().CopyFrom(delivery)
+            added = True
+    return added
+
+
 def visible(generation: gen.Generation, account: str) -> bool:
     return account == ALL_ACCOUNTS or generation.account_id == account
 
@@ -32,20 +50,39 @@ class GenerationStore:
     def __init__(self) -> None:
         self._generations: dict[str, gen.Generation] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        # Deliveries read before their generation (the two topics are read apart).
+        self._early_deliveries: dict[str, list[gen.WebhookDelivery]] = {}
 
     def __len__(self) -> int:
         return len(self._generations)
 
     def apply(self, generation: gen.Generation) -> bool:
         """Keep the state if it is newer; wake the watchers. True when applied."""
-        kept = supersede(self._generations.get(generation.id), generation)
+        current = self._generations.get(generation.id)
+        kept = supersede(current, generation)
         if kept is None:
             return False
+        if current is not None:
+            _attach(kept, current.webhook_deliveries)
+        _attach(kept, self._early_deliveries.pop(generation.id, ()))
         self._generations[generation.id] = kept
-        event = self._changed.pop(generation.id, None)
+        self._wake(generation.id)
+        return True
+
+    def apply_delivery(self, generation_id: str, delivery: gen.WebhookDelivery) -> None:
+        """A webhook attempt, shown on its generation (once, however often it is read)."""
+        current = self._generations.get(generation_id)
+        if current is None:
+            early = self._early_deliveries.setdefault(generation_id, [])
+            if not any(_same(d, delivery) for d in early):
+                early.append(delivery)
+        elif _attach(current, [delivery]):
+            self._wake(generation_id)
+
+    def _wake(self, generation_id: str) -> None:
+        event = self._changed.pop(generation_id, None)
         if event is not None:
             event.set()
-        return True
 
     def peek(self, generation_id: str, account: str = ALL_ACCOUNTS) -> gen.Generation | None:
         found = self._generations.get(generation_id)

@@ -1,8 +1,8 @@
 import httpx
 from google.longrunning import operations_pb2_grpc
 
-from bus import EVENTS_TOPIC, Consumer, Producer, Record, TopicReader, ensure_topics
-from bus.topics import control_spec, events_spec
+from bus import EVENTS_TOPIC, WEBHOOK_DELIVERIES_TOPIC, Consumer, Producer, Record, TopicReader, ensure_topics
+from bus.topics import control_spec, events_spec, webhook_deliveries_spec
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
@@ -39,12 +39,22 @@ async def serve(settings: StatusSettings) -> None:
             r = await storage.GetImageUrl(storage_pb.GetImageUrlRequest(object_key=ref.object_key), timeout=10)
         return r.url
 
+    def apply_delivery(record: Record[events_pb2.WebhookDeliveryRecord]) -> None:
+        store.apply_delivery(record.message.generation_id, record.message.delivery)
+
     reader = TopicReader(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=EVENTS_TOPIC,
         message_type=events_pb2.GenerationEvent,
         handler=apply,
         client_id="status",
+    )
+    deliveries = TopicReader(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=WEBHOOK_DELIVERIES_TOPIC,
+        message_type=events_pb2.WebhookDeliveryRecord,
+        handler=apply_delivery,
+        client_id="status-deliveries",
     )
     dispatcher = WebhookDispatcher(
         store=store,
@@ -86,15 +96,20 @@ async def serve(settings: StatusSettings) -> None:
     async def create_topics() -> None:
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            [events_spec(settings.kafka_partitions), control_spec()],
+            [
+                events_spec(settings.kafka_partitions),
+                control_spec(),
+                webhook_deliveries_spec(settings.kafka_partitions),
+            ],
             settings.kafka_replication_factor,
         )
 
     async def caught_up() -> bool:
-        return reader.caught_up.is_set()
+        return reader.caught_up.is_set() and deliveries.caught_up.is_set()
 
     async def stop() -> None:
         await webhooks.stop()
+        await deliveries.stop()
         await reader.stop()
         await producer.stop()
         await http.aclose()
@@ -104,6 +119,7 @@ async def serve(settings: StatusSettings) -> None:
     service.on_start(create_topics)
     service.on_start(producer.start)
     service.on_start(reader.start)
+    service.on_start(deliveries.start)
     service.on_start(webhooks.start)
     service.on_stop(stop)
     service.readiness_check(caught_up)

@@ -1,11 +1,12 @@
 """Webhooks: a signed POST to the generation's callback_url on its terminal state.
 
 The dispatcher is its own consumer group (`pixelmesh-webhooks`) on the events topic. Every
-attempt is recorded on the generation itself, as a newer version of the same terminal
-state (`bus.supersede` lets such annotations through), so the attempts are visible to
-clients and survive restarts: a redelivered event first looks at what was already
-attempted (the read model, plus what this process wrote and has not read back yet) and
-never delivers a delivered state again; retries resume on the recorded schedule.
+attempt is recorded on its own topic (pixelmesh.webhook.deliveries), never as a state of
+the generation: the read model shows the attempts as the generation's
+`webhook_deliveries`, so they are visible to clients and survive restarts. A redelivered
+event first looks at what was already attempted (the read model, plus what this process
+wrote and has not read back yet) and never delivers a delivered state again; retries
+resume on the recorded schedule.
 
 Signature: `X-Pixelmesh-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
 with the timestamp (unix seconds) in `X-Pixelmesh-Timestamp`; the secret of an API key is
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bus import EVENTS_TOPIC, EventHeaders, Producer, Record, advance, generation_event, is_terminal
+from bus import WEBHOOK_DELIVERIES_TOPIC, EventHeaders, Producer, Record, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from presenters import mj, v2
@@ -37,7 +38,6 @@ from svckit.logging import get_logger
 log = get_logger(__name__)
 
 GROUP = "pixelmesh-webhooks"
-PRODUCER = "status-webhooks"
 SECRET_PREFIX = "whsec_"
 # How long an event of the consumer group may wait for the read model to include it.
 CATCH_UP_SECONDS = 30.0
@@ -94,10 +94,9 @@ def webhook_json(generation: gen.Generation, urls: list[str]) -> dict:
 
 
 def announces(headers) -> bool:  # noqa: ANN001
-    """The events that may need a delivery: a terminal state of a generation with a
-    callback_url, not one of our own attempt records."""
+    """The events that may need a delivery: a terminal state of a generation with a callback_url."""
     h = EventHeaders.of(headers)
-    return not h.known or (h.terminal and h.callback and h.producer != PRODUCER.encode())
+    return not h.known or (h.terminal and h.callback)
 
 
 class WebhookDispatcher:
@@ -127,8 +126,6 @@ class WebhookDispatcher:
         incoming = record.message.generation
         if not is_terminal(incoming) or not incoming.params.callback_url:
             return
-        if attempts_of(incoming):
-            return  # an attempt record; the event that reached the state drives delivery
         key = (incoming.id, incoming.state)
         if key in self._active:
             return
@@ -199,9 +196,12 @@ class WebhookDispatcher:
         return delivery
 
     async def _record(self, generation: gen.Generation, delivery: gen.WebhookDelivery) -> gen.Generation:
-        annotated = advance(generation)
+        """The attempt on the deliveries topic; the generation as it shows it (same state and version)."""
+        annotated = gen.Generation()
+        annotated.CopyFrom(generation)
         annotated.webhook_deliveries.append(delivery)
-        await self._producer.send(EVENTS_TOPIC, annotated.id, generation_event(annotated, PRODUCER))
+        record = events_pb2.WebhookDeliveryRecord(generation_id=generation.id, delivery=delivery)
+        await self._producer.send(WEBHOOK_DELIVERIES_TOPIC, generation.id, record)
         self._written[annotated.id] = annotated
         self._written.move_to_end(annotated.id)
         while len(self._written) > _REMEMBERED:
@@ -212,6 +212,6 @@ class WebhookDispatcher:
         if kept is None:
             return None
         written = self._written.get(kept.id)
-        if written is not None and written.state == kept.state and written.version > kept.version:
-            return written
+        if written is not None and written.state == kept.state and len(attempts_of(written)) > len(attempts_of(kept)):
+            return written  # attempts this process made that the read model has not read back yet
         return kept

@@ -169,3 +169,33 @@ class ProviderHealth(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderHealth: _TypeAlias = ProviderHealth  # noqa: Y015
+
+@_typing.final
+class WebhookDeliveryRecord(_message.Message):
+    """Payload of pixelmesh.webhook.deliveries (key: generation id): one attempt of the webhook
+    dispatcher (status) to POST a generation's terminal state to its callback_url. They are
+    a log beside the generation's state, never a state of it: the status read model shows
+    them as the generation's webhook_deliveries, and the dispatcher resumes from them after
+    a restart.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GENERATION_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    generation_id: _builtins.str
+    @_builtins.property
+    def delivery(self) -> _generation_pb2.WebhookDelivery: ...
+    def __init__(
+        self,
+        *,
+        generation_id: _builtins.str = ...,
+        delivery: _generation_pb2.WebhookDelivery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery", "generation_id", b"generation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDeliveryRecord: _TypeAlias = WebhookDeliveryRecord  # noqa: Y015
