@@ -30,7 +30,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bus import EVENTS_TOPIC, TERMINAL_STATES, Producer, generation_event, requests_topic, worker_group
+from bus import EVENTS_TOPIC, Producer, generation_event, requests_topic, worker_group
+from lifecycle import TERMINAL_STATES
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from routing.catalog import Catalog

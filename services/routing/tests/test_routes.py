@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from bus import advance
+from lifecycle import advance, failed_attempt
 from pixelmesh.common.v1 import generation_pb2 as gen
-from routing.attempts import AttemptDecisions, SuccessObserver, decide, failed_attempt
+from routing.attempts import AttemptDecisions, SuccessObserver, decide
 from routing.routes import Circuit, CircuitBreaker, Route, RoutePlanner, routes_for
 from svckit.errors import ErrorCode, GatewayError
 

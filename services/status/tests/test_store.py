@@ -78,4 +78,7 @@ def test_webhook_deliveries_are_shown_once_whichever_topic_is_read_first() -> No
     store.apply_delivery(gid, second)  # read twice (a replay): shown once
     shown = store.peek(gid)
     assert shown.state == done and shown.version == 4  # deliveries are no state: the version stays
-    assert [(d.number, d.status_code, d.delivered) for d in shown.webhook_deliveries] == [(1, 500, False), (2, 200, True)]
+    assert [(d.number, d.status_code, d.delivered) for d in shown.webhook_deliveries] == [
+        (1, 500, False),
+        (2, 200, True),
+    ]

@@ -1,7 +1,7 @@
 """Kafka bus: topic names and creation, protobuf producer, at-least-once consumers."""
 
 from bus.consumer import Consumer, Record
-from bus.events import TERMINAL_STATES, EventHeaders, advance, generation_event, is_terminal, supersede
+from bus.events import EventHeaders, generation_event
 from bus.producer import Producer
 from bus.reader import TopicReader
 from bus.records import PoisonMessage
@@ -20,11 +20,7 @@ from bus.topics import (
 
 __all__ = [
     "CONTROL_TOPIC",
-    "TERMINAL_STATES",
-    "advance",
     "generation_event",
-    "is_terminal",
-    "supersede",
     "EVENTS_TOPIC",
     "PROVIDER_HEALTH_TOPIC",
     "WEBHOOK_DELIVERIES_TOPIC",

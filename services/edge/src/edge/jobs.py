@@ -14,12 +14,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from bus import is_terminal
 from edge.deps import auth, core_dep, idempotency_key, mesh_dep, parse_json
 from edge.errors import openai_error
 from edge.generations import Generations
 from edge.mesh import Caller, Mesh
 from edge.schemas import GenerateBody
+from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from presenters import v2
 from presenters.generation import STATE_NAMES, TERMINAL_NAMES, state_name

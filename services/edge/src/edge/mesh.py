@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 
-from bus import is_terminal
 from edge.auth_cache import AuthCache
 from edge.inputs import Upload
 from edge.settings import EdgeSettings
+from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pricing_pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc

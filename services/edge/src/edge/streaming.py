@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from bus import is_terminal
 from edge.errors import error_object
 from edge.generations import Generations
 from edge.mesh import Caller
+from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from presenters.generation import error_of
 from presenters.openai import stream_event

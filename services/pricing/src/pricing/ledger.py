@@ -4,7 +4,7 @@ Every movement of a balance is one ledger row, unique by (account, reference, ki
 the reference is the generation id (or the account's credit reference), so a redelivered
 event can never charge or refund twice; `balance_after` on each row lets anyone explain a balance
 row by row. A reservation moves from `reserved` to `captured` or `released` exactly once
-(a conditional UPDATE), which is how the first terminal state wins (bus.supersede).
+(a conditional UPDATE), which is how the first terminal state wins (lifecycle.supersede).
 
 Concurrency: a reservation locks its API key's row (SELECT ... FOR UPDATE on PostgreSQL),
 so one key's limits are counted by one transaction at a time across replicas, and takes

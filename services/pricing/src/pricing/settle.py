@@ -3,7 +3,7 @@
 Pricing reads pixelmesh.generation.events in its own consumer group, one record at a
 time (so one generation's events are applied in their partition order), and applies
 terminal states only: SUCCEEDED captures, FAILED and CANCELLED release. The ledger lets
-the first terminal state win and ignores the rest (bus.supersede's rule), and a record
+the first terminal state win and ignores the rest (lifecycle.supersede's rule), and a record
 redelivered after a crash finds its movement already written, so it changes nothing.
 Generations this database never reserved (another ledger's, or older than the ledger)
 are skipped.
@@ -11,7 +11,8 @@ are skipped.
 
 from __future__ import annotations
 
-from bus import EVENTS_TOPIC, Consumer, EventHeaders, Producer, Record, is_terminal
+from bus import EVENTS_TOPIC, Consumer, EventHeaders, Producer, Record
+from lifecycle import is_terminal
 from pixelmesh.events.v1 import events_pb2
 from pricing.ledger import Ledger
 

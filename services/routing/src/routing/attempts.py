@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from bus import EventHeaders, Record, advance
+from bus import EventHeaders, Record
+from lifecycle import after_failure, failed_attempt
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from routing.routes import RoutePlanner
@@ -34,14 +35,6 @@ class Decision:
     provider: str | None
 
 
-def failed_attempt(generation: gen.Generation) -> gen.Attempt | None:
-    """The generation's current attempt, when it ended with an error."""
-    for attempt in generation.attempts:
-        if attempt.number == generation.attempt and attempt.error.code:
-            return attempt
-    return None
-
-
 def decide(generation: gen.Generation, planner: RoutePlanner) -> Decision:
     """The next route, or FAILED with the attempt's error (a refusal is final: no reroute).
     The failure feeds the provider's circuit breaker first."""
@@ -51,17 +44,7 @@ def decide(generation: gen.Generation, planner: RoutePlanner) -> Decision:
     observe_failure(failed, planner)
     tried = {a.provider for a in generation.attempts}
     provider = planner.next_route(list(generation.routes), tried) if failed.error.retryable else None
-    if provider is None:
-        final = advance(generation, gen.GENERATION_STATE_FAILED)
-        final.error.CopyFrom(failed.error)
-        return Decision(final, None)
-    nxt = advance(generation, gen.GENERATION_STATE_QUEUED)
-    nxt.attempt = generation.attempt + 1
-    nxt.provider = provider
-    nxt.progress_percent = 0
-    attempt = nxt.attempts.add(number=nxt.attempt, provider=provider)
-    attempt.start_time.CopyFrom(nxt.update_time)
-    return Decision(nxt, provider)
+    return Decision(after_failure(generation, failed, provider), provider)
 
 
 def observe_failure(attempt: gen.Attempt, planner: RoutePlanner) -> None:

@@ -4,7 +4,7 @@ Routing reads the generation from status (the read model, as the caller's accoun
 CANCELLED one version above it on the events topic and the command on the control topic
 (the worker holding the job stops it and its upstream task), then watches status until
 the state that is kept comes back. Routing cannot know the worker's latest version, so the
-first terminal state wins (`bus.supersede`): a CANCELLED that wins releases the price
+first terminal state wins (`lifecycle.supersede`): a CANCELLED that wins releases the price
 reservation (pricing); if the worker's result got there first, the cancel is answered
 CONFLICT with that result.
 """
@@ -15,7 +15,9 @@ import asyncio
 
 import grpc
 
-from bus import CONTROL_TOPIC, EVENTS_TOPIC, Producer, advance, generation_event, is_terminal
+import lifecycle
+from bus import CONTROL_TOPIC, EVENTS_TOPIC, Producer, generation_event
+from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
@@ -64,8 +66,9 @@ class Canceller:
             current = first.generation
             if is_terminal(current):
                 raise already_ended(current)
-            cancelled = advance(current, gen.GENERATION_STATE_CANCELLED)
-            cancelled.error.CopyFrom(gen.GenerationError(code=ErrorCode.CANCELLED.value, message=reason))
+            cancelled = lifecycle.cancelled(
+                current, gen.GenerationError(code=ErrorCode.CANCELLED.value, message=reason)
+            )
             await self._publish(cancelled, reason)
             kept = await self._kept(watch, current)
         finally:

@@ -6,7 +6,8 @@ import grpc
 from google.longrunning import operations_pb2
 from opentelemetry import trace
 
-from bus import EVENTS_TOPIC, Producer, advance, generation_event, requests_topic
+from bus import EVENTS_TOPIC, Producer, generation_event, requests_topic
+from lifecycle import advance
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc

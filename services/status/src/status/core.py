@@ -1,7 +1,7 @@
 """The read model: the latest state of every generation, rebuilt from the events topic,
 with its webhook deliveries from their own topic (pixelmesh.webhook.deliveries).
 
-States are kept by `bus.supersede` (newer versions win, the first terminal state wins,
+States are kept by `lifecycle.supersede` (newer versions win, the first terminal state wins,
 terminal states never go back), so replays and redelivered events are harmless. Webhook
 deliveries are a log beside the state, not a state: each is attached to its generation
 once (by state and attempt number), before or after the generation itself arrives.
@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 
-from bus import is_terminal, supersede
+from lifecycle import is_terminal, supersede
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.accounts import ALL_ACCOUNTS
 from svckit.errors import ErrorCode, GatewayError

@@ -16,7 +16,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 from opentelemetry import trace
 
-from bus import is_terminal
+from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2 as pb

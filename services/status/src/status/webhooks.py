@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from bus import WEBHOOK_DELIVERIES_TOPIC, EventHeaders, Producer, Record, is_terminal
+from bus import WEBHOOK_DELIVERIES_TOPIC, EventHeaders, Producer, Record
+from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from presenters import mj, v2

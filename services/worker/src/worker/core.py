@@ -21,7 +21,8 @@ import grpc
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
-from bus import EVENTS_TOPIC, PoisonMessage, Producer, Record, advance, generation_event, is_terminal
+from bus import EVENTS_TOPIC, PoisonMessage, Producer, Record, generation_event
+from lifecycle import advance, attempt_failed, current_attempt, is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
@@ -110,7 +111,7 @@ class JobRunner:
     async def _run(self, job: gen.Generation) -> tuple[str, str]:
         """RUNNING, progress, then SUCCEEDED, FAILED, or back to QUEUED for the next route."""
         state = advance(job, gen.GENERATION_STATE_RUNNING)
-        _current_attempt(state, self._provider.name)
+        current_attempt(state, self._provider.name)
         running = _Announcement(self._emit(state))
         partials: list[gen.ImageRef] = []
 
@@ -129,7 +130,7 @@ class JobRunner:
             await self._emit(state)
 
         def upstream(upstream_id: str) -> None:  # recorded on the attempt with the next event
-            _current_attempt(state, self._provider.name).upstream_id = upstream_id
+            current_attempt(state, self._provider.name).upstream_id = upstream_id
 
         progress = Progress(report, upstream)
         task = asyncio.create_task(self._provider.generate(state, progress))
@@ -164,7 +165,7 @@ class JobRunner:
             done.usage.CopyFrom(result.usage)
         done.buttons.extend(result.buttons)
         done.descriptions.extend(result.descriptions)
-        _current_attempt(done, self._provider.name).end_time.CopyFrom(done.end_time)
+        current_attempt(done, self._provider.name).end_time.CopyFrom(done.end_time)
         if done.HasField("tariff"):  # the cost of what came back, as pricing charges it
             done.cost.CopyFrom(final_cost(done.tariff, len(refs), done.usage))
         await self._emit(done)
@@ -197,13 +198,9 @@ class JobRunner:
         route, or FAILED) and publishes it before it answers. Routing briefly away is waited
         for; a report it never takes fails the handler, so the job is tried again."""
         error = gen.GenerationError(code=code.value, message=message, retryable=retryable, provider=self._provider.name)
-        failed = gen.Generation()
-        failed.CopyFrom(state)
-        attempt = _current_attempt(failed, self._provider.name)
-        attempt.error.CopyFrom(error)
-        attempt.end_time.GetCurrentTime()
+        report = attempt_failed(state, self._provider.name, error)
         answer = await self._routing.ReportAttemptFailure(
-            routing_service_pb2.ReportAttemptFailureRequest(generation=failed), timeout=30, wait_for_ready=True
+            routing_service_pb2.ReportAttemptFailureRequest(generation=report), timeout=30, wait_for_ready=True
         )
         next_state = gen.GenerationState.Name(answer.generation.state).removeprefix("GENERATION_STATE_").lower()
         log.warning("attempt failed", generation_id=state.id, code=code.value, error=message, then=next_state)
@@ -276,14 +273,3 @@ class _Announcement:
                 await self._task
             return
         await asyncio.shield(self._task)
-
-
-def _current_attempt(generation: gen.Generation, provider: str) -> gen.Attempt:
-    """The attempt record of this try (created when routing did not plan one)."""
-    number = generation.attempt or 1
-    for attempt in generation.attempts:
-        if attempt.number == number:
-            return attempt
-    attempt = generation.attempts.add(number=number, provider=provider)
-    attempt.start_time.CopyFrom(generation.update_time)
-    return attempt

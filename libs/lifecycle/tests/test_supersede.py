@@ -1,4 +1,4 @@
-from bus import supersede
+from lifecycle import supersede
 from pixelmesh.common.v1 import generation_pb2 as gen
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = (
