@@ -4,6 +4,8 @@
 from the environment and the worker's storage and status clients (`Provider.from_env`).
 """
 
+from __future__ import annotations
+
 import importlib
 from collections.abc import Mapping
 
