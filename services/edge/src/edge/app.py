@@ -126,5 +126,6 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
             app.openapi_schema = docs.add_error_responses(schema)
         return app.openapi_schema
 
+    # Replacing app.openapi is FastAPI's documented way to extend the schema; mypy refuses any method assignment.
     app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -11,6 +11,7 @@ account's generation is NOT_FOUND, exactly like a missing one.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Submitted:
     replayed: bool
 
 
-def input_rule(model: routing_pb.Model, kind: int) -> routing_pb.ImageInputRule | None:
+def input_rule(model: routing_pb.Model, kind: gen.GenerationKind.ValueType) -> routing_pb.ImageInputRule | None:
     """The model's rule for the inputs of an edit or a variation (None for other kinds)."""
     if kind == gen.GENERATION_KIND_EDIT:
         return model.edits
@@ -110,13 +111,14 @@ class Generations:
         """The generation in its CANCELLED state; CONFLICT when it already ended."""
         return await self._mesh.cancel(caller, generation_id, reason)
 
-    async def image_urls(self, generation: gen.Generation) -> list[str]:
+    # builtins.list: in this class `list` is the method above.
+    async def image_urls(self, generation: gen.Generation) -> builtins.list[str]:
         """The presigned URLs of a succeeded generation's images, in order ([] before it succeeded)."""
         if generation.state != gen.GENERATION_STATE_SUCCEEDED:
             return []
         return list(await asyncio.gather(*(self._mesh.image_url(ref) for ref in generation.images)))
 
-    async def images_b64(self, generation: gen.Generation) -> list[str]:
+    async def images_b64(self, generation: gen.Generation) -> builtins.list[str]:
         return list(await asyncio.gather(*(self._mesh.image_b64(ref) for ref in generation.images)))
 
     async def image_b64(self, ref: gen.ImageRef) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
 from svckit import formats
 from svckit.errors import invalid
@@ -27,7 +28,7 @@ class Upload:
     """An input image of a request, read and ready to check against the model and store."""
 
     data: bytes
-    format: int  # gen.OutputFormat
+    format: gen.OutputFormat.ValueType
     mime_type: str
     width: int
     height: int

@@ -135,7 +135,7 @@ def model_of(bot_type: str | None) -> str:
     return BOT_MODELS[key]
 
 
-def _base(body: _Body, model: str, kind: int) -> gen.GenerationParams:
+def _base(body: _Body, model: str, kind: gen.GenerationKind.ValueType) -> gen.GenerationParams:
     params = gen.GenerationParams(model=model, kind=kind, n=1, client_state=body.state or "")
     if body.notifyHook:
         params.callback_url = checked_callback_url(body.notifyHook, "notifyHook")

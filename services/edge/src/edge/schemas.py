@@ -113,7 +113,7 @@ class ImageForm(BaseModel):
     negative_prompt: str | None = None
     seed: int | None = None
 
-    def to_params(self, kind: int) -> gen.GenerationParams:
+    def to_params(self, kind: gen.GenerationKind.ValueType) -> gen.GenerationParams:
         params = gen.GenerationParams(
             model=self.model or "",
             prompt=self.prompt or "",

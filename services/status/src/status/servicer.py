@@ -50,7 +50,8 @@ def to_operation(generation: gen.Generation) -> operations_pb2.Operation:
 def account_of(context: grpc.aio.ServicerContext) -> str:
     """The account the call is made for (an account id, or ALL_ACCOUNTS); refused when unnamed."""
     for key, value in context.invocation_metadata() or ():
-        if key == ACCOUNT_METADATA and value:
+        # str: gRPC hands bytes only for "-bin" keys, which this one is not.
+        if key == ACCOUNT_METADATA and isinstance(value, str) and value:
             return value
     raise GatewayError(
         ErrorCode.INVALID_REQUEST,

@@ -59,9 +59,9 @@ class JobRunner:
     def __init__(
         self,
         provider: Provider,
-        storage: storage_service_pb2_grpc.StorageServiceStub,
-        status: status_service_pb2_grpc.StatusServiceStub,
-        routing: routing_service_pb2_grpc.RoutingServiceStub,
+        storage: storage_service_pb2_grpc.StorageServiceAsyncStub,
+        status: status_service_pb2_grpc.StatusServiceAsyncStub,
+        routing: routing_service_pb2_grpc.RoutingServiceAsyncStub,
         producer: Producer,
         health: HealthReporter | None = None,
     ) -> None:

@@ -98,7 +98,7 @@ def _noise2d(rng, w, h, gw, gh, octaves):
     for o in range(6):
         g = rng.random((gh * 2**o + 1, gw * 2**o + 1), dtype=np.float32)
         if o < octaves:
-            out += amp * np.asarray(Image.fromarray(g).resize((lw, lh), Image.BICUBIC))
+            out += amp * np.asarray(Image.fromarray(g).resize((lw, lh), Image.Resampling.BICUBIC))
             total += amp
         amp *= 0.5
     out /= total
@@ -107,7 +107,7 @@ def _noise2d(rng, w, h, gw, gh, octaves):
 
 def _upsample(a, w, h):
     """Bicubic resize of a 2-D float field to (h, w)."""
-    return np.asarray(Image.fromarray(np.ascontiguousarray(a, np.float32)).resize((w, h), Image.BICUBIC))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, np.float32)).resize((w, h), Image.Resampling.BICUBIC))
 
 
 def _layer(img, alpha, top, col, haze=None, mist=0.0, y0=0.0, y1=1.0, bottom=None, snow=None):
@@ -135,7 +135,7 @@ def _polys(img, alpha, polys, color, ss=4):
     m = Image.new("L", ((x1 - x0) * ss, (y1 - y0) * ss), 0)
     for poly in polys:
         ImageDraw.Draw(m).polygon([((x - x0) * ss, (y - y0) * ss) for x, y in poly], fill=255)
-    cov = np.asarray(m.resize((x1 - x0, y1 - y0), Image.BOX), np.float32) / 255.0
+    cov = np.asarray(m.resize((x1 - x0, y1 - y0), Image.Resampling.BOX), np.float32) / 255.0
     img[y0:y1, x0:x1] += cov[..., None] * (np.asarray(color, np.float32) - img[y0:y1, x0:x1])
     alpha[y0:y1, x0:x1] += cov * (1.0 - alpha[y0:y1, x0:x1])
     return x0, y0, cov

@@ -38,7 +38,7 @@ def decode(data: bytes, width: int, height: int) -> np.ndarray:
     """An uploaded image as float RGBA (h, w, 4) in 0..1 at the target size."""
     image = Image.open(io.BytesIO(data)).convert("RGBA")
     if image.size != (width, height):
-        image = image.resize((width, height), Image.LANCZOS)
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
     return np.asarray(image, np.float32) / 255.0
 
 
@@ -140,8 +140,8 @@ def partials(rgba: np.ndarray, count: int) -> list[np.ndarray]:
     image = Image.fromarray((np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
     out = []
     for k in range(count, 0, -1):
-        small = image.resize((max(8, width >> k), max(8, height >> k)), Image.BOX)
-        out.append(np.asarray(small.resize((width, height), Image.BILINEAR), np.float32) / 255.0)
+        small = image.resize((max(8, width >> k), max(8, height >> k)), Image.Resampling.BOX)
+        out.append(np.asarray(small.resize((width, height), Image.Resampling.BILINEAR), np.float32) / 255.0)
     return out
 
 

@@ -4,6 +4,8 @@
 from the environment and the worker's storage and status clients (`Provider.from_env`).
 """
 
+from __future__ import annotations
+
 import importlib
 from collections.abc import Mapping
 
@@ -45,8 +47,8 @@ def configured(environ: Mapping[str, str]) -> list[str]:
 
 def make_provider(
     name: str,
-    storage: storage_service_pb2_grpc.StorageServiceStub,
-    status: status_service_pb2_grpc.StatusServiceStub,
+    storage: storage_service_pb2_grpc.StorageServiceAsyncStub,
+    status: status_service_pb2_grpc.StatusServiceAsyncStub,
 ) -> Provider:
     if name not in PROVIDERS:
         raise SystemExit(f"WORKER_PROVIDER: unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")

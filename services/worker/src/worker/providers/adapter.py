@@ -44,7 +44,7 @@ class Context:
     settings: Any  # the adapter's own `settings_type`
     http: Upstream
     inputs: InputReader
-    status: status_service_pb2_grpc.StatusServiceStub | None = None
+    status: status_service_pb2_grpc.StatusServiceAsyncStub | None = None
 
 
 class JobClock:
@@ -119,8 +119,8 @@ class Provider(ABC):
     @classmethod
     def from_env(
         cls,
-        storage: storage_service_pb2_grpc.StorageServiceStub | None = None,
-        status: status_service_pb2_grpc.StatusServiceStub | None = None,
+        storage: storage_service_pb2_grpc.StorageServiceAsyncStub | None = None,
+        status: status_service_pb2_grpc.StatusServiceAsyncStub | None = None,
     ) -> Self:
         """The adapter from its settings (environment); exits naming a missing key."""
         return cls.build(load_settings(cls.settings_type), storage=storage, status=status)
@@ -130,8 +130,8 @@ class Provider(ABC):
         cls,
         settings: UpstreamSettings,
         *,
-        storage: storage_service_pb2_grpc.StorageServiceStub | None = None,
-        status: status_service_pb2_grpc.StatusServiceStub | None = None,
+        storage: storage_service_pb2_grpc.StorageServiceAsyncStub | None = None,
+        status: status_service_pb2_grpc.StatusServiceAsyncStub | None = None,
     ) -> Self:
         http = cls.connect(settings)
         inputs = InputReader(

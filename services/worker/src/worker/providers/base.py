@@ -20,7 +20,7 @@ class GeneratedImage:
     data: bytes
     width: int
     height: int
-    output_format: int  # gen.OutputFormat
+    output_format: gen.OutputFormat.ValueType
     revised_prompt: str = ""
 
 

@@ -106,7 +106,7 @@ def image_urls(result: dict, n: int) -> list[str]:
         raise ProviderError(
             ErrorCode.CONTENT_POLICY_VIOLATION, f"fal's safety checker flagged {len(flagged)} of {n} images"
         )
-    urls = [i.get("url") for i in result.get("images") or [] if isinstance(i, dict) and i.get("url")]
+    urls = [url for i in result.get("images") or [] if isinstance(i, dict) and (url := i.get("url"))]
     if len(urls) < n:
         raise ProviderError(ErrorCode.PROVIDER_ERROR, f"fal returned {len(urls)} of {n} images", retryable=True)
     return urls[:n]

@@ -222,7 +222,8 @@ class IdeogramProvider(Provider):
         )
         images = []
         for index, (item, data) in enumerate(zip(safe, downloads, strict=True)):
-            rewritten = item.get("prompt") if item.get("prompt") and item.get("prompt") != fields["prompt"] else ""
+            prompt = item.get("prompt")
+            rewritten = prompt if prompt and prompt != fields["prompt"] else ""
             images.append(await deliver(data, generation, self.name, revised_prompt=rewritten))
             await progress(50.0 + 50.0 * (index + 1) / len(safe))
         return ProviderResult(images)

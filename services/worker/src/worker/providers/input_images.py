@@ -82,7 +82,7 @@ class InputReader:
         self,
         upstream: Upstream,
         max_bytes: int,
-        storage: storage_service_pb2_grpc.StorageServiceStub | None = None,
+        storage: storage_service_pb2_grpc.StorageServiceAsyncStub | None = None,
         *,
         allow_private_urls: bool = False,
     ) -> None:
@@ -172,8 +172,10 @@ async def _refuse_private(url: str) -> None:
     except OSError as exc:
         raise ProviderError(ErrorCode.INVALID_REQUEST, "the input image URL's host does not resolve") from exc
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
+        # The host is a str for AF_INET / AF_INET6; an int only where Python lacks IPv6 support.
+        host_ip = info[4][0]
+        address = ipaddress.ip_address(host_ip.split("%")[0]) if isinstance(host_ip, str) else None
+        if address is None or not address.is_global or address.is_multicast:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "input image URLs must point to public hosts")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import httpx
@@ -89,6 +90,7 @@ class MidjourneyProvider(PollingProvider):
         kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
         prefix = self._flavor.prefix(generation.model)
         state = {"state": generation.id}
+        body: dict[str, Any]
         if kind == gen.GENERATION_KIND_GENERATE:
             body = {"prompt": mj.imagine_prompt(generation, self._flavor), **state}
             images = images_of(generation)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import Field, SecretStr
@@ -31,7 +31,7 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import ErrorCode
 from worker.providers.adapter import JobClock, Provider
-from worker.providers.base import Progress, ProviderError, ProviderResult
+from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, deliver
 from worker.providers.input_images import InputFile, as_png
 from worker.providers.settings import UpstreamSettings
@@ -80,7 +80,9 @@ def size_of(generation: gen.Generation) -> str:
     return f"{generation.width}x{generation.height}"
 
 
-def fields_for(generation: gen.Generation, family: Family, model: str, *, kind: int, response_format: str) -> dict:
+def fields_for(
+    generation: gen.Generation, family: Family, model: str, *, kind: gen.GenerationKind.ValueType, response_format: str
+) -> dict:
     """The request fields of one call, only those the model and endpoint take."""
     p = generation.params
     body: dict = {"model": model}
@@ -120,7 +122,8 @@ def refusal(body: object) -> ProviderError | None:
     """OpenAI's content-policy refusal in an error body (any of its three shapes), or None."""
     if not isinstance(body, dict):
         return None
-    err = body.get("error") if isinstance(body.get("error"), dict) else body
+    inner = body.get("error")
+    err = inner if isinstance(inner, dict) else body
     if err.get("code") in REFUSAL_CODES or err.get("type") == REFUSAL_TYPE:
         message = err.get("message") or "the request was rejected by the safety system"
         return ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"openai refused the request: {message}")
@@ -141,7 +144,7 @@ def usage_of(body: dict) -> gen.Usage | None:
     )
 
 
-def _kind(generation: gen.Generation) -> int:
+def _kind(generation: gen.Generation) -> gen.GenerationKind.ValueType:
     kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
     if kind not in (gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT, gen.GENERATION_KIND_VARIATION):
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"openai does not do {gen.GenerationKind.Name(kind)}")
@@ -167,7 +170,7 @@ class OpenAIProvider(Provider):
         kind = _kind(generation)
         fields = fields_for(generation, family, model, kind=kind, response_format=self.settings.dalle_response_format)
         if kind == gen.GENERATION_KIND_GENERATE:
-            request = {"json": fields}
+            request: dict[str, Any] = {"json": fields}
             path = "/images/generations"
         else:
             files = await self._files(generation, family, kind)
@@ -198,7 +201,9 @@ class OpenAIProvider(Provider):
         to image: image k's partials fill (k, k+1) of n, its completed event reaches k+1."""
         wanted = generation.params.n or 1
         steps = max(0, min(3, generation.params.partial_images)) + 1
-        partials, images, usage = 0, [], None
+        images: list[GeneratedImage] = []
+        usage: gen.Usage | None = None
+        partials = 0
         async with open_stream(self.http, "POST", path, **request) as response:
             _name_call(response, progress)
             async for event in events(response, self.name):
@@ -232,7 +237,7 @@ class OpenAIProvider(Provider):
         raise ProviderError(ErrorCode.PROVIDER_ERROR, "openai answered with an image that has neither b64_json nor url")
 
     async def _files(
-        self, generation: gen.Generation, family: Family, kind: int
+        self, generation: gen.Generation, family: Family, kind: gen.GenerationKind.ValueType
     ) -> list[tuple[str, tuple[str, bytes, str]]]:
         """The multipart file parts of an edit (image / image[] + mask) or a variation (image)."""
         if family is Family.DALLE3:

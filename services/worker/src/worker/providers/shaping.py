@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from fractions import Fraction
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
@@ -36,13 +36,21 @@ def colon_ratio(choice: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+# Without `ratio_of` the choices are "W:H" strings (colon_ratio reads them); with it, anything it reads.
+@overload
+def nearest_ratio(width: int, height: int, choices: Iterable[str]) -> str: ...
+@overload
+def nearest_ratio(width: int, height: int, choices: Iterable[T], ratio_of: Callable[[T], tuple[int, int]]) -> T: ...
 def nearest_ratio(
-    width: int, height: int, choices: Iterable[T], ratio_of: Callable[[T], tuple[int, int]] = colon_ratio
-) -> T:
+    width: int,
+    height: int,
+    choices: Iterable[Any],
+    ratio_of: Callable[[Any], tuple[int, int]] = colon_ratio,
+) -> Any:
     """The choice ("16:9", ..., or whatever `ratio_of` reads as (w, h)) closest to width/height, in log space."""
     target = math.log(width / height)
 
-    def distance(choice: T) -> float:
+    def distance(choice: Any) -> float:
         w, h = ratio_of(choice)
         return abs(math.log(w / h) - target)
 

@@ -47,6 +47,7 @@ async def open_stream(upstream: Upstream, method: str, url: str, **kwargs) -> As
     retry = upstream.retry
     deadline = time.monotonic() + retry.budget_seconds
     attempt = 0
+    cause: Exception  # the transport error, or the ProviderError of a retryable response
     while True:
         try:
             response = await upstream.client.send(upstream.client.build_request(method, url, **kwargs), stream=True)
@@ -86,6 +87,7 @@ async def open_stream(upstream: Upstream, method: str, url: str, **kwargs) -> As
 
 async def events(response: httpx.Response, provider: str) -> AsyncIterator[Event]:
     """The SSE events of a response body (`event:` / `data:` lines, blank-line separated)."""
+    data: list[str]
     name, data = "", []
     try:
         async for line in response.aiter_lines():
