@@ -79,14 +79,14 @@ bench-install: install-mesh
 		{ echo "make bench: could not install wrk (apt-get install -y wrk)" >&2; exit 1; }
 	@bash deploy/local/litellm.sh install
 
-# The one benchmark command (issue 10): a fake OpenAI upstream, the whole mesh with an
+# The one benchmark command: a fake OpenAI upstream, the whole mesh with an
 # openai worker on it and the LiteLLM proxy on it, driven by wrk with the same load, in
 # one run; then the worker benchmark. ~15 minutes; prints its figures, asserts nothing.
 bench: bench-install
 	$(PY) -m tests.bench.gateway
 	$(PY) -m tests.bench.workers
 
-# Provider worker benchmark (issue 4): one midjourney worker holding 1,000 30 s jobs
+# Provider worker benchmark: one midjourney worker holding 1,000 30 s jobs
 # (RSS, CPU, drain) and jobs/s of 1 vs 2 bfl workers. A few minutes; prints its figures.
 bench-workers: install-mesh
 	$(PY) -m tests.bench.workers

@@ -199,9 +199,7 @@ class GenerationParams(_message.Message):
     """
     action: _builtins.str
     input_fidelity: _builtins.str
-    """Fields 22-39 are reserved for the REST edge (issue 3); 40-49 for workers (issue 4).
-    OpenAI edits: how closely to keep the input image ("high" | "low"), GPT image models.
-    """
+    """OpenAI edits: how closely to keep the input image ("high" | "low"), GPT image models."""
     response_format: _builtins.str
     """OpenAI routes: "url" | "b64_json" ("" = the model's default); checked against the catalog."""
     webhook_format: _builtins.str
@@ -499,7 +497,7 @@ Global___GenerationError: _TypeAlias = GenerationError  # noqa: Y015
 
 @_typing.final
 class Tariff(_message.Message):
-    """What a generation is charged, fixed when pricing reserved it (issue 5, the ledger).
+    """What a generation is charged, fixed when pricing reserved it.
     Fixed-price models charge `per_image` for each image that came back; token-priced
     models (gpt-image-*) charge the upstream's usage at the per-million rates, converted
     to gateway tokens at `token_usd_micros`. Never more than `reserved`.
@@ -628,7 +626,9 @@ class Generation(_message.Message):
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     @_builtins.property
-    def webhook_deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]: ...
+    def webhook_deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]:
+        """Set by the status read model from pixelmesh.webhook.deliveries (never on the bus)."""
+
     @_builtins.property
     def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Button]:
         """Midjourney-style buttons on the result, and describe's prompts."""
@@ -637,10 +637,7 @@ class Generation(_message.Message):
     def descriptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def partial_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageRef]:
-        """Partial images streamed before the final ones (stream=true), stored like images.
-        Fields 32-49 are reserved for the REST edge and webhooks (issue 3), 50-59 for the
-        ledger (issue 5), 60-79 for workers and routing fallbacks (issue 4).
-        """
+        """Partial images streamed before the final ones (stream=true), stored like images."""
 
     @_builtins.property
     def tariff(self) -> Global___Tariff:
