@@ -1,5 +1,5 @@
 """Routes and faults through the real mesh: an upstream that is down sends the generation
-to the model's next route (routing's fallback consumer), every attempt is visible, and
+to the model's next route (the worker reports, routing.attempts decides), every attempt is visible, and
 the user is charged once; a refusal is final, with no retry and no charge."""
 
 from __future__ import annotations
