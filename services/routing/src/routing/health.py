@@ -24,19 +24,20 @@ CURRENT_INTERVALS = 3
 class ProviderHealthBoard:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._reports: dict[tuple[str, str], events_pb2.ProviderHealth] = {}
+        # pool -> worker instance -> its latest report (a submit looks up only its routes' pools)
+        self._reports: dict[str, dict[str, events_pb2.ProviderHealth]] = {}
 
     def apply(self, record: Record[events_pb2.ProviderHealth]) -> None:
         report = record.message
         if report.provider and report.worker:
-            self._reports[(report.provider, report.worker)] = report
+            self._reports.setdefault(report.provider, {})[report.worker] = report
 
     def current(self, provider: str) -> list[events_pb2.ProviderHealth]:
         now = self._clock()
         return [
             r
-            for (pool, _), r in self._reports.items()
-            if pool == provider and r.report_time.seconds + CURRENT_INTERVALS * max(1, r.interval_seconds) >= now
+            for r in self._reports.get(provider, {}).values()
+            if r.report_time.seconds + CURRENT_INTERVALS * max(1, r.interval_seconds) >= now
         ]
 
     def state(self, provider: str) -> tuple[pb.PoolHealth.ValueType, events_pb2.ProviderHealth | None]:

@@ -23,7 +23,19 @@ import time
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Column, Connection, LargeBinary, MetaData, String, Table, delete, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -57,7 +69,10 @@ idempotency_keys = Table(
     Column("created_ms", BigInteger, nullable=False, index=True),
 )
 c = idempotency_keys.c
-_WHERE = (c.account_id, c.key)
+# The row of one key, built once (bound per call).
+_ROW = select(c.generation_id, c.generation, c.created_ms).where(
+    c.account_id == bindparam("account"), c.key == bindparam("key")
+)
 
 
 def now_ms() -> int:
@@ -94,9 +109,7 @@ class IdempotencyStore:
 
     def _claim_tx(self, account_id: str, key: str, generation_id: str, conn: Connection):  # noqa: ANN202
         now = self._clock()
-        row = conn.execute(
-            select(c.generation_id, c.generation, c.created_ms).where(c.account_id == account_id, c.key == key)
-        ).first()
+        row = conn.execute(_ROW, {"account": account_id, "key": key}).first()
         if row is None:
             try:
                 with conn.begin_nested():
@@ -107,9 +120,7 @@ class IdempotencyStore:
                     )
                 return None
             except IntegrityError:  # a racing call inserted it first: its row answers
-                return conn.execute(
-                    select(c.generation_id, c.generation, c.created_ms).where(c.account_id == account_id, c.key == key)
-                ).first()
+                return conn.execute(_ROW, {"account": account_id, "key": key}).first()
         expired = row.created_ms < now - self._ttl_ms
         abandoned = row.generation is None and row.created_ms < now - ABANDONED_MS
         if not (expired or abandoned):

@@ -122,8 +122,9 @@ class RoutePlanner:
         """Providers in the order to try them: a weighted healthy first choice, then the
         others in catalog order. PROVIDER_UNAVAILABLE naming the provider when every pool
         reports its upstream refuses it, or when every circuit is open."""
-        refusals = [report for r in routes if (report := self.health.refusal(r.provider)) is not None]
-        if len(refusals) == len(routes):
+        refused = {r.provider: report for r in routes if (report := self.health.refusal(r.provider)) is not None}
+        refusals = list(refused.values())
+        if len(refused) == len(routes):
             names = ", ".join(r.provider for r in refusals)
             reasons = "; ".join(r.reason or r.code for r in refusals)
             raise GatewayError(
@@ -132,7 +133,7 @@ class RoutePlanner:
                 "It comes back once the operator fixes it.",
                 provider=names,
             )
-        routes = [r for r in routes if self.health.refusal(r.provider) is None]
+        routes = [r for r in routes if r.provider not in refused]
         healthy = [r for r in routes if self.breaker.allows(r.provider)]
         if not healthy:
             wait = min(self.breaker.retry_after(r.provider) for r in routes)
