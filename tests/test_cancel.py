@@ -6,11 +6,12 @@ import asyncio
 
 import grpc
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from pixelmesh.events.v1 import events_pb2
-from svckit.accounts import ALL_ACCOUNTS, account_metadata
+from svckit.accounts import ALL_ACCOUNTS, account_metadata, operator_metadata
 from tests.support import sse
 from tests.support.polling import wait_finished
 
@@ -95,7 +96,11 @@ async def test_longrunning_cancel_operation(mesh, http: httpx.AsyncClient) -> No
     running = await submit(http, SLOW)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['STATUS_GRPC_PORT']}") as ch:
         ops = operations_pb2_grpc.OperationsStub(ch)
-        admin = account_metadata(ALL_ACCOUNTS)  # an operator's call: every account's operations
+        admin = operator_metadata(mesh.admin_token)  # an operator's call: every account's operations
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # `*` without the operator token
+            await ops.CancelOperation(operations_pb2.CancelOperationRequest(name=f"generations/{running}"),
+                                      metadata=account_metadata(ALL_ACCOUNTS), timeout=15)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         await ops.CancelOperation(operations_pb2.CancelOperationRequest(name=f"generations/{running}"), metadata=admin,
                                   timeout=15)
         op = await ops.GetOperation(operations_pb2.GetOperationRequest(name=f"generations/{running}"), metadata=admin,

@@ -12,7 +12,7 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from pixelmesh.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
-from svckit.accounts import ALL_ACCOUNTS, account_metadata
+from svckit.accounts import ALL_ACCOUNTS, account_metadata, operator_metadata
 
 SERVICES = {
     "routing": "pixelmesh.routing.v1.RoutingService",
@@ -87,13 +87,15 @@ async def rpc_code(call) -> grpc.StatusCode | None:
 
 async def test_status_reads_are_scoped_to_the_callers_account(mesh, http) -> None:
     """One account cannot get, batch-get, watch, wait on, list or cancel another's generations
-    through status's gRPC surface; `*` (an operator) sees every account's; naming no account is refused."""
+    through status's gRPC surface; `*` with the operator token sees every account's (without it, refused); naming no account is refused."""
     gid = (await http.post("/api/v2/generate", json={"prompt": "scoped", "size": "256x256"})).json()["id"]
     async with grpc.aio.insecure_channel(mesh.addr("pricing")) as pricing:
         who = await pricing_service_pb2_grpc.PricingServiceStub(pricing).Authenticate(
             pricing_service_pb2.AuthenticateRequest(api_key=mesh.api_key)
         )
-    mine, theirs, everyone = (account_metadata(a) for a in (who.account_id, "acct_other", ALL_ACCOUNTS))
+    mine, theirs = (account_metadata(a) for a in (who.account_id, "acct_other"))
+    everyone = operator_metadata(mesh.admin_token)
+    no_token, wrong_token = account_metadata(ALL_ACCOUNTS), operator_metadata("pm-admin-guessed")
     name = f"generations/{gid}"
     async with grpc.aio.insecure_channel(mesh.addr("status")) as ch:
         status = status_service_pb2_grpc.StatusServiceStub(ch)
@@ -104,6 +106,10 @@ async def test_status_reads_are_scoped_to_the_callers_account(mesh, http) -> Non
         assert (await status.GetGeneration(get, metadata=everyone, timeout=10)).generation.id == gid
         assert await rpc_code(status.GetGeneration(get, metadata=theirs, timeout=10)) == grpc.StatusCode.NOT_FOUND
         assert await rpc_code(status.GetGeneration(get, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+        for not_an_operator in (no_token, wrong_token):  # every account's generations are for operators only
+            assert await rpc_code(status.GetGeneration(get, metadata=not_an_operator, timeout=10)) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
 
         batch = status_service_pb2.BatchGetGenerationsRequest(generation_ids=[gid])
         assert [g.id for g in (await status.BatchGetGenerations(batch, metadata=mine, timeout=10)).generations] == [gid]

@@ -379,8 +379,8 @@ def test_secrets_only_through_secret_refs(all_objects, ci_values) -> None:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] in existing or (ref["name"] == secret["metadata"]["name"] and ref["key"] in stored), ref
     # the 8 provider keys, storage's S3 pair, pricing's dev key, database URL and admin token,
-    # status's webhook signing key, routing's database URL
-    assert secret_vars == 8 + 2 + 3 + 1 + 1
+    # status's webhook signing key and admin token, routing's database URL
+    assert secret_vars == 8 + 2 + 3 + 2 + 1
 
 
 def _adapter_settings(provider: str) -> type | None:
@@ -516,6 +516,14 @@ def test_generated_secrets_are_long_and_referenced(default_objects) -> None:
     status = env_of(deployments["pm-pixelmesh-status"])
     assert status["WEBHOOK_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "webhook-signing-key"}
     assert "PRICING_ADMIN_TOKEN" not in env_of(deployments["pm-pixelmesh-pricing"])
+
+
+def test_the_operator_token_reaches_pricing_and_status_alone(all_objects) -> None:
+    """Pricing's admin RPCs and status's reads of every account's generations check one token."""
+    deployments = by_name(all_objects, "Deployment")
+    given = {name: env_of(d)["PRICING_ADMIN_TOKEN"] for name, d in deployments.items() if "PRICING_ADMIN_TOKEN" in env_of(d)}
+    assert set(given) == {"pm-pixelmesh-pricing", "pm-pixelmesh-status"}
+    assert given["pm-pixelmesh-pricing"] == given["pm-pixelmesh-status"]
 
 
 def test_addresses_and_providers_point_at_real_services(all_objects) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 from pathlib import Path
 
 import pytest
@@ -47,21 +48,28 @@ async def keys(database_url: str) -> AsyncIterator[IdempotencyStore]:
     await db.close()
 
 
-def submit(key: str, n: int = 1, account: str = "acct_a") -> gen.Generation:
-    return gen.Generation(
+class Submit(NamedTuple):
+    """A submit as routing admits it: the generation and the client's Idempotency-Key."""
+
+    generation: gen.Generation
+    key: str
+
+
+def submit(key: str, n: int = 1, account: str = "acct_a") -> Submit:
+    generation = gen.Generation(
         id=new_generation_id(),
         account_id=account,
-        idempotency_key=key,
         params=gen.GenerationParams(model="pixelmesh-sketch", prompt="once", n=n),
         cost=gen.Cost(tokens=n),
     )
+    return Submit(generation, key)
 
 
-async def admitted(keys: IdempotencyStore, g: gen.Generation) -> gen.Generation | None:
+async def admitted(keys: IdempotencyStore, call: Submit) -> gen.Generation | None:
     """What routing does with a submit: claim its key, and record it when it is dispatched."""
-    earlier = await keys.claim(g)
+    earlier = await keys.claim(*call)
     if earlier is None:
-        await keys.record(g)
+        await keys.record(*call)
     return earlier
 
 
@@ -78,34 +86,34 @@ async def test_an_idempotency_key_makes_one_generation(keys: IdempotencyStore) -
     first = submit("retry-me", n=2)
     assert await admitted(keys, first) is None
     again = await admitted(keys, submit("retry-me", n=2))
-    assert again is not None and again.id == first.id and again.params.n == 2 and again.cost.tokens == 2
+    assert again is not None and again.id == first.generation.id and again.params.n == 2 and again.cost.tokens == 2
     # racing retries: one of them owns the key, the others get its generation
     racers = [submit("race") for _ in range(6)]
     results = await asyncio.gather(*(admitted(keys, g) for g in racers))
     assert sum(r is None for r in results) == 1
     winner = next(g for g, r in zip(racers, results, strict=True) if r is None)
-    assert {r.id for r in results if r is not None} == {winner.id}
+    assert {r.id for r in results if r is not None} == {winner.generation.id}
     # keys are per account
     assert await admitted(keys, submit("retry-me", account="acct_b")) is None
 
 
 async def test_a_submit_never_dispatched_frees_its_key(keys: IdempotencyStore) -> None:
     refused = submit("retry-me")
-    assert await keys.claim(refused) is None
-    await keys.forget(refused)
+    assert await keys.claim(*refused) is None
+    await keys.forget(*refused)
     retry = submit("retry-me")
     assert await admitted(keys, retry) is None
-    assert (await admitted(keys, submit("retry-me"))).id == retry.id
+    assert (await admitted(keys, submit("retry-me"))).id == retry.generation.id
 
 
 async def test_a_retry_waits_for_the_first_call_then_gets_its_generation(keys: IdempotencyStore) -> None:
     first = submit("slow")
-    assert await keys.claim(first) is None  # admitted, not yet recorded (pricing is reserving)
-    retry = asyncio.create_task(keys.claim(submit("slow")))
+    assert await keys.claim(*first) is None  # admitted, not yet recorded (pricing is reserving)
+    retry = asyncio.create_task(keys.claim(*submit("slow")))
     await asyncio.sleep(0.2)
     assert not retry.done()
-    await keys.record(first)
-    assert (await asyncio.wait_for(retry, 5)).id == first.id
+    await keys.record(*first)
+    assert (await asyncio.wait_for(retry, 5)).id == first.generation.id
 
 
 async def test_a_key_lasts_its_ttl_and_an_abandoned_claim_is_taken_over(keys: IdempotencyStore) -> None:
@@ -115,10 +123,10 @@ async def test_a_key_lasts_its_ttl_and_an_abandoned_claim_is_taken_over(keys: Id
     clock.ms += TTL_SECONDS * 1000 + 1
     fresh = submit("daily")
     assert await admitted(keys, fresh) is None  # past its TTL the key makes a new generation
-    assert (await admitted(keys, submit("daily"))).id == fresh.id
+    assert (await admitted(keys, submit("daily"))).id == fresh.generation.id
     # routing died between claim and record: after ABANDONED_MS another call takes the key
     dead = submit("orphan")
-    assert await keys.claim(dead) is None
+    assert await keys.claim(*dead) is None
     clock.ms += ABANDONED_MS + 1
     assert await admitted(keys, submit("orphan")) is None
     # pruning deletes what is past the TTL, and only that
@@ -129,7 +137,7 @@ async def test_a_key_lasts_its_ttl_and_an_abandoned_claim_is_taken_over(keys: Id
 
 async def test_a_retry_of_a_call_stuck_in_admission_is_a_conflict(keys: IdempotencyStore, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr("routing.idempotency.IN_FLIGHT_WAIT_SECONDS", 0.3)
-    assert await keys.claim(submit("stuck")) is None
+    assert await keys.claim(*submit("stuck")) is None
     with pytest.raises(GatewayError) as exc:
-        await keys.claim(submit("stuck"))
+        await keys.claim(*submit("stuck"))
     assert exc.value.code is ErrorCode.CONFLICT and exc.value.param == "Idempotency-Key"

@@ -105,9 +105,10 @@ async def test_a_retried_submit_with_the_same_idempotency_key_runs_once(mesh, ad
     assert len({op.name for op in ops}) == 1
     first = gen.Generation()
     ops[0].metadata.Unpack(first)
-    assert first.cost.tokens == 2 and first.tariff.reserved.tokens == 2
+    assert first.cost.tokens == 2
     ledger = await settled(admin, key.account_id)
     assert [e.kind for e in ledger.entries] == ["credit", "reserve", "capture"]
+    assert ledger.entries[1].amount_tokens == -2 and ledger.entries[1].reference == first.id  # one reservation of 2
     assert ledger.balance.available_tokens == 8
 
 

@@ -289,16 +289,16 @@ async def test_mesh_kontext_edits_a_stored_image(mesh, bfl_worker, control) -> N
 
 async def test_mesh_a_down_bfl_hands_the_generation_back_for_the_next_route(mesh, bfl_worker, control) -> None:
     control.faults(down=True)
-    g = queued(generation("flux-dev", "fallback please"), "bfl", routes=("bfl", "replicate"))
-    await dispatch(mesh, g)
+    g = queued(generation("flux-dev", "fallback please"), "bfl")
+    await dispatch(mesh, g, routes=("bfl", "replicate"))
     back = await wait_for(mesh, g.id, lambda s: s.attempts and s.attempts[0].error.code)
     assert back.state == gen.GENERATION_STATE_QUEUED, back
     assert (back.attempts[0].provider, back.attempts[0].error.code, back.attempts[0].error.retryable) == ("bfl", "provider_unavailable", True)
 
 
 async def test_mesh_a_refusal_is_final_even_with_routes_left(mesh, bfl_worker, control) -> None:
-    g = queued(generation("flux-dev", f"a {REFUSED_WORD} thing"), "bfl", routes=("bfl", "replicate"))
-    await dispatch(mesh, g)
+    g = queued(generation("flux-dev", f"a {REFUSED_WORD} thing"), "bfl")
+    await dispatch(mesh, g, routes=("bfl", "replicate"))
     done = await finished(mesh, g.id)
     assert done.state == gen.GENERATION_STATE_FAILED and done.error.code == "content_policy_violation", done
     assert "Request Moderated" in done.error.message and len(control.calls("POST")) == 1

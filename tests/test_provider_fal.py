@@ -210,9 +210,9 @@ async def test_mesh_sdxl_with_a_negative_prompt(mesh, fal_worker, control) -> No
 
 
 async def test_mesh_a_flagged_image_fails_without_a_second_route(mesh, fal_worker, control) -> None:
-    g = queued(generation("flux-dev", f"{REFUSED_WORD} thing"), "fal", routes=("bfl", "fal"))
+    g = queued(generation("flux-dev", f"{REFUSED_WORD} thing"), "fal")
     g.attempt = 2
-    await dispatch(mesh, g)
+    await dispatch(mesh, g, routes=("bfl", "fal"))
     done = await finished(mesh, g.id)
     assert done.state == gen.GENERATION_STATE_FAILED and done.error.code == "content_policy_violation", done
     assert done.error.provider == "fal"

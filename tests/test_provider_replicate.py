@@ -252,11 +252,11 @@ def replicate_worker(mesh, emulator):
 async def test_mesh_the_second_route_after_a_failed_bfl_attempt(mesh, replicate_worker, control) -> None:
     """What routing sends after bfl failed: attempt 2, on replicate; both attempts stay visible."""
     control.faults(job_seconds=1.5)
-    g = queued(generation("flux-1.1-pro", "fallback", width=1024, height=768, n=2), "replicate", routes=("bfl", "replicate"))
+    g = queued(generation("flux-1.1-pro", "fallback", width=1024, height=768, n=2), "replicate")
     g.attempt = 2
     failed = g.attempts.add(number=1, provider="bfl")
     failed.error.CopyFrom(gen.GenerationError(code="provider_unavailable", message="bfl is down", retryable=True, provider="bfl"))
-    await dispatch(mesh, g)
+    await dispatch(mesh, g, routes=("bfl", "replicate"))
     done = await finished(mesh, g.id)
     assert done.state == gen.GENERATION_STATE_SUCCEEDED, done
     assert [(a.number, a.provider, bool(a.error.code)) for a in done.attempts] == [(1, "bfl", True), (2, "replicate", False)]

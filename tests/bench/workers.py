@@ -168,7 +168,7 @@ async def feed(bootstrap: str, jobs: list[gen.Generation]) -> None:
         for start in range(0, len(jobs), 200):
             chunk = jobs[start : start + 200]
             await asyncio.gather(*(producer.send(EVENTS_TOPIC, g.id, generation_event(g, "routing")) for g in chunk))
-            await asyncio.gather(*(producer.send(requests_topic(g.provider), g.id, events_pb2.GenerationJob(generation=g)) for g in chunk))
+            await asyncio.gather(*(producer.send(requests_topic(g.provider), g.id, events_pb2.GenerationJob(generation=g, routes=[g.provider])) for g in chunk))
     finally:
         await producer.stop()
 
@@ -194,7 +194,6 @@ def jobs_for(provider: str, model: str, count: int, label: str, **kw) -> list[ge
     for i in range(count):
         g = generation(model, f"{label} {i}", **kw)
         g.provider, g.eta_seconds = provider, eta
-        g.routes.append(provider)
         out.append(g)
     return out
 

@@ -16,7 +16,7 @@ from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
-from svckit.accounts import ALL_ACCOUNTS, account_metadata
+from svckit.accounts import operator_metadata
 from tests.support.ports import free_port
 
 FAST_POLLING = {"WORKER_POLL_INTERVAL_SECONDS": "0.1", "WORKER_POLL_MAX_INTERVAL_SECONDS": "0.5", "WORKER_RETRY_BUDGET_SECONDS": "3"}
@@ -46,19 +46,21 @@ def bootstrap(mesh) -> str:
     return f"127.0.0.1:{mesh.ports['KAFKA_PORT']}"
 
 
-def queued(g: gen.Generation, provider: str, routes: tuple[str, ...] = ()) -> gen.Generation:
+def queued(g: gen.Generation, provider: str) -> gen.Generation:
     """A test generation as routing hands it to `provider`."""
     g.provider = provider
-    g.routes.extend(routes or (provider,))
     return g
 
 
-async def dispatch(mesh, generation: gen.Generation) -> None:
+async def dispatch(mesh, generation: gen.Generation, routes: tuple[str, ...] = ()) -> None:
+    """What routing does: the QUEUED state, then the job (routing's plan: `routes`, else the
+    generation's provider alone) on the provider's topic."""
+    job = events_pb2.GenerationJob(generation=generation, routes=routes or (generation.provider,))
     producer = Producer(bootstrap(mesh), client_id="test-dispatch")
     await producer.start()
     try:
         await producer.send(EVENTS_TOPIC, generation.id, generation_event(generation, "routing"))
-        await producer.send(requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation))
+        await producer.send(requests_topic(generation.provider), generation.id, job)
     finally:
         await producer.stop()
 
@@ -78,7 +80,7 @@ async def current(mesh, generation_id: str) -> gen.Generation | None:
         try:
             resp = await status_service_pb2_grpc.StatusServiceStub(ch).GetGeneration(
                 status_service_pb2.GetGenerationRequest(generation_id=generation_id),
-                metadata=account_metadata(ALL_ACCOUNTS), timeout=5
+                metadata=operator_metadata(mesh.admin_token), timeout=5
             )
         except grpc.aio.AioRpcError:
             return None

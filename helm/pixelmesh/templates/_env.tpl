@@ -75,6 +75,9 @@ secretKeyRef, never as plain values.
 {{- /* ---- pricing ---- */}}
 {{- if eq $c.service "pricing" }}
 {{- include "pixelmesh.settingEnv" (dict "root" $root "name" "PRICING_DEV_API_KEY" "block" "devApiKey") | nindent 0 }}
+{{- end }}
+{{- /* ---- the operator token: pricing's admin RPCs, status's reads of every account ---- */}}
+{{- if has $c.service (list "pricing" "status") }}
 {{- with include "pixelmesh.settingEnv" (dict "root" $root "name" "PRICING_ADMIN_TOKEN" "block" "adminToken") }}
 {{- . | nindent 0 }}
 {{- end }}

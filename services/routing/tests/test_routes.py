@@ -4,6 +4,7 @@ import pytest
 
 from lifecycle import advance, failed_attempt
 from pixelmesh.common.v1 import generation_pb2 as gen
+from pixelmesh.events.v1 import events_pb2
 from routing.attempts import AttemptDecisions, SuccessObserver, decide
 from routing.routes import Circuit, CircuitBreaker, Route, RoutePlanner, routes_for
 from svckit.errors import ErrorCode, GatewayError
@@ -72,14 +73,13 @@ def test_every_circuit_open_is_provider_unavailable_with_a_wait() -> None:
     assert 55 <= int(exc.value.metadata["retry_after_seconds"]) <= 60
 
 
-def handback(provider: str = "bfl", retryable: bool = True) -> gen.Generation:
-    """A worker's failure report: its attempt ended with the error recorded on it."""
+def handback(provider: str = "bfl", retryable: bool = True) -> events_pb2.GenerationJob:
+    """A worker's failure report: the job, its attempt ended with the error recorded on it."""
     g = gen.Generation(id="gen_1", state=gen.GENERATION_STATE_RUNNING, version=4, attempt=1, provider=provider)
-    g.routes.extend(["bfl", "replicate", "fal"])
     g.attempts.add(
         number=1, provider=provider, error=gen.GenerationError(code="provider_unavailable", retryable=retryable)
     )
-    return g
+    return events_pb2.GenerationJob(generation=g, routes=["bfl", "replicate", "fal"])
 
 
 def test_a_handed_back_generation_goes_to_the_next_route() -> None:
@@ -93,11 +93,12 @@ def test_a_handed_back_generation_goes_to_the_next_route() -> None:
 
 def test_no_route_left_fails_with_the_last_error() -> None:
     planner = RoutePlanner(CircuitBreaker())
-    g = handback()
+    job = handback()
+    g = job.generation
     g.attempts.add(number=2, provider="replicate")
     g.attempts.add(number=3, provider="fal", error=gen.GenerationError(code="timeout", retryable=True))
     g.attempt = 3
-    d = decide(g, planner)
+    d = decide(job, planner)
     assert d.provider is None and d.state.state == gen.GENERATION_STATE_FAILED and d.state.error.code == "timeout"
 
 
@@ -113,7 +114,7 @@ def test_a_report_without_a_failed_attempt_is_refused() -> None:
     queued.attempts.add(number=1, provider="bfl")
     for report in (queued, advance(queued, gen.GENERATION_STATE_RUNNING)):
         with pytest.raises(GatewayError) as exc:
-            decide(report, planner)
+            decide(events_pb2.GenerationJob(generation=report, routes=["bfl"]), planner)
         assert exc.value.code is ErrorCode.INVALID_REQUEST
 
 
@@ -126,7 +127,6 @@ def test_a_repeated_report_decides_the_same_once() -> None:
 
 async def test_outcomes_feed_the_breaker() -> None:
     from bus import Record
-    from pixelmesh.events.v1 import events_pb2
 
     breaker = CircuitBreaker(failure_threshold=2)
     planner = RoutePlanner(breaker)

@@ -103,12 +103,12 @@ class Routing:
     """RoutingService's ReportAttemptFailure: what routing was told; it answers FAILED."""
 
     def __init__(self) -> None:
-        self.reports: list[gen.Generation] = []
+        self.reports: list[events_pb2.GenerationJob] = []
 
     async def ReportAttemptFailure(self, request, timeout=None, wait_for_ready=None):  # noqa: ANN001, ANN201, N802
-        self.reports.append(request.generation)
+        self.reports.append(request.job)
         answer = gen.Generation()
-        answer.CopyFrom(request.generation)
+        answer.CopyFrom(request.job.generation)
         answer.state = gen.GENERATION_STATE_FAILED
         return routing_service_pb2.ReportAttemptFailureResponse(generation=answer)
 
@@ -118,10 +118,13 @@ async def test_a_failed_attempt_is_reported_to_routing_which_decides(retryable: 
     """The worker neither reroutes nor fails the generation itself, whatever its routes."""
     bus, routing = Bus(), Routing()
     record = job()
-    record.message.generation.routes.extend(["fake", "other"])
+    record.message.routes.extend(["fake", "other"])
+    record.message.tariff.per_image.tokens = 3
     await JobRunner(Failing(retryable), Storage(), None, routing, bus).handle(record)
     assert bus.states == []  # nothing published by the worker
-    (report,) = routing.reports
+    (handed_back,) = routing.reports
+    assert list(handed_back.routes) == ["fake", "other"] and handed_back.tariff.per_image.tokens == 3  # as it came
+    report = handed_back.generation
     (attempt,) = report.attempts
     assert (attempt.number, attempt.provider, attempt.error.code, attempt.error.retryable) == (
         1,

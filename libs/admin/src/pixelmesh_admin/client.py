@@ -6,8 +6,8 @@ import grpc
 
 from pixelmesh.pricing.v1 import pricing_service_pb2 as pb
 from pixelmesh.pricing.v1 import pricing_service_pb2_grpc
+from svckit.accounts import ADMIN_TOKEN_METADATA
 
-ADMIN_METADATA = "x-pixelmesh-admin-token"
 TIMEOUT = 15.0
 
 
@@ -15,7 +15,7 @@ class AdminClient:
     def __init__(self, address: str, admin_token: str) -> None:
         self._channel = grpc.insecure_channel(address)
         self._stub = pricing_service_pb2_grpc.PricingServiceStub(self._channel)
-        self._metadata = ((ADMIN_METADATA, admin_token),)
+        self._metadata = ((ADMIN_TOKEN_METADATA, admin_token),)
 
     def __enter__(self) -> AdminClient:
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,9 +16,9 @@ from pricing import usage as usage_core
 from pricing.keys import KeyInfo, KeyStore
 from pricing.ledger import Balance, Ledger
 from pricing.prices import PriceTable, usd_micros
+from svckit.accounts import ADMIN_TOKEN_METADATA, is_operator, metadata_value
 from svckit.errors import ErrorCode, GatewayError, abort_with, invalid
 
-ADMIN_METADATA = "x-pixelmesh-admin-token"
 T = TypeVar("T")
 
 
@@ -27,13 +26,6 @@ def _ts(ms: int) -> Timestamp:
     ts = Timestamp()
     ts.FromMilliseconds(ms)
     return ts
-
-
-def _text_metadata(context: grpc.aio.ServicerContext, key: str) -> str:
-    """The caller's metadata value for `key`, "" when absent."""
-    value = dict(context.invocation_metadata() or ()).get(key, "")
-    assert isinstance(value, str)  # gRPC gives bytes only for keys ending in "-bin"
-    return value
 
 
 def key_proto(k: KeyInfo) -> pb.ApiKey:
@@ -75,8 +67,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             await abort_with(context, err)
 
     def _is_admin(self, context: grpc.aio.ServicerContext) -> bool:
-        given = _text_metadata(context, ADMIN_METADATA)
-        return bool(self._admin_token) and hmac.compare_digest(given.encode(), self._admin_token.encode())
+        return is_operator(context.invocation_metadata(), self._admin_token)
 
     async def _admin(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
         if not self._is_admin(context):
@@ -85,7 +76,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
                 GatewayError(
                     ErrorCode.UNAUTHENTICATED,
                     "This is an admin call: send the operator token (PRICING_ADMIN_TOKEN) "
-                    f"as '{ADMIN_METADATA}' metadata.",
+                    f"as '{ADMIN_TOKEN_METADATA}' metadata.",
                 ),
             )
         return await self._run(context, call())
@@ -143,7 +134,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             if not account_id:
                 await abort_with(context, invalid("Name the account.", "account_id"))
         else:
-            header = _text_metadata(context, "authorization")
+            header = metadata_value(context.invocation_metadata(), "authorization")
             scheme, _, secret = header.partition(" ")
             if scheme.lower() != "bearer":
                 secret = ""

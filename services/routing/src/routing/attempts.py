@@ -35,15 +35,16 @@ class Decision:
     provider: str | None
 
 
-def decide(generation: gen.Generation, planner: RoutePlanner) -> Decision:
-    """The next route, or FAILED with the attempt's error (a refusal is final: no reroute).
-    The failure feeds the provider's circuit breaker first."""
+def decide(job: events_pb2.GenerationJob, planner: RoutePlanner) -> Decision:
+    """The next route of the job's plan, or FAILED with the attempt's error (a refusal is
+    final: no reroute). The failure feeds the provider's circuit breaker first."""
+    generation = job.generation
     failed = failed_attempt(generation)
     if failed is None:
         raise invalid("The report names no failed attempt (attempts[attempt] has no error).", "generation.attempts")
     observe_failure(failed, planner)
     tried = {a.provider for a in generation.attempts}
-    provider = planner.next_route(list(generation.routes), tried) if failed.error.retryable else None
+    provider = planner.next_route(list(job.routes), tried) if failed.error.retryable else None
     return Decision(after_failure(generation, failed, provider), provider)
 
 
@@ -61,12 +62,12 @@ class AttemptDecisions:
         self._planner = planner
         self._decided: OrderedDict[tuple[str, int], Decision] = OrderedDict()
 
-    def decide(self, generation: gen.Generation) -> tuple[Decision, bool]:
+    def decide(self, job: events_pb2.GenerationJob) -> tuple[Decision, bool]:
         """The decision, and whether it is new (False: a repeated report, already published)."""
-        key = (generation.id, generation.attempt)
+        key = (job.generation.id, job.generation.attempt)
         if (earlier := self._decided.get(key)) is not None:
             return earlier, False
-        decision = decide(generation, self._planner)
+        decision = decide(job, self._planner)
         self._decided[key] = decision
         if len(self._decided) > _REMEMBERED:
             self._decided.popitem(last=False)

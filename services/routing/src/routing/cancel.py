@@ -22,7 +22,7 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
 from pixelmesh.status.v1 import status_service_pb2, status_service_pb2_grpc
 from presenters.generation import state_name
-from svckit.accounts import account_metadata
+from svckit.accounts import Metadata
 from svckit.errors import ErrorCode, GatewayError, from_rpc_error
 from svckit.logging import get_logger
 
@@ -47,12 +47,13 @@ class Canceller:
         self._status = status
         self._producer = producer
 
-    async def cancel(self, generation_id: str, account_id: str, reason: str = "") -> gen.Generation:
-        """CANCELLED on the events topic, then the command on the control topic; the kept state."""
+    async def cancel(self, generation_id: str, read_as: Metadata, reason: str = "") -> gen.Generation:
+        """CANCELLED on the events topic, then the command on the control topic; the kept state.
+        `read_as`: the caller's account (svckit.accounts), as status is read for it."""
         reason = reason or DEFAULT_REASON
         watch = self._status.WatchGeneration(
             status_service_pb2.WatchGenerationRequest(generation_id=generation_id),
-            metadata=account_metadata(account_id),
+            metadata=read_as,
             timeout=SETTLE_SECONDS + 5,
             wait_for_ready=True,
         )

@@ -7,7 +7,7 @@ one row per (account, key):
    no generation yet) and goes on; a later call with the same key gets the generation the
    row records, or waits while the first call is still being admitted.
 2. `record` once pricing holds the cost: the generation as it is dispatched, so a retry gets
-   the very same one back (id, cost, tariff, routes).
+   the very same one back (its id, state and cost as queued).
 3. `forget` when the call ends without dispatching (refused, or the queue is down): the key
    is free again and the client may retry with it.
 
@@ -89,9 +89,8 @@ class IdempotencyStore:
     def database(self) -> Database:
         return self._db
 
-    async def claim(self, generation: gen.Generation) -> gen.Generation | None:
-        """None when this call owns the key now; else the generation the key already made."""
-        key = generation.idempotency_key
+    async def claim(self, generation: gen.Generation, key: str) -> gen.Generation | None:
+        """None when this call owns `key` now; else the generation the key already made."""
         deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
         while True:
             earlier = await self._db.run(partial(self._claim_tx, generation.account_id, key, generation.id))
@@ -132,18 +131,20 @@ class IdempotencyStore:
         )
         return None if taken.rowcount == 1 else row
 
-    async def record(self, generation: gen.Generation) -> None:
+    async def record(self, generation: gen.Generation, key: str) -> None:
         """The generation as dispatched: what a retry with its key gets back."""
         data = generation.SerializeToString()
         await self._db.run(
-            lambda conn: conn.execute(update(idempotency_keys).where(*self._mine(generation)).values(generation=data))
+            lambda conn: conn.execute(
+                update(idempotency_keys).where(*self._mine(generation, key)).values(generation=data)
+            )
         )
 
-    async def forget(self, generation: gen.Generation) -> None:
+    async def forget(self, generation: gen.Generation, key: str) -> None:
         """The call ended without dispatching: the key is free for a retry. Best effort: if
         the store is away too, the claim is taken over once it counts as abandoned."""
         try:
-            await self._db.run(lambda conn: conn.execute(delete(idempotency_keys).where(*self._mine(generation))))
+            await self._db.run(lambda conn: conn.execute(delete(idempotency_keys).where(*self._mine(generation, key))))
         except Exception as exc:
             log.error("could not free an idempotency key", generation_id=generation.id, error=repr(exc))
 
@@ -155,9 +156,9 @@ class IdempotencyStore:
         )
 
     @staticmethod
-    def _mine(generation: gen.Generation) -> tuple:
+    def _mine(generation: gen.Generation, key: str) -> tuple:
         return (
             c.account_id == generation.account_id,
-            c.key == generation.idempotency_key,
+            c.key == key,
             c.generation_id == generation.id,
         )

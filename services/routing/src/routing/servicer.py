@@ -20,6 +20,7 @@ from routing.cancel import Canceller
 from routing.catalog import Catalog
 from routing.idempotency import IdempotencyStore
 from routing.routes import REROUTES, RoutePlanner, routes_for
+from svckit.accounts import ADMIN_TOKEN_METADATA, ALL_ACCOUNTS, account_metadata, metadata_value, operator_metadata
 from svckit.errors import ErrorCode, GatewayError, abort_with, invalid, rpc_errors
 from svckit.logging import get_logger
 
@@ -56,26 +57,28 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     async def SubmitGeneration(
         self, request: pb.SubmitGenerationRequest, context: grpc.aio.ServicerContext
     ) -> operations_pb2.Operation:
+        key = request.idempotency_key
         try:
-            generation = self._admit(request)
-            if generation.idempotency_key and (earlier := await self._keys.claim(generation)) is not None:
+            job = self._admit(request)
+            generation = job.generation
+            if key and (earlier := await self._keys.claim(generation, key)) is not None:
                 await context.send_initial_metadata(((REPLAYED_METADATA, "true"),))
                 return operation_for(earlier)
             try:
-                await self._reserve(generation)
-                if generation.idempotency_key:
-                    await self._keys.record(generation)
-                await self._dispatch(generation)
+                await self._reserve(job)
+                if key:
+                    await self._keys.record(generation, key)
+                await self._dispatch(job)
             except BaseException:
-                if generation.idempotency_key:  # never dispatched: the client may retry with its key
-                    await self._keys.forget(generation)
+                if key:  # never dispatched: the client may retry with its key
+                    await self._keys.forget(generation, key)
                 raise
         except GatewayError as err:
             await abort_with(context, err)
         return operation_for(generation)
 
-    def _admit(self, request: pb.SubmitGenerationRequest) -> gen.Generation:
-        """The catalog's checks and the routes: the generation as it will be queued, not yet priced."""
+    def _admit(self, request: pb.SubmitGenerationRequest) -> events_pb2.GenerationJob:
+        """The catalog's checks and the routes: the job as it will be queued, not yet priced."""
         params = request.params
         entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
@@ -93,39 +96,39 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             quality=quality,
             n=n,
         )
-        generation.routes.extend(routes)
         first = generation.attempts.add(number=1, provider=provider)
         first.start_time.CopyFrom(generation.create_time)
-        generation.idempotency_key = request.idempotency_key
         span = trace.get_current_span()
         span.set_attribute("pixelmesh.generation.id", generation.id)
         span.set_attribute("pixelmesh.model", entry.id)
         span.set_attribute("pixelmesh.provider", provider)
-        return generation
+        return events_pb2.GenerationJob(generation=generation, routes=routes)
 
-    async def _reserve(self, generation: gen.Generation) -> None:
+    async def _reserve(self, job: events_pb2.GenerationJob) -> None:
         """Pricing quotes it, checks the key's limits and the balance, and holds the cost."""
         with rpc_errors():
             reservation = await self._pricing.ReserveGeneration(
-                pricing_service_pb2.ReserveGenerationRequest(generation=generation), timeout=10
+                pricing_service_pb2.ReserveGenerationRequest(generation=job.generation), timeout=10
             )
-        generation.cost.CopyFrom(reservation.total)
-        generation.tariff.CopyFrom(reservation.tariff)
+        job.generation.cost.CopyFrom(reservation.total)
+        job.tariff.CopyFrom(reservation.tariff)
 
-    async def _queue(self, generation: gen.Generation) -> None:
+    async def _queue(self, job: events_pb2.GenerationJob) -> None:
         """QUEUED state (so status knows it) and the job for its provider pool, in this order
         and in one produce request."""
+        generation = job.generation
         await self._producer.send_all(
             [
                 (EVENTS_TOPIC, generation.id, generation_event(generation, PRODUCER)),
-                (requests_topic(generation.provider), generation.id, events_pb2.GenerationJob(generation=generation)),
+                (requests_topic(generation.provider), generation.id, job),
             ]
         )
 
-    async def _dispatch(self, generation: gen.Generation) -> None:
+    async def _dispatch(self, job: events_pb2.GenerationJob) -> None:
         """Queue an admitted generation; if the bus refuses, it fails and its reservation is released."""
+        generation = job.generation
         try:
-            await self._queue(generation)
+            await self._queue(job)
         except Exception as exc:
             log.error("could not dispatch generation", generation_id=generation.id, error=repr(exc))
             failed = advance(generation, gen.GENERATION_STATE_FAILED)
@@ -160,9 +163,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         self, request: pb.ReportAttemptFailureRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportAttemptFailureResponse:
         """The worker reported; routing decides (routing.attempts) and publishes before it answers."""
-        reported = request.generation
+        reported = request.job.generation
         try:
-            decision, new = self._decisions.decide(reported)
+            decision, new = self._decisions.decide(request.job)
         except GatewayError as err:
             await abort_with(context, err)
         state = decision.state
@@ -171,7 +174,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                 if decision.provider is None:
                     await self._producer.send(EVENTS_TOPIC, state.id, generation_event(state, PRODUCER))
                 else:
-                    await self._queue(state)
+                    await self._queue(
+                        events_pb2.GenerationJob(generation=state, tariff=request.job.tariff, routes=request.job.routes)
+                    )
             except Exception as exc:
                 self._decisions.forget(reported)
                 log.error("could not publish a decision", generation_id=state.id, error=repr(exc))
@@ -189,8 +194,13 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         trace.get_current_span().set_attribute("pixelmesh.generation.id", request.generation_id)
         if not request.account_id:
             await abort_with(context, invalid("Name the account the cancel is for ('*': any).", "account_id"))
+        if request.account_id == ALL_ACCOUNTS:  # an operator's: status checks the token it passes on
+            token = metadata_value(context.invocation_metadata(), ADMIN_TOKEN_METADATA)
+            read_as = operator_metadata(token)
+        else:
+            read_as = account_metadata(request.account_id)
         try:
-            cancelled = await self._canceller.cancel(request.generation_id, request.account_id, request.reason)
+            cancelled = await self._canceller.cancel(request.generation_id, read_as, request.reason)
         except GatewayError as err:
             await abort_with(context, err)
         return pb.CancelGenerationResponse(generation=cancelled)

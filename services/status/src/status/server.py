@@ -10,7 +10,7 @@ from pixelmesh.status.v1 import status_service_pb2_grpc
 from pixelmesh.storage.v1 import storage_service_pb2 as storage_pb
 from pixelmesh.storage.v1 import storage_service_pb2_grpc
 from status.core import GenerationStore
-from status.servicer import OperationsServicer, StatusServicer
+from status.servicer import AccountScope, OperationsServicer, StatusServicer
 from status.settings import StatusSettings
 from status.webhooks import GROUP, RetryPolicy, WebhookDispatcher, announces
 from svckit.errors import rpc_errors
@@ -82,14 +82,15 @@ async def serve(settings: StatusSettings) -> None:
         accept=announces,
         max_delay_seconds=1.0,  # a webhook leaves at most this much later
     )
+    scope = AccountScope(settings.pricing_admin_token.get_secret_value())
     service.add_servicer(
         status_service_pb2_grpc.add_StatusServiceServicer_to_server,
-        StatusServicer(store, routing, settings.webhook_signing_key),
+        StatusServicer(store, routing, settings.webhook_signing_key, scope),
         "pixelmesh.status.v1.StatusService",
     )
     service.add_servicer(
         operations_pb2_grpc.add_OperationsServicer_to_server,
-        OperationsServicer(store, routing),
+        OperationsServicer(store, routing, scope),
         "google.longrunning.Operations",
     )
 

@@ -3,8 +3,8 @@
 Every read and cancel is scoped to the account named in the call's metadata
 (svckit.accounts): the edge names the API key's account, so one account can never read,
 watch, list or cancel another's generations (they are NOT_FOUND); `*` reads every
-account's (a worker reading a parent generation, an operator listing all). A call that
-names no account is refused with INVALID_ARGUMENT.
+account's, for an operator (its call carries the operator token, else UNAUTHENTICATED). A
+call that names no account is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pixelmesh.status.v1 import status_service_pb2_grpc
 from presenters.generation import error_of
 from status.core import GenerationStore
 from status.webhooks import secret_for
-from svckit.accounts import ACCOUNT_METADATA
+from svckit.accounts import ACCOUNT_METADATA, ADMIN_TOKEN_METADATA, ALL_ACCOUNTS, is_operator, metadata_value
 from svckit.errors import ErrorCode, GatewayError, abort_with, rpc_errors
 
 OPERATION_PREFIX = "generations/"
@@ -47,28 +47,49 @@ def to_operation(generation: gen.Generation) -> operations_pb2.Operation:
     return op
 
 
-def account_of(context: grpc.aio.ServicerContext) -> str:
-    """The account the call is made for (an account id, or ALL_ACCOUNTS); refused when unnamed."""
-    for key, value in context.invocation_metadata() or ():
-        # str: gRPC hands bytes only for "-bin" keys, which this one is not.
-        if key == ACCOUNT_METADATA and isinstance(value, str) and value:
-            return value
-    raise GatewayError(
-        ErrorCode.INVALID_REQUEST,
-        f"Name the account this read is for in the '{ACCOUNT_METADATA}' metadata ('*' for every account).",
-        param=ACCOUNT_METADATA,
-    )
+class AccountScope:
+    """Whose generations a call may read: the account its metadata names, or every account
+    (`*`) for an operator, whose call also carries the operator token (svckit.accounts)."""
+
+    def __init__(self, admin_token: str) -> None:
+        self._admin_token = admin_token
+
+    def of(self, context: grpc.aio.ServicerContext) -> str:
+        """The account the call is made for; refused when unnamed, or `*` without the token."""
+        metadata = context.invocation_metadata()
+        account = metadata_value(metadata, ACCOUNT_METADATA)
+        if not account:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST,
+                f"Name the account this read is for in the '{ACCOUNT_METADATA}' metadata.",
+                param=ACCOUNT_METADATA,
+            )
+        if account == ALL_ACCOUNTS and not is_operator(metadata, self._admin_token):
+            raise GatewayError(
+                ErrorCode.UNAUTHENTICATED,
+                f"Reading every account's generations is an admin call: send the operator token "
+                f"(PRICING_ADMIN_TOKEN) as '{ADMIN_TOKEN_METADATA}' metadata.",
+            )
+        return account
 
 
 async def cancel_through_routing(
-    routing: routing_service_pb2_grpc.RoutingServiceAsyncStub, generation_id: str, account: str, reason: str = ""
+    routing: routing_service_pb2_grpc.RoutingServiceAsyncStub,
+    context: grpc.aio.ServicerContext,
+    scope: AccountScope,
+    generation_id: str,
+    reason: str = "",
 ) -> gen.Generation:
-    """Status publishes no generation state: routing decides the cancel (routing.cancel)."""
+    """Status publishes no generation state: routing decides the cancel (routing.cancel). An
+    operator's cancel (`*`) passes its token on: routing reads the generation back with it."""
+    account = scope.of(context)
     request = routing_service_pb2.CancelGenerationRequest(
         generation_id=generation_id, reason=reason, account_id=account
     )
+    token = metadata_value(context.invocation_metadata(), ADMIN_TOKEN_METADATA)
+    metadata = ((ADMIN_TOKEN_METADATA, token),) if account == ALL_ACCOUNTS and token else ()
     with rpc_errors():
-        r = await routing.CancelGeneration(request, timeout=20, wait_for_ready=True)
+        r = await routing.CancelGeneration(request, metadata=metadata, timeout=20, wait_for_ready=True)
     return r.generation
 
 
@@ -86,10 +107,12 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
         store: GenerationStore,
         routing: routing_service_pb2_grpc.RoutingServiceAsyncStub,
         webhook_signing_key: str,
+        scope: AccountScope,
     ) -> None:
         self._store = store
         self._routing = routing
         self._signing_key = webhook_signing_key
+        self._scope = scope
 
     async def GetGeneration(
         self, request: pb.GetGenerationRequest, context: grpc.aio.ServicerContext
@@ -97,7 +120,7 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
         _annotate(request.generation_id)
         try:
             return pb.GetGenerationResponse(
-                generation=await self._store.get(request.generation_id, account_of(context))
+                generation=await self._store.get(request.generation_id, self._scope.of(context))
             )
         except GatewayError as err:
             await abort_with(context, err)
@@ -106,7 +129,7 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
         self, request: pb.BatchGetGenerationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetGenerationsResponse:
         try:
-            account = account_of(context)
+            account = self._scope.of(context)
             if len(request.generation_ids) > MAX_BATCH:
                 raise GatewayError(
                     ErrorCode.INVALID_REQUEST, f"At most {MAX_BATCH} ids at once.", param="generation_ids"
@@ -122,7 +145,7 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
         _annotate(request.generation_id)
         try:
             cancelled = await cancel_through_routing(
-                self._routing, request.generation_id, account_of(context), request.reason
+                self._routing, context, self._scope, request.generation_id, request.reason
             )
         except GatewayError as err:
             await abort_with(context, err)
@@ -140,7 +163,7 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
     async def WatchGeneration(self, request: pb.WatchGenerationRequest, context: grpc.aio.ServicerContext):
         _annotate(request.generation_id)
         try:
-            current = await self._store.get(request.generation_id, account_of(context))
+            current = await self._store.get(request.generation_id, self._scope.of(context))
         except GatewayError as err:
             await abort_with(context, err)
         yield pb.WatchGenerationResponse(generation=current)
@@ -152,9 +175,12 @@ class StatusServicer(status_service_pb2_grpc.StatusServiceServicer):
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    def __init__(self, store: GenerationStore, routing: routing_service_pb2_grpc.RoutingServiceAsyncStub) -> None:
+    def __init__(
+        self, store: GenerationStore, routing: routing_service_pb2_grpc.RoutingServiceAsyncStub, scope: AccountScope
+    ) -> None:
         self._store = store
         self._routing = routing
+        self._scope = scope
 
     async def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: grpc.aio.ServicerContext
@@ -162,7 +188,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            return to_operation(await self._store.get(generation_id, account_of(context)))
+            return to_operation(await self._store.get(generation_id, self._scope.of(context)))
         except GatewayError as err:
             await abort_with(context, err)
 
@@ -177,7 +203,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            current = await self._store.get(generation_id, account_of(context))
+            current = await self._store.get(generation_id, self._scope.of(context))
             while not is_terminal(current) and (left := deadline - time.monotonic()) > 0:
                 current = await self._store.newer_than(generation_id, current.version, left) or current
             return to_operation(current)
@@ -189,7 +215,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     ) -> operations_pb2.ListOperationsResponse:
         """The caller's account's operations (every account's with `*`), newest first."""
         try:
-            account = account_of(context)
+            account = self._scope.of(context)
         except GatewayError as err:
             await abort_with(context, err)
         page_size = min(request.page_size or 50, 500)
@@ -206,7 +232,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         try:
             generation_id = _generation_id(request.name)
             _annotate(generation_id)
-            await cancel_through_routing(self._routing, generation_id, account_of(context))
+            await cancel_through_routing(self._routing, context, self._scope, generation_id)
         except GatewayError as err:
             await abort_with(context, err)
         return empty_pb2.Empty()

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from bus import KafkaServiceSettings
 
@@ -10,6 +10,9 @@ class StatusSettings(KafkaServiceSettings):
     storage_addr: str
     # Cancels are routing's to decide (RoutingService.CancelGeneration).
     routing_addr: str
+    # The operator token (the one of pricing's admin RPCs, hence its name): reads of every
+    # account's generations (`*`) need it; empty, nobody may make them.
+    pricing_admin_token: SecretStr = SecretStr("")
     # Webhook secrets of API keys are derived from it (HMAC-SHA256 with the key id):
     # rotating it changes every key's secret.
     webhook_signing_key: str = Field(min_length=16)

@@ -91,7 +91,7 @@ class JobRunner:
         in_flight = IN_FLIGHT.labels(self._provider.name)
         in_flight.inc()
         try:
-            outcome, code = await self._run(job)
+            outcome, code = await self._run(record.message)
         finally:
             in_flight.dec()
         GENERATIONS.labels(self._provider.name, outcome, code).inc()
@@ -108,8 +108,9 @@ class JobRunner:
         task.cancel()
         return True
 
-    async def _run(self, job: gen.Generation) -> tuple[str, str]:
-        """RUNNING, progress, then SUCCEEDED, FAILED, or back to QUEUED for the next route."""
+    async def _run(self, dispatched: events_pb2.GenerationJob) -> tuple[str, str]:
+        """RUNNING, progress, then SUCCEEDED, or the failed attempt reported to routing."""
+        job = dispatched.generation
         state = advance(job, gen.GENERATION_STATE_RUNNING)
         current_attempt(state, self._provider.name)
         running = _Announcement(self._emit(state))
@@ -150,10 +151,10 @@ class JobRunner:
         except ProviderError as exc:
             if self._health is not None:
                 self._health.observe(exc.code, exc.message)
-            await self._fail(state, exc.code, exc.message, exc.retryable)
+            await self._fail(dispatched, state, exc.code, exc.message, exc.retryable)
             return "failed", exc.code.value
         except _StorageFailed as exc:
-            await self._fail(state, ErrorCode.INTERNAL, f"storing the image failed: {exc}", True)
+            await self._fail(dispatched, state, ErrorCode.INTERNAL, f"storing the image failed: {exc}", True)
             return "failed", ErrorCode.INTERNAL.value
         finally:
             self._running.pop(job.id, None)
@@ -166,8 +167,8 @@ class JobRunner:
         done.buttons.extend(result.buttons)
         done.descriptions.extend(result.descriptions)
         current_attempt(done, self._provider.name).end_time.CopyFrom(done.end_time)
-        if done.HasField("tariff"):  # the cost of what came back, as pricing charges it
-            done.cost.CopyFrom(final_cost(done.tariff, len(refs), done.usage))
+        if dispatched.HasField("tariff"):  # the cost of what came back, as pricing charges it
+            done.cost.CopyFrom(final_cost(dispatched.tariff, len(refs), done.usage))
         await self._emit(done)
         if self._health is not None:
             self._health.observe(None)
@@ -193,14 +194,26 @@ class JobRunner:
             return False  # unknown or status unreachable: do the job
         return is_terminal(resp.generation)
 
-    async def _fail(self, state: gen.Generation, code: ErrorCode, message: str, retryable: bool) -> None:
-        """Report the failed attempt to routing, which decides what happens next (the next
-        route, or FAILED) and publishes it before it answers. Routing briefly away is waited
-        for; a report it never takes fails the handler, so the job is tried again."""
+    async def _fail(
+        self,
+        dispatched: events_pb2.GenerationJob,
+        state: gen.Generation,
+        code: ErrorCode,
+        message: str,
+        retryable: bool,
+    ) -> None:
+        """Report the failed attempt to routing (the job with its tariff and routes, as it came),
+        which decides what happens next (the next route, or FAILED) and publishes it before it
+        answers. Routing briefly away is waited for; a report it never takes fails the handler,
+        so the job is tried again."""
         error = gen.GenerationError(code=code.value, message=message, retryable=retryable, provider=self._provider.name)
-        report = attempt_failed(state, self._provider.name, error)
+        report = events_pb2.GenerationJob(
+            generation=attempt_failed(state, self._provider.name, error),
+            tariff=dispatched.tariff,
+            routes=dispatched.routes,
+        )
         answer = await self._routing.ReportAttemptFailure(
-            routing_service_pb2.ReportAttemptFailureRequest(generation=report), timeout=30, wait_for_ready=True
+            routing_service_pb2.ReportAttemptFailureRequest(job=report), timeout=30, wait_for_ready=True
         )
         next_state = gen.GenerationState.Name(answer.generation.state).removeprefix("GENERATION_STATE_").lower()
         log.warning("attempt failed", generation_id=state.id, code=code.value, error=message, then=next_state)

@@ -543,8 +543,10 @@ Global___Tariff: _TypeAlias = Tariff  # noqa: Y015
 
 @_typing.final
 class Generation(_message.Message):
-    """The full current state of one generation. Every event on the events topic carries one,
-    with a version that grows with each change (event-carried state transfer).
+    """The full current state of one generation: what the events topic carries (every event
+    one, with a version that grows with each change: event-carried state transfer) and what
+    the status read model serves. How it is charged and routed travel only with its job
+    (pixelmesh.events.v1.GenerationJob); the Idempotency-Key stays in routing's store.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -575,13 +577,10 @@ class Generation(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     WEBHOOK_DELIVERIES_FIELD_NUMBER: _builtins.int
     BUTTONS_FIELD_NUMBER: _builtins.int
     DESCRIPTIONS_FIELD_NUMBER: _builtins.int
     PARTIAL_IMAGES_FIELD_NUMBER: _builtins.int
-    TARIFF_FIELD_NUMBER: _builtins.int
-    ROUTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -601,8 +600,6 @@ class Generation(_message.Message):
     quality: _builtins.str
     retention_class: _builtins.str
     eta_seconds: _builtins.int
-    idempotency_key: _builtins.str
-    """The client's Idempotency-Key, if it sent one."""
     @_builtins.property
     def params(self) -> Global___GenerationParams: ...
     @_builtins.property
@@ -639,19 +636,6 @@ class Generation(_message.Message):
     def partial_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageRef]:
         """Partial images streamed before the final ones (stream=true), stored like images."""
 
-    @_builtins.property
-    def tariff(self) -> Global___Tariff:
-        """How the generation is charged, set by routing from pricing's reservation; the worker
-        sets `cost` of a SUCCEEDED state from it (svckit.tariffs.final_cost).
-        """
-
-    @_builtins.property
-    def routes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The providers routing planned for this generation, in the order it tries them. A
-        worker whose attempt fails retryably hands the generation back (state QUEUED, the
-        failed attempt recorded) and routing sends it down this list.
-        """
-
     def __init__(
         self,
         *,
@@ -681,17 +665,14 @@ class Generation(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         usage: Global___Usage | None = ...,
-        idempotency_key: _builtins.str = ...,
         webhook_deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
         buttons: _abc.Iterable[Global___Button] | None = ...,
         descriptions: _abc.Iterable[_builtins.str] | None = ...,
         partial_images: _abc.Iterable[Global___ImageRef] | None = ...,
-        tariff: Global___Tariff | None = ...,
-        routes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "tariff", b"tariff", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "idempotency_key", b"idempotency_key", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "routes", b"routes", "seed", b"seed", "start_time", b"start_time", "state", b"state", "tariff", b"tariff", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

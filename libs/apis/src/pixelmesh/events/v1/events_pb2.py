@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pixelmesh.common.v1 import generation_pb2 as pixelmesh_dot_common_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixelmesh/events/v1/events.proto\x12\x13pixelmesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$pixelmesh/common/v1/generation.proto\"\x87\x01\n\x0fGenerationEvent\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\x12\x10\n\x08producer\x18\x02 \x01(\t\x12-\n\temit_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\rGenerationJob\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"_\n\x0e\x43ontrolMessage\x12\x42\n\x11\x63\x61ncel_generation\x18\x01 \x01(\x0b\x32%.pixelmesh.events.v1.CancelGenerationH\x00\x42\t\n\x07\x63ommand\"9\n\x10\x43\x61ncelGeneration\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xac\x01\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12/\n\x0breport_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x07 \x01(\x05\"f\n\x15WebhookDeliveryRecord\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x36\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32$.pixelmesh.common.v1.WebhookDeliveryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pixelmesh/events/v1/events.proto\x12\x13pixelmesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$pixelmesh/common/v1/generation.proto\"\x87\x01\n\x0fGenerationEvent\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\x12\x10\n\x08producer\x18\x02 \x01(\t\x12-\n\temit_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\rGenerationJob\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\x12+\n\x06tariff\x18\x02 \x01(\x0b\x32\x1b.pixelmesh.common.v1.Tariff\x12\x0e\n\x06routes\x18\x03 \x03(\t\"_\n\x0e\x43ontrolMessage\x12\x42\n\x11\x63\x61ncel_generation\x18\x01 \x01(\x0b\x32%.pixelmesh.events.v1.CancelGenerationH\x00\x42\t\n\x07\x63ommand\"9\n\x10\x43\x61ncelGeneration\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xac\x01\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12/\n\x0breport_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10interval_seconds\x18\x07 \x01(\x05\"f\n\x15WebhookDeliveryRecord\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x36\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32$.pixelmesh.common.v1.WebhookDeliveryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATIONEVENT']._serialized_start=129
   _globals['_GENERATIONEVENT']._serialized_end=264
-  _globals['_GENERATIONJOB']._serialized_start=266
-  _globals['_GENERATIONJOB']._serialized_end=334
-  _globals['_CONTROLMESSAGE']._serialized_start=336
-  _globals['_CONTROLMESSAGE']._serialized_end=431
-  _globals['_CANCELGENERATION']._serialized_start=433
-  _globals['_CANCELGENERATION']._serialized_end=490
-  _globals['_PROVIDERHEALTH']._serialized_start=493
-  _globals['_PROVIDERHEALTH']._serialized_end=665
-  _globals['_WEBHOOKDELIVERYRECORD']._serialized_start=667
-  _globals['_WEBHOOKDELIVERYRECORD']._serialized_end=769
+  _globals['_GENERATIONJOB']._serialized_start=267
+  _globals['_GENERATIONJOB']._serialized_end=396
+  _globals['_CONTROLMESSAGE']._serialized_start=398
+  _globals['_CONTROLMESSAGE']._serialized_end=493
+  _globals['_CANCELGENERATION']._serialized_start=495
+  _globals['_CANCELGENERATION']._serialized_end=552
+  _globals['_PROVIDERHEALTH']._serialized_start=555
+  _globals['_PROVIDERHEALTH']._serialized_end=727
+  _globals['_WEBHOOKDELIVERYRECORD']._serialized_start=729
+  _globals['_WEBHOOKDELIVERYRECORD']._serialized_end=831
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from pixelmesh.common.v1 import generation_pb2 as _generation_pb2
 import builtins as _builtins
 import sys
@@ -21,7 +23,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class GenerationEvent(_message.Message):
     """Payload of pixelmesh.generation.events (key: generation id, compacted).
-    Carries the generation's full state; consumers apply it only if its version is newer.
+    Carries the generation's full state (webhook_deliveries excepted: they have their own
+    topic); consumers apply it only if its version is newer.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -52,21 +55,41 @@ Global___GenerationEvent: _TypeAlias = GenerationEvent  # noqa: Y015
 
 @_typing.final
 class GenerationJob(_message.Message):
-    """Payload of pixelmesh.generation.requests.<provider> (key: generation id)."""
+    """Payload of pixelmesh.generation.requests.<provider> (key: generation id): one attempt of
+    a generation on the pool of its provider, as routing dispatched it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     GENERATION_FIELD_NUMBER: _builtins.int
+    TARIFF_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def generation(self) -> _generation_pb2.Generation: ...
+    def generation(self) -> _generation_pb2.Generation:
+        """The generation in its QUEUED state on this route (its current attempt is this one)."""
+
+    @_builtins.property
+    def tariff(self) -> _generation_pb2.Tariff:
+        """How it is charged, from pricing's reservation: the worker sets the cost of the
+        SUCCEEDED state from it (svckit.tariffs.final_cost).
+        """
+
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Routing's plan: the providers in the order it tries them. The worker hands the job back
+        with a failed attempt (RoutingService.ReportAttemptFailure) and routing picks the next.
+        """
+
     def __init__(
         self,
         *,
         generation: _generation_pb2.Generation | None = ...,
+        tariff: _generation_pb2.Tariff | None = ...,
+        routes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "tariff", b"tariff"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "routes", b"routes", "tariff", b"tariff"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

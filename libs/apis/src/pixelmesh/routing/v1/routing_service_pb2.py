@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from pixelmesh.common.v1 import generation_pb2 as pixelmesh_dot_common_dot_v1_dot_generation__pb2
+from pixelmesh.events.v1 import events_pb2 as pixelmesh_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/routing/v1/routing_service.proto\x12\x14pixelmesh.routing.v1\x1a#google/longrunning/operations.proto\x1a$pixelmesh/common/v1/generation.proto\"\xaa\x01\n\x17SubmitGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x17\n\x0fretention_class\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xdf\x04\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\r\n\x05sizes\x18\x06 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x07 \x01(\t\x12\x12\n\nmax_images\x18\x08 \x01(\x05\x12\x18\n\x10max_prompt_chars\x18\t \x01(\x05\x12\x11\n\tqualities\x18\n \x03(\t\x12\x0e\n\x06styles\x18\x0b \x03(\t\x12\x16\n\x0eoutput_formats\x18\x0c \x03(\t\x12\x13\n\x0b\x62\x61\x63kgrounds\x18\r \x03(\t\x12\x12\n\nparameters\x18\x0e \x03(\t\x12\x13\n\x0b\x65ta_seconds\x18\x0f \x01(\x05\x12\x0f\n\x07\x63reated\x18\x10 \x01(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_quality\x18\x11 \x01(\t\x12\x13\n\x0bmoderations\x18\x12 \x03(\t\x12\x18\n\x10response_formats\x18\x13 \x03(\t\x12\x1a\n\x12max_partial_images\x18\x14 \x01(\x05\x12\x39\n\x0b\x63ustom_size\x18\x15 \x01(\x0b\x32$.pixelmesh.routing.v1.CustomSizeRule\x12\x33\n\x05\x65\x64its\x18\x16 \x01(\x0b\x32$.pixelmesh.routing.v1.ImageInputRule\x12\x38\n\nvariations\x18\x17 \x01(\x0b\x32$.pixelmesh.routing.v1.ImageInputRule\x12\x13\n\x0btoken_usage\x18\x18 \x01(\x08\"q\n\x0e\x43ustomSizeRule\x12\x10\n\x08min_side\x18\x01 \x01(\x05\x12\x10\n\x08max_side\x18\x02 \x01(\x05\x12\x13\n\x0bmultiple_of\x18\x03 \x01(\x05\x12\x12\n\nmax_aspect\x18\x04 \x01(\x02\x12\x12\n\nmax_pixels\x18\x05 \x01(\x03\"\x9b\x01\n\x0eImageInputRule\x12\r\n\x05sizes\x18\x01 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x02 \x01(\t\x12\x12\n\nmax_images\x18\x03 \x01(\x05\x12\x0f\n\x07\x66ormats\x18\x04 \x03(\t\x12\x11\n\tmax_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06square\x18\x06 \x01(\x08\x12\x0c\n\x04mask\x18\x07 \x01(\x08\x12\x0e\n\x06prompt\x18\x08 \x01(\x08\"\x13\n\x11ListModelsRequest\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.pixelmesh.routing.v1.Model\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x10GetModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model\"R\n\x19ValidateGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\"\x91\x01\n\x1aValidateGenerationResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\t\x12\t\n\x01n\x18\x04 \x01(\x05\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\"\x16\n\x14ListProvidersRequest\"\x9e\x01\n\x0cProviderPool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x30\n\x06health\x18\x03 \x01(\x0e\x32 .pixelmesh.routing.v1.PoolHealth\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07workers\x18\x06 \x01(\x05\x12\x0f\n\x07\x63ircuit\x18\x07 \x01(\t\"N\n\x15ListProvidersResponse\x12\x35\n\tproviders\x18\x01 \x03(\x0b\x32\".pixelmesh.routing.v1.ProviderPool\"R\n\x1bReportAttemptFailureRequest\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"S\n\x1cReportAttemptFailureResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"T\n\x17\x43\x61ncelGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\"O\n\x18\x43\x61ncelGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation*v\n\nPoolHealth\x12\x1b\n\x17POOL_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13POOL_HEALTH_UNKNOWN\x10\x01\x12\x17\n\x13POOL_HEALTH_HEALTHY\x10\x02\x12\x19\n\x15POOL_HEALTH_UNHEALTHY\x10\x03\x32\xc9\x06\n\x0eRoutingService\x12\xa5\x01\n\x10SubmitGeneration\x12-.pixelmesh.routing.v1.SubmitGenerationRequest\x1a\x1d.google.longrunning.Operation\"C\xca\x41@\n\x1epixelmesh.common.v1.Generation\x12\x1epixelmesh.common.v1.Generation\x12_\n\nListModels\x12\'.pixelmesh.routing.v1.ListModelsRequest\x1a(.pixelmesh.routing.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.pixelmesh.routing.v1.GetModelRequest\x1a&.pixelmesh.routing.v1.GetModelResponse\x12w\n\x12ValidateGeneration\x12/.pixelmesh.routing.v1.ValidateGenerationRequest\x1a\x30.pixelmesh.routing.v1.ValidateGenerationResponse\x12}\n\x14ReportAttemptFailure\x12\x31.pixelmesh.routing.v1.ReportAttemptFailureRequest\x1a\x32.pixelmesh.routing.v1.ReportAttemptFailureResponse\x12q\n\x10\x43\x61ncelGeneration\x12-.pixelmesh.routing.v1.CancelGenerationRequest\x1a..pixelmesh.routing.v1.CancelGenerationResponse\x12h\n\rListProviders\x12*.pixelmesh.routing.v1.ListProvidersRequest\x1a+.pixelmesh.routing.v1.ListProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*pixelmesh/routing/v1/routing_service.proto\x12\x14pixelmesh.routing.v1\x1a#google/longrunning/operations.proto\x1a$pixelmesh/common/v1/generation.proto\x1a pixelmesh/events/v1/events.proto\"\xaa\x01\n\x17SubmitGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x17\n\x0fretention_class\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xdf\x04\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\r\n\x05sizes\x18\x06 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x07 \x01(\t\x12\x12\n\nmax_images\x18\x08 \x01(\x05\x12\x18\n\x10max_prompt_chars\x18\t \x01(\x05\x12\x11\n\tqualities\x18\n \x03(\t\x12\x0e\n\x06styles\x18\x0b \x03(\t\x12\x16\n\x0eoutput_formats\x18\x0c \x03(\t\x12\x13\n\x0b\x62\x61\x63kgrounds\x18\r \x03(\t\x12\x12\n\nparameters\x18\x0e \x03(\t\x12\x13\n\x0b\x65ta_seconds\x18\x0f \x01(\x05\x12\x0f\n\x07\x63reated\x18\x10 \x01(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_quality\x18\x11 \x01(\t\x12\x13\n\x0bmoderations\x18\x12 \x03(\t\x12\x18\n\x10response_formats\x18\x13 \x03(\t\x12\x1a\n\x12max_partial_images\x18\x14 \x01(\x05\x12\x39\n\x0b\x63ustom_size\x18\x15 \x01(\x0b\x32$.pixelmesh.routing.v1.CustomSizeRule\x12\x33\n\x05\x65\x64its\x18\x16 \x01(\x0b\x32$.pixelmesh.routing.v1.ImageInputRule\x12\x38\n\nvariations\x18\x17 \x01(\x0b\x32$.pixelmesh.routing.v1.ImageInputRule\x12\x13\n\x0btoken_usage\x18\x18 \x01(\x08\"q\n\x0e\x43ustomSizeRule\x12\x10\n\x08min_side\x18\x01 \x01(\x05\x12\x10\n\x08max_side\x18\x02 \x01(\x05\x12\x13\n\x0bmultiple_of\x18\x03 \x01(\x05\x12\x12\n\nmax_aspect\x18\x04 \x01(\x02\x12\x12\n\nmax_pixels\x18\x05 \x01(\x03\"\x9b\x01\n\x0eImageInputRule\x12\r\n\x05sizes\x18\x01 \x03(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x02 \x01(\t\x12\x12\n\nmax_images\x18\x03 \x01(\x05\x12\x0f\n\x07\x66ormats\x18\x04 \x03(\t\x12\x11\n\tmax_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06square\x18\x06 \x01(\x08\x12\x0c\n\x04mask\x18\x07 \x01(\x08\x12\x0e\n\x06prompt\x18\x08 \x01(\x08\"\x13\n\x11ListModelsRequest\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.pixelmesh.routing.v1.Model\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\">\n\x10GetModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model\"R\n\x19ValidateGenerationRequest\x12\x35\n\x06params\x18\x01 \x01(\x0b\x32%.pixelmesh.common.v1.GenerationParams\"\x91\x01\n\x1aValidateGenerationResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.pixelmesh.routing.v1.Model\x12\x0c\n\x04size\x18\x02 \x01(\t\x12\x0f\n\x07quality\x18\x03 \x01(\t\x12\t\n\x01n\x18\x04 \x01(\x05\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\"\x16\n\x14ListProvidersRequest\"\x9e\x01\n\x0cProviderPool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x30\n\x06health\x18\x03 \x01(\x0e\x32 .pixelmesh.routing.v1.PoolHealth\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07workers\x18\x06 \x01(\x05\x12\x0f\n\x07\x63ircuit\x18\x07 \x01(\t\"N\n\x15ListProvidersResponse\x12\x35\n\tproviders\x18\x01 \x03(\x0b\x32\".pixelmesh.routing.v1.ProviderPool\"`\n\x1bReportAttemptFailureRequest\x12/\n\x03job\x18\x02 \x01(\x0b\x32\".pixelmesh.events.v1.GenerationJobJ\x04\x08\x01\x10\x02R\ngeneration\"S\n\x1cReportAttemptFailureResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation\"T\n\x17\x43\x61ncelGenerationRequest\x12\x15\n\rgeneration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\"O\n\x18\x43\x61ncelGenerationResponse\x12\x33\n\ngeneration\x18\x01 \x01(\x0b\x32\x1f.pixelmesh.common.v1.Generation*v\n\nPoolHealth\x12\x1b\n\x17POOL_HEALTH_UNSPECIFIED\x10\x00\x12\x17\n\x13POOL_HEALTH_UNKNOWN\x10\x01\x12\x17\n\x13POOL_HEALTH_HEALTHY\x10\x02\x12\x19\n\x15POOL_HEALTH_UNHEALTHY\x10\x03\x32\xc9\x06\n\x0eRoutingService\x12\xa5\x01\n\x10SubmitGeneration\x12-.pixelmesh.routing.v1.SubmitGenerationRequest\x1a\x1d.google.longrunning.Operation\"C\xca\x41@\n\x1epixelmesh.common.v1.Generation\x12\x1epixelmesh.common.v1.Generation\x12_\n\nListModels\x12\'.pixelmesh.routing.v1.ListModelsRequest\x1a(.pixelmesh.routing.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.pixelmesh.routing.v1.GetModelRequest\x1a&.pixelmesh.routing.v1.GetModelResponse\x12w\n\x12ValidateGeneration\x12/.pixelmesh.routing.v1.ValidateGenerationRequest\x1a\x30.pixelmesh.routing.v1.ValidateGenerationResponse\x12}\n\x14ReportAttemptFailure\x12\x31.pixelmesh.routing.v1.ReportAttemptFailureRequest\x1a\x32.pixelmesh.routing.v1.ReportAttemptFailureResponse\x12q\n\x10\x43\x61ncelGeneration\x12-.pixelmesh.routing.v1.CancelGenerationRequest\x1a..pixelmesh.routing.v1.CancelGenerationResponse\x12h\n\rListProviders\x12*.pixelmesh.routing.v1.ListProvidersRequest\x1a+.pixelmesh.routing.v1.ListProvidersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,42 +36,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUTINGSERVICE'].methods_by_name['SubmitGeneration']._loaded_options = None
   _globals['_ROUTINGSERVICE'].methods_by_name['SubmitGeneration']._serialized_options = b'\312A@\n\036pixelmesh.common.v1.Generation\022\036pixelmesh.common.v1.Generation'
-  _globals['_POOLHEALTH']._serialized_start=2218
-  _globals['_POOLHEALTH']._serialized_end=2336
-  _globals['_SUBMITGENERATIONREQUEST']._serialized_start=144
-  _globals['_SUBMITGENERATIONREQUEST']._serialized_end=314
-  _globals['_MODEL']._serialized_start=317
-  _globals['_MODEL']._serialized_end=924
-  _globals['_CUSTOMSIZERULE']._serialized_start=926
-  _globals['_CUSTOMSIZERULE']._serialized_end=1039
-  _globals['_IMAGEINPUTRULE']._serialized_start=1042
-  _globals['_IMAGEINPUTRULE']._serialized_end=1197
-  _globals['_LISTMODELSREQUEST']._serialized_start=1199
-  _globals['_LISTMODELSREQUEST']._serialized_end=1218
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1220
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1285
-  _globals['_GETMODELREQUEST']._serialized_start=1287
-  _globals['_GETMODELREQUEST']._serialized_end=1319
-  _globals['_GETMODELRESPONSE']._serialized_start=1321
-  _globals['_GETMODELRESPONSE']._serialized_end=1383
-  _globals['_VALIDATEGENERATIONREQUEST']._serialized_start=1385
-  _globals['_VALIDATEGENERATIONREQUEST']._serialized_end=1467
-  _globals['_VALIDATEGENERATIONRESPONSE']._serialized_start=1470
-  _globals['_VALIDATEGENERATIONRESPONSE']._serialized_end=1615
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1617
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1639
-  _globals['_PROVIDERPOOL']._serialized_start=1642
-  _globals['_PROVIDERPOOL']._serialized_end=1800
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1802
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1880
-  _globals['_REPORTATTEMPTFAILUREREQUEST']._serialized_start=1882
-  _globals['_REPORTATTEMPTFAILUREREQUEST']._serialized_end=1964
-  _globals['_REPORTATTEMPTFAILURERESPONSE']._serialized_start=1966
-  _globals['_REPORTATTEMPTFAILURERESPONSE']._serialized_end=2049
-  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2051
-  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2135
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=2137
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=2216
-  _globals['_ROUTINGSERVICE']._serialized_start=2339
-  _globals['_ROUTINGSERVICE']._serialized_end=3180
+  _globals['_POOLHEALTH']._serialized_start=2266
+  _globals['_POOLHEALTH']._serialized_end=2384
+  _globals['_SUBMITGENERATIONREQUEST']._serialized_start=178
+  _globals['_SUBMITGENERATIONREQUEST']._serialized_end=348
+  _globals['_MODEL']._serialized_start=351
+  _globals['_MODEL']._serialized_end=958
+  _globals['_CUSTOMSIZERULE']._serialized_start=960
+  _globals['_CUSTOMSIZERULE']._serialized_end=1073
+  _globals['_IMAGEINPUTRULE']._serialized_start=1076
+  _globals['_IMAGEINPUTRULE']._serialized_end=1231
+  _globals['_LISTMODELSREQUEST']._serialized_start=1233
+  _globals['_LISTMODELSREQUEST']._serialized_end=1252
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1254
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1319
+  _globals['_GETMODELREQUEST']._serialized_start=1321
+  _globals['_GETMODELREQUEST']._serialized_end=1353
+  _globals['_GETMODELRESPONSE']._serialized_start=1355
+  _globals['_GETMODELRESPONSE']._serialized_end=1417
+  _globals['_VALIDATEGENERATIONREQUEST']._serialized_start=1419
+  _globals['_VALIDATEGENERATIONREQUEST']._serialized_end=1501
+  _globals['_VALIDATEGENERATIONRESPONSE']._serialized_start=1504
+  _globals['_VALIDATEGENERATIONRESPONSE']._serialized_end=1649
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1651
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1673
+  _globals['_PROVIDERPOOL']._serialized_start=1676
+  _globals['_PROVIDERPOOL']._serialized_end=1834
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1836
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1914
+  _globals['_REPORTATTEMPTFAILUREREQUEST']._serialized_start=1916
+  _globals['_REPORTATTEMPTFAILUREREQUEST']._serialized_end=2012
+  _globals['_REPORTATTEMPTFAILURERESPONSE']._serialized_start=2014
+  _globals['_REPORTATTEMPTFAILURERESPONSE']._serialized_end=2097
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2099
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2183
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=2185
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=2264
+  _globals['_ROUTINGSERVICE']._serialized_start=2387
+  _globals['_ROUTINGSERVICE']._serialized_end=3228
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pixelmesh.common.v1 import generation_pb2 as _generation_pb2
+from pixelmesh.events.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -497,21 +498,21 @@ Global___ListProvidersResponse: _TypeAlias = ListProvidersResponse  # noqa: Y015
 class ReportAttemptFailureRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    GENERATION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def generation(self) -> _generation_pb2.Generation:
-        """The generation as the worker had it, its current attempt (`attempt`) ended with the
-        error and end time recorded on it.
+    def job(self) -> _events_pb2.GenerationJob:
+        """The job as the worker received it, its generation's current attempt (`attempt`) ended
+        with the error and end time recorded on it (tariff and routes unchanged).
         """
 
     def __init__(
         self,
         *,
-        generation: _generation_pb2.Generation | None = ...,
+        job: _events_pb2.GenerationJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -550,7 +551,9 @@ class CancelGenerationRequest(_message.Message):
     reason: _builtins.str
     """Shown as the generation's error message."""
     account_id: _builtins.str
-    """The account the cancel is made for ("*": any account, for operators' tools)."""
+    """The account the cancel is made for ("*": any account, for operators' tools, whose call
+    carries the operator token in "x-pixelmesh-admin-token" metadata).
+    """
     def __init__(
         self,
         *,

@@ -34,9 +34,10 @@ class StatusServiceStub:
     Every call but GetWebhookSecret (and every Operations call) is made for an account,
     named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
     only that account's generations (another account's is NOT_FOUND, exactly like a
-    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
-    operators (a worker reading a parent generation, ListOperations of every account).
-    A call that names no account is refused with INVALID_ARGUMENT.
+    missing one). "*" is the all-accounts mode of operators' tools (ListOperations of
+    every account, say): such a call also carries the operator token (pricing's
+    PRICING_ADMIN_TOKEN) in "x-pixelmesh-admin-token", and is refused with UNAUTHENTICATED
+    without it. A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     @_typing.overload
@@ -69,9 +70,10 @@ class StatusServiceAsyncStub(StatusServiceStub):
     Every call but GetWebhookSecret (and every Operations call) is made for an account,
     named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
     only that account's generations (another account's is NOT_FOUND, exactly like a
-    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
-    operators (a worker reading a parent generation, ListOperations of every account).
-    A call that names no account is refused with INVALID_ARGUMENT.
+    missing one). "*" is the all-accounts mode of operators' tools (ListOperations of
+    every account, say): such a call also carries the operator token (pricing's
+    PRICING_ADMIN_TOKEN) in "x-pixelmesh-admin-token", and is refused with UNAUTHENTICATED
+    without it. A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -100,9 +102,10 @@ class StatusServiceServicer(metaclass=_abc_1.ABCMeta):
     Every call but GetWebhookSecret (and every Operations call) is made for an account,
     named in the "x-pixelmesh-account-id" metadata: it reads, watches, lists and cancels
     only that account's generations (another account's is NOT_FOUND, exactly like a
-    missing one). "*" is the explicit all-accounts mode of mesh-internal readers and
-    operators (a worker reading a parent generation, ListOperations of every account).
-    A call that names no account is refused with INVALID_ARGUMENT.
+    missing one). "*" is the all-accounts mode of operators' tools (ListOperations of
+    every account, say): such a call also carries the operator token (pricing's
+    PRICING_ADMIN_TOKEN) in "x-pixelmesh-admin-token", and is refused with UNAUTHENTICATED
+    without it. A call that names no account is refused with INVALID_ARGUMENT.
     """
 
     @_abc_1.abstractmethod
