@@ -16,12 +16,13 @@ from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
 from pricing.prices import PriceTable
-from pricing.servicer import ADMIN_METADATA, PricingServicer
+from pricing.servicer import PricingServicer
+from svckit.accounts import ADMIN_TOKEN_METADATA
 from svckit.errors import ErrorCode, from_rpc_error
 from svckit.ids import new_generation_id
 
 TOKEN = "admin-secret"
-ADMIN = ((ADMIN_METADATA, TOKEN),)
+ADMIN = ((ADMIN_TOKEN_METADATA, TOKEN),)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def generation(key: pb.ApiKey, n: int = 1) -> gen.Generation:
 
 
 async def test_admin_calls_need_the_token(stub) -> None:  # noqa: ANN001
-    for metadata in ((), ((ADMIN_METADATA, "wrong"),)):
+    for metadata in ((), ((ADMIN_TOKEN_METADATA, "wrong"),)):
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.ListApiKeys(pb.ListApiKeysRequest(), metadata=metadata)
         assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED

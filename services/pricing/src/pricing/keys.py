@@ -12,8 +12,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,12 +20,11 @@ from sqlalchemy.exc import IntegrityError
 
 from pricing.db import accounts, api_keys, ledger_entries
 from pricing.plans import Plans
-from sqlstore import Database
+from sqlstore import Clock, Database, now_ms
 from svckit.errors import ErrorCode, GatewayError, invalid
 from svckit.logging import get_logger
 
 log = get_logger(__name__)
-Clock = Callable[[], int]
 LIMIT_NAMES = ("images_per_minute", "images_per_day", "max_concurrent")
 # The development keys' limits: none (they serve every engineer's tests at full speed).
 DEV_KEY_LIMITS = {name: 0 for name in LIMIT_NAMES}
@@ -42,10 +39,6 @@ _KEY_EXISTS = select(api_keys.c.id).where(api_keys.c.id == bindparam("key_id"))
 _INSERT_ACCOUNT = insert(accounts)
 _INSERT_KEY = insert(api_keys)
 _INSERT_ENTRY = insert(ledger_entries)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def digest(secret: str) -> str:

@@ -34,10 +34,10 @@ from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.pricing.v1.pricing_service_pb2 import ReleaseReason
 from pricing import limits
 from pricing.db import accounts, api_keys, ledger_entries, reservations
-from pricing.keys import WRONG_KEY, Clock, ensure_account, now_ms
+from pricing.keys import WRONG_KEY, ensure_account
 from pricing.plans import Plans
 from pricing.prices import PriceTable, Quote
-from sqlstore import Database
+from sqlstore import Clock, Database, now_ms
 from svckit.errors import ErrorCode, GatewayError, invalid
 from svckit.logging import get_logger
 from svckit.tariffs import final_cost

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from sqlstore import Database, Schema
+from sqlstore import Clock, Database, Schema, now_ms
 from svckit.errors import ErrorCode, GatewayError
 from svckit.logging import get_logger
 
@@ -75,12 +75,8 @@ _ROW = select(c.generation_id, c.generation, c.created_ms).where(
 )
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class IdempotencyStore:
-    def __init__(self, database: Database, ttl_seconds: float, clock=now_ms) -> None:  # noqa: ANN001
+    def __init__(self, database: Database, ttl_seconds: float, clock: Clock = now_ms) -> None:
         self._db = database
         self._ttl_ms = int(ttl_seconds * 1000)
         self._clock = clock
