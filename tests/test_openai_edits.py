@@ -107,3 +107,57 @@ async def test_edit_and_variation_answers_match_openais_schema(http: httpx.Async
     body = r.json()
     assert_images_response(body)
     assert "quality" not in body, "the model's default quality (auto) is no quality that was used"
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+async def test_json_edit_repaints_the_masked_half(http: httpx.AsyncClient) -> None:
+    """OpenAI's JSON edits body (`images: [{image_url}]`, `mask: {image_url}`) does what multipart does."""
+    r = await http.post("/v1/images/edits", json={
+        "model": "pixelmesh-sketch", "prompt": "a forest at night", "size": "256x256", "response_format": "b64_json",
+        "images": [{"image_url": data_url(image_bytes(256, 256))}],
+        "mask": {"image_url": data_url(mask_bytes(256, 256))}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_images_response(body)
+    out = pixels(body["data"][0]["b64_json"])
+    assert np.abs(out[:, :120] - (200, 40, 40)).max() <= 2, "outside the mask the input is kept"
+    assert np.abs(out[:, 136:] - (200, 40, 40)).mean() > 30, "inside the mask it is repainted"
+
+
+async def test_json_edit_of_several_images_follows_the_first_for_auto_size(http: httpx.AsyncClient) -> None:
+    images = [{"image_url": data_url(image_bytes(600, 400))},
+              {"image_url": data_url(image_bytes(600, 400, fmt="WEBP"), "image/webp")}]
+    r = await http.post("/v1/images/edits", json={"model": "pixelmesh-sketch", "prompt": "a sea", "images": images,
+                                                  "n": 2, "output_format": "jpeg"})
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == "1536x1024" and len(r.json()["data"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"images": [{"file_id": "file-abc123"}]}, "images[0].file_id", "Files API"),
+        ({"images": [{"image_url": "https://example.com/a.png", "file_id": "f"}]}, "images[0]", "exactly one"),
+        ({"images": [{}]}, "images[0]", "exactly one"),
+        ({"images": []}, "images", "images"),
+        ({"images": [{"image_url": "ftp://example.com/a.png"}]}, "images[0].image_url", "http(s)"),
+        ({"images": [{"image_url": "data:image/png;base64,not-base64!"}]}, "images[0].image_url", "base64"),
+        ({"images": [{"image_url": data_url(b"not an image")}]}, "images[0].image_url", "valid"),
+        ({"images": [{"image_url": data_url(image_bytes(64, 64))}], "mask": {"image_url": data_url(mask_bytes(32, 32))}},
+         "mask", "must match"),
+        ({"images": [{"image_url": data_url(image_bytes(64, 64))}],
+          "mask": {"image_url": data_url(image_bytes(64, 64, mode="RGB"))}}, "mask.image_url", "alpha"),
+        ({"images": [{"image_url": data_url(image_bytes(64, 64))}] * 17}, "images", "16"),
+        ({"images": [{"image_url": data_url(image_bytes(64, 64))}], "size": "1792x1024"}, "size", "1792x1024"),
+        ({"images": [{"image_url": data_url(image_bytes(64, 64))}], "n": "2"}, "n", "n"),
+        ({"images": [{"image_url": data_url(image_bytes(64, 64))}], "image": "x"}, "image", "Unrecognized"),
+    ],
+)
+async def test_bad_json_edits_are_clear_400s(http: httpx.AsyncClient, body: dict, param: str, words: str) -> None:
+    r = await http.post("/v1/images/edits", json={"model": "pixelmesh-sketch", "prompt": "p", **body})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and words in err["message"], err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 
+import openai
 import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -14,6 +15,8 @@ from svckit.errors import ErrorCode
 from svckit.grpc_client import channel as grpc_channel
 from tests.emulators import openai as emu
 from tests.emulators.harness import EmulatorServer, fake_image
+from tests.support.images import mask_bytes
+from tests.support.openai_contract import assert_images_response
 from tests.support.ports import free_port
 from tests.support.provider_mesh import require_route, start_worker
 from tests.support.provider_jobs import (
@@ -249,6 +252,46 @@ async def test_gpt_image_edit_sends_images_and_mask(server, provider) -> None:
     assert "moderation" not in call["fields"] and call["fields"]["prompt"] == "add a hat"
 
 
+async def test_input_fidelity_reaches_gpt_image_edits_but_not_the_mini(server, provider) -> None:
+    src = hosted(server, fake_image(1024, 1024, "fidelity"))
+    g = generation("gpt-image-1.5", "keep the face", kind=gen.GENERATION_KIND_EDIT, input_fidelity="high",
+                   input_images=[gen.InputImage(url=src, role="image")])
+    await run(provider, g)
+    assert received(server)[0]["fields"]["input_fidelity"] == "high"
+    reset(server)
+    g = generation("gpt-image-1-mini", "keep the face", kind=gen.GENERATION_KIND_EDIT, input_fidelity="high",
+                   input_images=[gen.InputImage(url=src, role="image")])
+    err = await failure(provider, g)
+    assert err.code is ErrorCode.INVALID_REQUEST and "input_fidelity" in err.message
+    assert api_calls(server) == []
+
+
+async def test_gpt_image_1_mini_generates_and_edits(server, provider) -> None:
+    result, _ = await run(provider, generation("gpt-image-1-mini", "a kite", size="1536x1024", quality="low", n=2))
+    assert [opened(i).size for i in result.images] == [(1536, 1024)] * 2 and result.usage.output_tokens == 2 * 272
+    src = hosted(server, fake_image(1024, 1536, "mini-edit"))
+    g = generation("gpt-image-1-mini", "in ink", size="auto", kind=gen.GENERATION_KIND_EDIT,
+                   input_images=[gen.InputImage(url=src, role="image")])
+    result, _ = await run(provider, g)
+    assert opened(result.images[0]).size == (1024, 1536)
+    assert [r["fields"]["model"] for r in received(server)] == ["gpt-image-1-mini"] * 2
+
+
+async def test_gpt_image_2_edits_at_a_free_size(server, provider) -> None:
+    src = hosted(server, fake_image(1536, 864, "wide-input"))
+    g = generation("gpt-image-2", "make it dusk", size="1536x864", kind=gen.GENERATION_KIND_EDIT,
+                   input_fidelity="low", input_images=[gen.InputImage(url=src, role="image")])
+    result, _ = await run(provider, g)
+    assert opened(result.images[0]).size == (1536, 864)
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/images/edits" and sent["fields"]["size"] == "1536x864"
+    reset(server)
+    g = generation("gpt-image-2", "x", size="1000x1000", kind=gen.GENERATION_KIND_EDIT,
+                   input_images=[gen.InputImage(url=src, role="image")])
+    err = await failure(provider, g)  # what routing refuses, the upstream refuses too
+    assert err.code is ErrorCode.INVALID_REQUEST and "multiples of 16" in err.message
+
+
 async def test_dall_e_2_edit_takes_one_png(server, provider) -> None:
     jpeg = hosted(server, fake_image(512, 512, "jpeg-in", "JPEG"), "jpg", "image/jpeg")
     g = generation("dall-e-2", "make it night", size="512x512", kind=gen.GENERATION_KIND_EDIT, image_url=jpeg)
@@ -316,7 +359,8 @@ def openai_pool(mesh):
     """The emulator and a worker process serving the openai pool (needs openai in ROUTING_PROVIDERS)."""
     require_route(mesh, "openai")
     srv = EmulatorServer("openai", free_port(), api_key=KEY).start()
-    instance = start_worker(mesh, "openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=f"{srv.url}/v1")
+    # EMULATED_INPUTS: the JSON edits below name images the emulator hosts on 127.0.0.1.
+    instance = start_worker(mesh, "openai", OPENAI_API_KEY=KEY, OPENAI_BASE_URL=f"{srv.url}/v1", **EMULATED_INPUTS)
     yield srv
     mesh.stop(instance)
     srv.stop()
@@ -367,3 +411,74 @@ async def test_edit_inputs_are_read_from_the_storage_service(mesh, server) -> No
             await p.close()
     finally:
         await channel.close()
+
+
+@pytest.fixture
+def sdk(openai_pool, edge_url: str, api_key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{edge_url}/v1", api_key=api_key, max_retries=0, timeout=120)
+
+
+async def test_mesh_gpt_image_2_at_a_free_size_through_the_sdk(openai_pool, sdk) -> None:
+    reset(openai_pool)
+    resp = await sdk.images.generate(model="gpt-image-2", prompt="a wide harbour", size="1280x720", quality="low",
+                                     output_format="webp")
+    assert resp.size == "1280x720" and resp.model_extra["model"] == "gpt-image-2"
+    assert opened(base64.b64decode(resp.data[0].b64_json)).size == (1280, 720)
+    assert resp.usage.output_tokens == 272 and resp.model_extra["perf"]["model_used"] == "gpt-image-2"
+    assert_images_response(resp.model_dump(exclude_none=True))
+    assert received(openai_pool)[0]["fields"]["size"] == "1280x720"
+
+
+@pytest.mark.parametrize(("size", "words"), [("1000x1000", "multiples of 16"), ("3840x1024", "1:3 and 3:1"),
+                                             ("3840x2176", "8,294,400 pixels"), ("4096x2160", "3840")])
+async def test_mesh_gpt_image_2_sizes_outside_its_rule_are_400s_naming_size(openai_pool, sdk, size, words) -> None:
+    reset(openai_pool)
+    with pytest.raises(openai.BadRequestError) as exc:
+        await sdk.images.generate(model="gpt-image-2", prompt="x", size=size)
+    err = exc.value.body
+    assert (err["param"], err["type"], err["code"]) == ("size", "invalid_request_error", "invalid_request")
+    assert words in err["message"] and size in err["message"]
+    assert api_calls(openai_pool) == [], "refused before anything was queued or spent"
+
+
+async def test_mesh_gpt_image_1_mini_through_the_sdk(openai_pool, sdk) -> None:
+    reset(openai_pool)
+    resp = await sdk.images.generate(model="gpt-image-1-mini", prompt="a kite", n=2, quality="low")
+    assert len(resp.data) == 2 and resp.model_extra["model"] == "gpt-image-1-mini"
+    with pytest.raises(openai.BadRequestError) as exc:
+        await sdk.images.edit(model="gpt-image-1-mini", prompt="x", input_fidelity="high",
+                              image=("a.png", fake_image(64, 64, "mini"), "image/png"))
+    assert exc.value.body["param"] == "input_fidelity"
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+async def test_mesh_json_edit_with_image_urls_and_a_mask(openai_pool, http) -> None:
+    """OpenAI's JSON edits body: a data URL (checked and stored by the edge) and an http URL
+    (read by the worker), in order, and a data URL mask; the upstream gets them as multipart."""
+    reset(openai_pool)
+    first = fake_image(1024, 1024, "json-first")
+    second = hosted(openai_pool, fake_image(1024, 1024, "json-second", "JPEG"), "jpg", "image/jpeg")
+    r = await http.post("/v1/images/edits", json={
+        "model": "gpt-image-1.5", "prompt": "add a red kite", "input_fidelity": "high", "quality": "low",
+        "images": [{"image_url": data_url(first)}, {"image_url": second}],
+        "mask": {"image_url": data_url(mask_bytes(1024, 1024))}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_images_response(body)
+    assert body["usage"]["input_tokens_details"]["image_tokens"] == 2 * 194
+    sent = received(openai_pool)[0]
+    assert sent["path"] == "/v1/images/edits" and sent["fields"]["input_fidelity"] == "high"
+    assert [(p["content_type"], p["bytes"]) for p in sent["files"]["image[]"]][0] == ("image/png", len(first))
+    assert sent["files"]["image[]"][1]["content_type"] == "image/jpeg" and len(sent["files"]["mask"]) == 1
+
+
+async def test_mesh_json_edit_at_a_gpt_image_2_free_size(openai_pool, http) -> None:
+    reset(openai_pool)
+    r = await http.post("/v1/images/edits", json={
+        "model": "gpt-image-2", "prompt": "dusk", "size": "1536x864",
+        "images": [{"image_url": data_url(fake_image(1536, 864, "json-wide"))}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == "1536x864" and received(openai_pool)[0]["fields"]["size"] == "1536x864"

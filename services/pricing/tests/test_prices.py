@@ -92,3 +92,21 @@ def test_plans_of_the_seeds() -> None:
     with pytest.raises(GatewayError) as exc:
         plans.get("platinum")
     assert exc.value.param == "plan"
+
+
+def test_gpt_image_2_is_token_priced_and_custom_sizes_reserve_the_largest(prices: PriceTable) -> None:
+    square = prices.quote("gpt-image-2", "1024x1024", "medium", 1)
+    assert square.per_image_usd == Decimal("0.053")
+    assert square.tariff.output_usd_micros_per_million == 30_000_000
+    assert square.tariff.input_image_usd_micros_per_million == 8_000_000
+    largest = prices.quote("gpt-image-2", "3840x2160", "auto", 1).per_image_usd
+    assert prices.quote("gpt-image-2", "1280x720", "high", 1).per_image_usd == largest == Decimal("1.669")
+    assert prices.quote("gpt-image-2", "2048x2048", "low", 2).total_usd == Decimal("0.048")
+    # usage is what is charged: a custom 1280x720 medium image of 1,000 output tokens costs 3 cents
+    cost = final_cost(prices.quote("gpt-image-2", "1280x720", "medium", 1).tariff, 1, gen.Usage(output_tokens=1000))
+    assert cost.usd_micros == 30_000 and cost.tokens == 3
+
+
+def test_gpt_image_1_mini_is_token_priced(prices: PriceTable) -> None:
+    q = prices.quote("gpt-image-1-mini", "1536x1024", "low", 1)
+    assert q.per_image_usd == Decimal("0.006") and q.tariff.output_usd_micros_per_million == 8_000_000

@@ -218,3 +218,46 @@ def test_every_catalog_model_has_a_proto_with_its_rules() -> None:
     assert protos["flux-pro"].custom_size.multiple_of == 32
     assert protos["dall-e-3"].default_quality == "standard"
     assert not protos["dall-e-3"].HasField("edits")
+
+
+def test_gpt_image_2_takes_free_sizes_within_its_rule(catalog: Catalog) -> None:
+    model = catalog.get("gpt-image-2")
+    for size in ("1280x720", "3840x2160", "2160x3840", "1536x512", "2048x2048"):
+        assert validate(model, params(size=size))[0] == size
+    assert model.pixels("1280x720") == (1280, 720)
+    for size, words in [
+        ("1000x1000", "multiples of 16"),
+        ("1920x608", "1:3 and 3:1"),
+        ("3856x2160", "between 16 and 3840"),
+        ("3840x2176", "8,294,400 pixels"),
+        ("1280x720x2", "Supported sizes"),
+    ]:
+        err = rejected(catalog, "gpt-image-2", size=size)
+        assert (err.code, err.param) == (ErrorCode.INVALID_REQUEST, "size"), size
+        assert words in err.message and repr(size) in err.message, err.message
+
+
+def test_gpt_image_2_edits_take_free_sizes_and_gpt_image_1_edits_do_not(catalog: Catalog) -> None:
+    edit = params(kind=gen.GENERATION_KIND_EDIT, input_images=[image()], size="1536x864", input_fidelity="high")
+    assert validate(catalog.get("gpt-image-2"), edit)[0] == "1536x864"
+    assert (
+        rejected(catalog, "gpt-image-1", kind=gen.GENERATION_KIND_EDIT, input_images=[image()], size="1536x864").param
+        == "size"
+    )
+    assert (
+        rejected(catalog, "gpt-image-2", kind=gen.GENERATION_KIND_EDIT, input_images=[image()], size="1000x1000").param
+        == "size"
+    )
+
+
+def test_gpt_image_1_mini_and_gpt_image_2_limits(catalog: Catalog) -> None:
+    mini = catalog.get("gpt-image-1-mini")
+    assert validate(mini, params(n=10, quality="low", prompt="x" * 32000)) == ("1024x1024", "low", 10)
+    err = rejected(
+        catalog, "gpt-image-1-mini", kind=gen.GENERATION_KIND_EDIT, input_images=[image()], input_fidelity="high"
+    )
+    assert err.param == "input_fidelity" and "does not take" in err.message
+    assert rejected(catalog, "gpt-image-1-mini", size="1280x720").param == "size"
+    # gpt-image-2's transparent background is not offered (the sources disagree whether it works)
+    assert rejected(catalog, "gpt-image-2", background="transparent").param == "background"
+    assert catalog.get("gpt-image-2").to_proto().custom_size.max_pixels == 3840 * 2160

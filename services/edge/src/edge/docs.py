@@ -165,8 +165,29 @@ def json_body(model: type[BaseModel], *, idempotent: bool = False) -> dict[str, 
     return out
 
 
-def multipart_body(model: type[BaseModel], files: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
-    """A multipart/form-data body: the model's fields as text, plus binary file parts."""
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested models written in place (no `$defs` to resolve)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+def multipart_body(
+    model: type[BaseModel], files: tuple[str, ...], required: tuple[str, ...], json: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """A multipart/form-data body: the model's fields as text, plus binary file parts (and,
+    with `json`, the same operation's JSON body)."""
     schema = model.model_json_schema()
     props: dict[str, Any] = {}
     for name in files:
@@ -176,13 +197,10 @@ def multipart_body(model: type[BaseModel], files: tuple[str, ...], required: tup
         props[name] = {**options[0], **({"title": prop["title"]} if "title" in prop else {})}
     body = {"type": "object", "properties": props, "required": list(required)}
     encoding = {name: {"contentType": "image/png, image/webp, image/jpeg"} for name in files}
-    return {
-        "parameters": [IDEMPOTENCY_HEADER],
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": body, "encoding": encoding}},
-        },
-    }
+    content: dict[str, Any] = {"multipart/form-data": {"schema": body, "encoding": encoding}}
+    if json is not None:
+        content["application/json"] = {"schema": inline_schema(json)}
+    return {"parameters": [IDEMPOTENCY_HEADER], "requestBody": {"required": True, "content": content}}
 
 
 def add_error_responses(openapi: dict[str, Any]) -> dict[str, Any]:

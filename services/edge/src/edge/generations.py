@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 
-from edge.inputs import Upload, check_mask, check_rule, fit_size
+from edge.inputs import Input, Upload, check_mask, check_rule, fit_size
 from edge.mesh import Caller, Mesh, new_upload_id
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.routing.v1 import routing_service_pb2 as routing_pb
@@ -58,33 +58,41 @@ class Generations:
         self._mesh = mesh
 
     async def submit(
-        self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = "", uploads: Sequence[Upload] = ()
+        self, caller: Caller, params: gen.GenerationParams, *, idempotency_key: str = "", uploads: Sequence[Input] = ()
     ) -> Submitted:
-        """Admit a generation; with uploads, everything is checked before they are stored."""
+        """Admit a generation; with inputs (uploads, or URLs the worker reads), everything is
+        checked before the uploads are stored."""
         if uploads:
             await self._attach(caller, params, uploads)
         generation, replayed = await self._mesh.submit(caller, params, idempotency_key=idempotency_key)
         annotate(generation)
         return Submitted(generation, replayed)
 
-    async def _attach(self, caller: Caller, params: gen.GenerationParams, uploads: Sequence[Upload]) -> None:
+    async def _attach(self, caller: Caller, params: gen.GenerationParams, inputs: Sequence[Input]) -> None:
         """Validate everything first, store after: routing's dry run (with placeholders for
-        the inputs), then every upload against the model's rule for this route; only then
-        are the files stored, under one upload id, and put in the params (workers read them
-        from storage by object key). A refused request leaves nothing in storage."""
-        params.input_images.extend(gen.InputImage(object_key="pending", role=u.role) for u in uploads)
+        the uploads), then every upload against the model's rule for this route; only then
+        are the files stored, under one upload id, and put in the params in the order the
+        client gave its inputs (workers read them from storage by object key, and the URLs
+        the client named from there). A refused request leaves nothing in storage."""
+        params.input_images.extend(
+            gen.InputImage(object_key="pending", role=i.role) if isinstance(i, Upload) else i.ref() for i in inputs
+        )
         checked = await self._mesh.validate(params)
         rule = input_rule(checked.model, params.kind)
+        uploads = [i for i in inputs if isinstance(i, Upload)]
+        first = inputs[0]
         if rule is not None:
             for upload in uploads:
                 check_rule(upload, rule, checked.model.id)
             masks = [u for u in uploads if u.role == "mask"]
-            if masks:
-                check_mask(masks[0], uploads[0])
-            if checked.size == "auto":
-                params.size = fit_size(list(rule.sizes), uploads[0].width, uploads[0].height) or "auto"
+            if masks and isinstance(first, Upload) and first.role != "mask":
+                check_mask(masks[0], first)
+            if checked.size == "auto" and isinstance(first, Upload):
+                params.size = fit_size(list(rule.sizes), first.width, first.height) or "auto"
+        stored = iter(await self.store_inputs(caller, uploads) if uploads else [])
+        refs = [next(stored) if isinstance(i, Upload) else i.ref() for i in inputs]
         del params.input_images[:]
-        params.input_images.extend(await self.store_inputs(caller, uploads))
+        params.input_images.extend(refs)
 
     async def store_inputs(self, caller: Caller, uploads: Sequence[Upload]) -> list[gen.InputImage]:
         """Store checked uploads under one new upload id, in order."""

@@ -4,13 +4,19 @@ Two steps, both pure: `read_image` when the request is parsed (the bytes are an 
 format the gateway takes, within the pixel cap; a mask has an alpha channel), and
 `check_rule` once routing named the model (its formats, bytes, square, the mask's size).
 The generations core stores the inputs only after both passed and routing's dry run did.
+Base64 inputs (data URLs) are decoded here (`decode_base64_image`); an http(s) URL a client
+names (`ImageLink`) is not fetched by the edge: the worker reads it (public hosts only).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
@@ -21,6 +27,10 @@ from svckit.errors import invalid
 
 MAX_PIXELS = 40_000_000
 PIL_FORMATS = {"PNG": "png", "WEBP": "webp", "JPEG": "jpeg", "MPO": "jpeg"}
+DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S
+)
+MAX_LINK_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,22 @@ class Upload:
     role: str  # image | mask
     param: str  # the request field that carried it
     what: str  # how errors name it ("image file 'a.png'", "base64Array[1]")
+
+
+@dataclass(frozen=True)
+class ImageLink:
+    """An input image the client named by its http(s) URL, passed on as it is."""
+
+    url: str
+    role: str  # image | mask
+    param: str
+
+    def ref(self) -> gen.InputImage:
+        return gen.InputImage(url=self.url, role=self.role)
+
+
+# What a request's inputs are: checked bytes to store, or URLs the worker reads.
+Input = Upload | ImageLink
 
 
 def _open(data: bytes, what: str, param: str) -> Image.Image:
@@ -66,6 +92,47 @@ def read_image(data: bytes, *, what: str, param: str, role: str = "image", max_b
         )
     fmt = formats.BY_NAME[name]
     return Upload(data, fmt.enum, fmt.mime_type, width, height, role, param, what)
+
+
+def decode_base64_image(
+    value: str, *, param: str, what: str = "", role: str = "image", max_bytes: int = 0, bare: bool = True
+) -> Upload:
+    """A data URL (`data:<mime>;base64,<data>`), or with `bare` plain base64, of a png, webp
+    or jpeg image, decoded and read like an upload."""
+    what = what or param
+    text = value.strip()
+    m = DATA_URL.match(text)
+    if m is not None:
+        if not m["b64"]:
+            raise invalid(f"{param} must be base64 (data:<mime>;base64,<data>).", param)
+        text = m["data"]
+    elif not bare:
+        raise invalid(f"{param} must be a data:image/...;base64 URL or an http(s) URL.", param)
+    try:
+        data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(f"{param} is not valid base64.", param) from None
+    return read_image(data, what=what, param=param, role=role, max_bytes=max_bytes)
+
+
+def read_image_url(value: str, *, param: str, role: str = "image", max_bytes: int = 0) -> Input:
+    """An `image_url` of a JSON body: a base64 data URL decoded and read like an upload, or an
+    absolute http(s) URL passed on to the worker (which fetches public hosts only)."""
+    if value.startswith("data:"):
+        return decode_base64_image(
+            value, param=param, what=f"{role} {param}", role=role, max_bytes=max_bytes, bare=False
+        )
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or len(value) > MAX_LINK_CHARS or any(c.isspace() for c in value):
+        raise invalid(
+            f"{param} must be an http(s) URL (at most {MAX_LINK_CHARS} characters) or a data:image/...;base64 URL.",
+            param,
+        )
+    return ImageLink(value, role, param)
 
 
 def check_rule(upload: Upload, rule: routing_pb.ImageInputRule, model: str) -> None:

@@ -7,13 +7,11 @@ presenters.mj, because webhooks (notifyHook) send it too.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.inputs import Upload, read_image
+from edge.inputs import Upload, decode_base64_image
 from edge.schemas import checked_callback_url
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode, GatewayError, invalid
@@ -43,9 +41,6 @@ BOT_MODELS = {"MID_JOURNEY": "midjourney", "NIJI_JOURNEY": "niji"}
 DIMENSIONS = {"PORTRAIT": "2:3", "SQUARE": "1:1", "LANDSCAPE": "3:2"}
 CHANGE_ACTIONS = ("UPSCALE", "VARIATION", "REROLL")
 MAX_INPUT_BYTES = 10 * 1024 * 1024
-_DATA_URI = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S
-)
 _SIMPLE_CHANGE = re.compile(r"^\s*(?P<id>\S+)\s+(?P<op>[UV][1-4]|R)\s*$", re.I)
 
 
@@ -115,17 +110,7 @@ class TaskConditionBody(BaseModel):
 
 def decode_image(value: str, param: str) -> Upload:
     """A data URI (or bare base64) of a png, webp or jpeg image, read and checked."""
-    text = value.strip()
-    m = _DATA_URI.match(text)
-    if m is not None:
-        if not m["b64"]:
-            raise invalid(f"{param} must be base64 (data:<mime>;base64,<data>).", param)
-        text = m["data"]
-    try:
-        data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid(f"{param} is not valid base64.", param) from None
-    return read_image(data, what=param, param=param, max_bytes=MAX_INPUT_BYTES)
+    return decode_base64_image(value, param=param, max_bytes=MAX_INPUT_BYTES)
 
 
 def model_of(bot_type: str | None) -> str:

@@ -8,6 +8,7 @@ its events with stream=true). Errors are OpenAI error objects (edge.errors).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -16,9 +17,9 @@ from sse_starlette import EventSourceResponse
 from edge import docs
 from edge.deps import auth, core_dep, idempotency_key, parse_json, settings_dep
 from edge.generations import Generations
-from edge.inputs import Upload
+from edge.inputs import Input
 from edge.mesh import Caller
-from edge.schemas import ImageForm, OpenAIImageBody, VariationForm, parse_body
+from edge.schemas import ImageEditJsonBody, ImageForm, OpenAIImageBody, VariationForm, parse_body
 from edge.settings import EdgeSettings
 from edge.streaming import image_events, timeout_error
 from edge.uploads import read_form
@@ -47,16 +48,23 @@ async def images_generations(
 @router.post(
     "/v1/images/edits",
     summary="Edit images (and an optional mask) with a prompt",
-    openapi_extra=docs.multipart_body(ImageForm, files=("image", "mask"), required=("image", "prompt")),
+    openapi_extra=docs.multipart_body(
+        ImageForm, files=("image", "mask"), required=("image", "prompt"), json=ImageEditJsonBody
+    ),
     responses=docs.image_responses(stream=True),
 )
 async def images_edits(
     request: Request, who: Caller = auth, core: Generations = core_dep, settings: EdgeSettings = settings_dep
 ) -> Response:
+    """Multipart (`image` / `image[]` files, `mask`), or JSON with `images: [{image_url}]` and `mask`."""
     started = time.monotonic()
-    fields, uploads = await read_form(request)
-    params = parse_body(ImageForm, fields).to_params(gen.GENERATION_KIND_EDIT)
-    return await submit_and_answer(core, who, params, request, uploads, settings, started, "image_edit")
+    inputs: list[Input]
+    if request.headers.get("content-type", "").startswith("application/json"):
+        params, inputs = (await parse_json(request, ImageEditJsonBody)).to_params()
+    else:
+        fields, uploads = await read_form(request)
+        params, inputs = parse_body(ImageForm, fields).to_params(gen.GENERATION_KIND_EDIT), list(uploads)
+    return await submit_and_answer(core, who, params, request, inputs, settings, started, "image_edit")
 
 
 @router.post(
@@ -81,7 +89,7 @@ async def submit_and_answer(
     who: Caller,
     params: gen.GenerationParams,
     request: Request,
-    uploads: list[Upload],
+    uploads: Sequence[Input],
     settings: EdgeSettings,
     started: float,
     kind: str,

@@ -7,11 +7,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.inputs import Input, read_image_url
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit import formats
 from svckit.errors import invalid
 
 ImageFormat = Literal["png", "webp", "jpeg"]
+# OpenAI's bound on one ImageRefParam's image_url (a data URL of a large image included).
+MAX_IMAGE_URL_CHARS = 20_971_520
 
 
 class GenerationBody(BaseModel):
@@ -133,6 +136,68 @@ class ImageForm(BaseModel):
         if self.seed is not None:
             params.seed = self.seed
         return params
+
+
+class ImageRefBody(BaseModel):
+    """OpenAI's ImageRefParam: exactly one of `image_url` (http(s) or a base64 data URL) and `file_id`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image_url: str | None = Field(default=None, max_length=MAX_IMAGE_URL_CHARS)
+    file_id: str | None = None
+
+    def to_input(self, param: str, role: str) -> Input:
+        if (self.image_url is None) == (self.file_id is None):
+            raise invalid(f"{param} must hold exactly one of 'image_url' and 'file_id'.", param)
+        if self.file_id is not None:
+            raise invalid(
+                "This gateway has no Files API, so file_id cannot name an image; send image_url "
+                "(an http(s) URL or a data:image/...;base64 URL).",
+                f"{param}.file_id",
+            )
+        return read_image_url(self.image_url or "", param=f"{param}.image_url", role=role)
+
+
+class ImageEditJsonBody(BaseModel):
+    """POST /v1/images/edits as JSON (OpenAI's EditImageBodyJsonParam): `images` (1-16
+    ImageRefParams) and an optional `mask` instead of file parts; the other fields as multipart."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str | None = None
+    images: list[ImageRefBody] | None = Field(default=None, max_length=16)
+    mask: ImageRefBody | None = None
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1)
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    output_format: ImageFormat | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    stream: bool | None = None
+    partial_images: int | None = Field(default=None, ge=0, le=3)
+    user: str | None = None
+    safety_identifier: str | None = None
+    # The gateway's extensions, as on the multipart route.
+    response_format: Literal["url", "b64_json"] | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+
+    def to_params(self) -> tuple[gen.GenerationParams, list[Input]]:
+        """The params of the edit and its inputs in order (the images, then the mask)."""
+        if not self.images:
+            raise invalid(
+                "Missing required parameter: 'images'. A JSON edit names its images as "
+                '"images": [{"image_url": "..."}]; or send multipart/form-data with the image file(s).',
+                "images",
+            )
+        inputs = [ref.to_input(f"images[{i}]", "image") for i, ref in enumerate(self.images)]
+        if self.mask is not None:
+            inputs.append(self.mask.to_input("mask", "mask"))
+        fields = self.model_dump(exclude={"images", "mask"}, exclude_none=True)
+        return ImageForm(**fields).to_params(gen.GENERATION_KIND_EDIT), inputs
 
 
 class VariationForm(BaseModel):

@@ -109,7 +109,7 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     if not 1 <= n <= entry.max_images:
         raise invalid(f"n must be between 1 and {entry.max_images} for {entry.id}; got {n}.", "n")
     size = params.size or (spec.default_size if spec else entry.default_size)
-    _check_size(entry, size, spec.sizes if spec else entry.sizes, custom=spec is None)
+    _check_size(entry, size, spec.sizes if spec else entry.sizes, custom=spec is None or spec.custom_size)
     quality = params.quality or entry.quality_default
     if quality not in entry.qualities:
         raise invalid(

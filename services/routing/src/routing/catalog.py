@@ -48,7 +48,7 @@ class CustomSize(BaseModel):
         if self.max_aspect and max(width, height) > self.max_aspect * min(width, height):
             return f"the aspect ratio must be within 1:{self.max_aspect:g} and {self.max_aspect:g}:1"
         if self.max_pixels and width * height > self.max_pixels:
-            return f"at most {self.max_pixels} pixels in total"
+            return f"at most {self.max_pixels:,} pixels in total"
         return None
 
     def to_proto(self) -> pb.CustomSizeRule:
@@ -73,6 +73,8 @@ class ImageInputs(BaseModel):
     square: bool = False
     mask: bool = False
     prompt: bool = True
+    # The model's `custom_size` rule holds on this route too (gpt-image-2 edits take free sizes).
+    custom_size: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ImageInputs:
@@ -140,6 +142,8 @@ class ModelEntry(BaseModel):
                 raise ValueError(f"{self.id}: bad size {size!r}")
         if self.default_size not in self.sizes:
             raise ValueError(f"{self.id}: default_size {self.default_size!r} not in sizes")
+        if any(spec and spec.custom_size for spec in (self.edits, self.variations)) and not self.custom_size:
+            raise ValueError(f"{self.id}: an input route takes custom sizes but the model has no custom_size rule")
         if self.default_quality and self.default_quality not in self.qualities:
             raise ValueError(f"{self.id}: default_quality {self.default_quality!r} not in qualities")
         unknown = set(self.parameters) - KNOWN_PARAMETERS

@@ -8,8 +8,11 @@ Models (docs/provider-contracts.md §1): `dall-e-2`, `dall-e-3` and the GPT imag
 - Fields go only to the models that take them: `style` to dall-e-3; `response_format` to
   DALL·E (GPT image models answer 400 unknown_parameter and always return base64);
   `background`, `moderation`, `output_format`, `output_compression`, `stream` and
-  `partial_images` to GPT image models. GPT image models encode the requested format
-  themselves, so their bytes are not re-encoded; DALL·E's PNGs are converted.
+  `partial_images` to GPT image models; `input_fidelity` to their edits (not
+  gpt-image-1-mini's). `gpt-image-2*` takes free WIDTHxHEIGHT sizes (checked by routing
+  against the catalog's rule); edits always go upstream as multipart, which takes them.
+  GPT image models encode the requested format themselves, so their bytes are not
+  re-encoded; DALL·E's PNGs are converted.
 - `stream` (GPT image models): the SSE events `image_generation.partial_image` /
   `image_edit.partial_image` become progress with a partial image, `*.completed` the
   results and usage; a `data` object carrying `error` mid-stream fails the job.
@@ -108,6 +111,10 @@ def fields_for(
             body["background"] = p.background
         if p.moderation and kind == gen.GENERATION_KIND_GENERATE:
             body["moderation"] = p.moderation
+        if p.input_fidelity and kind == gen.GENERATION_KIND_EDIT:
+            if model.startswith("gpt-image-1-mini"):
+                raise ProviderError(ErrorCode.INVALID_REQUEST, f"{model} does not take input_fidelity")
+            body["input_fidelity"] = p.input_fidelity
         if p.stream:
             body["stream"] = True
             body["partial_images"] = max(0, min(3, p.partial_images))
