@@ -27,8 +27,10 @@ def test_models_carry_sizes_capabilities_and_prices(client_sdk) -> None:
     prices = info["pricing"]["per_image"]
     assert {"size": "1024x1024", "quality": "hd", "tokens": 1, "usd": 0.01} in prices
     assert client_sdk.models.retrieve("pixelmesh-sketch").id == "pixelmesh-sketch"
+    # An alias names its model (seed 004's imagen-3 is Google's migration target).
+    assert client_sdk.models.retrieve("imagen-3").id == "gemini-2.5-flash-image"
     with pytest.raises(openai.NotFoundError):
-        client_sdk.models.retrieve("imagen-3")  # in the catalog, but no enabled provider serves it
+        client_sdk.models.retrieve("no-such-model")
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,16 @@ async def test_openai_models_limits(full: httpx.AsyncClient, payload: dict, para
     r = await full.post("/v1/images/generations", json=payload)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+async def test_a_catalog_model_without_an_enabled_provider_is_not_served(full: httpx.AsyncClient) -> None:
+    """flux-pro is in the catalog, but this routing enables only local and openai."""
+    ids = {m["id"] for m in (await full.get("/v1/models")).json()["data"]}
+    assert "dall-e-3" in ids and "flux-pro" not in ids
+    r = await full.get("/v1/models/flux-pro")
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model", r.text
+    r = await full.post("/api/v2/generate", json={"model": "flux-pro", "prompt": "p"})
+    assert r.status_code == 404, r.text
 
 
 async def test_which_models_take_edits_and_variations(full: httpx.AsyncClient) -> None:

@@ -73,7 +73,8 @@ def test_perf_block_and_cost(edge_url: str, api_key: str) -> None:
 def test_models_lists_the_enabled_models(client: openai.OpenAI, mesh) -> None:
     ids = [m.id for m in client.models.list()]
     assert sorted(ids) == sorted(served_model_ids(mesh))
-    assert "pixelmesh-sketch" in ids and "imagen-3" not in ids  # imagen-3 has no enabled provider
+    assert "pixelmesh-sketch" in ids and "gemini-2.5-flash-image" in ids
+    assert "imagen-3" not in ids  # an alias: listed as the model it names
 
 
 def test_request_metrics_name_the_route_and_the_model(client: openai.OpenAI, edge_url: str) -> None:

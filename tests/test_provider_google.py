@@ -54,7 +54,7 @@ async def test_gemini_image_one_call_per_image_with_summed_usage(server, provide
     assert rec.percents[-1] == 100.0 and len(rec.upstream_ids) == 1
 
 
-@pytest.mark.parametrize("model", ["gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview"])
+@pytest.mark.parametrize("model", ["gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-lite-image"])
 async def test_other_gemini_image_models(server, provider, model) -> None:
     result, _ = await run(provider, generation(model, size="832x1248"))
     assert opened(result.images[0]).size == (832, 1248)
@@ -81,9 +81,16 @@ async def test_a_withheld_image_is_content_policy(server, provider) -> None:
     assert err.code is ErrorCode.CONTENT_POLICY_VIOLATION and "IMAGE_SAFETY" in err.message
 
 
-async def test_no_image_is_a_provider_error(server, provider) -> None:
+async def test_no_image_is_content_policy(server, provider) -> None:
+    """§14: blocked output is still a 200; one without inlineData is a content-policy failure."""
     err = await failure(provider, generation("gemini-2.5-flash-image", f"{emu.NO_IMAGE_WORD} now"))
-    assert err.code is ErrorCode.PROVIDER_ERROR and "NO_IMAGE" in err.message
+    assert err.code is ErrorCode.CONTENT_POLICY_VIOLATION and "NO_IMAGE" in err.message and not err.retryable
+
+
+async def test_shut_down_previews_are_refused_naming_their_successor(server, provider) -> None:
+    err = await failure(provider, generation("gemini-3-pro-image-preview"))
+    assert err.code is ErrorCode.INVALID_REQUEST and "gemini-3-pro-image" in err.message
+    assert api_calls(server) == []
 
 
 async def test_imagen_and_unknown_models_are_refused_before_calling(server, provider) -> None:

@@ -1,14 +1,16 @@
-"""Emulator of the Gemini API's image output through generateContent (the contract the
-google adapter's docstring gives, with its sources).
+"""Emulator of the Gemini API's image output through generateContent
+(docs/provider-contracts-2.md §14, which replaces part 1's §8).
 
 - `POST /v1beta/models/{model}:generateContent`, key in `x-goog-api-key` (or `?key=`); a
   wrong key is Google's 400 INVALID_ARGUMENT with ErrorInfo reason API_KEY_INVALID;
   unknown models 404 NOT_FOUND; unknown fields and bad values 400 INVALID_ARGUMENT
   ("Invalid JSON payload received. Unknown name ..."), in the Google RPC error shape.
-- Image models: `gemini-2.5-flash-image`, `gemini-3-pro-image-preview`,
-  `gemini-3.1-flash-image-preview`. With IMAGE in `responseModalities`, one candidate
-  with one PNG `inlineData` part sized by `imageConfig.aspectRatio` (Google's table for
-  1K); without it, text only. `imageSize` (1K/2K/4K) only on the gemini-3 models.
+- Image models (GA): `gemini-3.1-flash-image`, `gemini-3-pro-image`,
+  `gemini-3.1-flash-lite-image`, `gemini-2.5-flash-image`; the shut-down previews and
+  Imagen answer 404 NOT_FOUND. With IMAGE in `responseModalities`, one candidate with one
+  PNG `inlineData` part sized by `imageConfig.aspectRatio` (1:1, 2:3, 3:2, 3:4, 4:3, 9:16,
+  16:9, 21:9; Google's table for 1K); without it, text only. `imageSize` (1K/2K/4K,
+  uppercase K) only on the gemini-3 models.
 - REFUSED_WORD: the prompt is blocked, a 200 with `promptFeedback.blockReason` and no
   candidates. OUTPUT_FLAGGED: a candidate with `finishReason: IMAGE_SAFETY` and no image.
   NO_IMAGE_WORD: `finishReason: NO_IMAGE`, text only.
@@ -29,9 +31,9 @@ from tests.emulators.harness import REFUSED_WORD, EmulatorState, fake_image, ins
 
 OUTPUT_FLAGGED = "flagged-output"
 NO_IMAGE_WORD = "no-image-please"
-MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")
+MODELS = ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-lite-image", "gemini-2.5-flash-image")
 SIZES = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
-         "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672)}
+         "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672)}
 REQUEST_FIELDS = {"contents", "generationConfig", "safetySettings", "systemInstruction", "tools", "toolConfig", "cachedContent"}
 CONFIG_FIELDS = {"responseModalities", "imageConfig", "candidateCount", "temperature", "topP", "topK", "maxOutputTokens",
                  "stopSequences", "seed"}

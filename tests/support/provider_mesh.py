@@ -31,15 +31,67 @@ def require_route(mesh, provider: str) -> None:
         pytest.skip(f"ROUTING_PROVIDERS={mesh.ports['ROUTING_PROVIDERS']!r} does not route to {provider!r}")
 
 
-def start_worker(mesh, provider: str, *, instance: str = "", **env: str) -> str:
-    """A worker process for `provider` on its own ports, polling and retrying fast unless
-    `env` says otherwise; returns its instance name."""
+def launch_worker(mesh, provider: str, *, instance: str = "", **env: str) -> tuple[str, int]:
+    """Start a worker process for `provider` on its own ports, polling and retrying fast
+    unless `env` says otherwise, without waiting for it; (instance name, gRPC port)."""
     instance = instance or f"worker-{provider}"
     port = free_port()
     mesh.start("worker", instance=instance, WORKER_PROVIDER=provider, GRPC_PORT=str(port),
                METRICS_PORT=str(free_port()), **{**FAST_POLLING, **env})
+    return instance, port
+
+
+def start_worker(mesh, provider: str, *, instance: str = "", **env: str) -> str:
+    """A worker process for `provider` (launch_worker), once it serves; its instance name."""
+    instance, port = launch_worker(mesh, provider, instance=instance, **env)
     mesh.wait_serving(port, instance)
     return instance
+
+
+class PinnedRoute:
+    """One provider as the only route of its models: a routing that enables just that
+    provider (its own store), an edge over it, and (unless `worker_env` is None: the mesh's
+    own worker serves the pool) the provider's worker, which reports its failures to that
+    routing, so a failed attempt cannot fall back to another provider.
+
+    `launch` starts the processes without waiting (several routes start at once), `wait`
+    returns once they serve, `stop` ends them."""
+
+    def __init__(self, mesh, provider: str, worker_env: dict[str, str] | None, *, name: str = "pinned") -> None:
+        self.mesh = mesh
+        self.provider = provider
+        self.worker_env = worker_env
+        self.prefix = f"{name}-{provider}"
+        self.routing_port, self.edge_http, self.edge_grpc = free_port(), free_port(), free_port()
+        self.edge_url = f"http://127.0.0.1:{self.edge_http}"
+        self._instances: list[tuple[str, int]] = []
+
+    def launch(self) -> PinnedRoute:
+        mesh, routing = self.mesh, f"{self.prefix}-routing"
+        mesh.start("routing", instance=routing, GRPC_PORT=str(self.routing_port), METRICS_PORT="0",
+                   ROUTING_PROVIDERS=self.provider,
+                   ROUTING_DATABASE_URL=f"sqlite+aiosqlite:///{mesh.run_dir / (routing + '.db')}")
+        self._instances.append((routing, self.routing_port))
+        mesh.start("edge", instance=f"{self.prefix}-edge", EDGE_HTTP_PORT=str(self.edge_http),
+                   GRPC_PORT=str(self.edge_grpc), METRICS_PORT="0", ROUTING_ADDR=f"127.0.0.1:{self.routing_port}")
+        self._instances.append((f"{self.prefix}-edge", self.edge_grpc))
+        if self.worker_env is not None:
+            self._instances.append(launch_worker(mesh, self.provider, instance=f"{self.prefix}-worker",
+                                                 ROUTING_ADDR=f"127.0.0.1:{self.routing_port}", **self.worker_env))
+        return self
+
+    def wait(self, timeout: float = 120.0) -> PinnedRoute:
+        for instance, port in self._instances:
+            self.mesh.wait_serving(port, instance, timeout=timeout)
+        return self
+
+    def instances(self) -> list[str]:
+        """Its processes, the worker first (the order to stop them in)."""
+        return [instance for instance, _port in reversed(self._instances)]
+
+    def stop(self) -> None:
+        for instance in self.instances():
+            self.mesh.stop(instance)
 
 
 def bootstrap(mesh) -> str:

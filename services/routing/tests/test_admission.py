@@ -100,6 +100,37 @@ def test_aliases_resolve(catalog: Catalog) -> None:
     assert Catalog.load({"midjourney"}).get("midjourney").id == "midjourney-v6"
 
 
+# Every model name of seed 004 (the perf API) and the catalog model it runs.
+SEED_004_NAMES = {
+    "dall-e-3": "dall-e-3",
+    "dall-e-2": "dall-e-2",
+    "stable-diffusion-3": "sd-3-medium",
+    "flux-pro": "flux-pro",
+    "flux-dev": "flux-dev",
+    "ideogram-2": "ideogram-v2",
+    "imagen-3": "gemini-2.5-flash-image",
+}
+
+
+def test_seed_004_names_resolve_to_the_models_that_run() -> None:
+    everything = Catalog.load({"openai", "bfl", "stability", "ideogram", "google"})
+    assert {name: everything.get(name).id for name in SEED_004_NAMES} == SEED_004_NAMES
+    entry = everything.get("imagen-3")
+    g = admit(
+        entry,
+        "google",
+        params(model="imagen-3"),
+        account_id="acct_1",
+        api_key_id="key_1",
+        retention_class="days-7",
+        cost=gen.Cost(tokens=4),
+        size="1024x1024",
+        quality="standard",
+        n=1,
+    )
+    assert g.model == g.params.model == "gemini-2.5-flash-image"
+
+
 def test_admit_builds_the_queued_state(catalog: Catalog) -> None:
     entry = catalog.get("pixelmesh-sketch")
     g = admit(
@@ -210,7 +241,9 @@ def test_edits_and_variations(catalog: Catalog) -> None:
 
 
 def test_every_catalog_model_has_a_proto_with_its_rules() -> None:
-    everything = Catalog.load({"local", "openai", "bfl", "stability", "ideogram", "imagen", "midjourney"})
+    everything = Catalog.load(
+        {"local", "openai", "bfl", "stability", "ideogram", "google", "midjourney", "replicate", "fal"}
+    )
     protos = {m.id: m.to_proto() for m in everything.available()}
     assert protos["dall-e-2"].variations.square and protos["dall-e-2"].edits.mask
     assert protos["gpt-image-1"].edits.max_images == 16 and protos["gpt-image-1"].token_usage

@@ -47,8 +47,17 @@ def test_the_image_part_is_found_among_text_parts() -> None:
             ErrorCode.CONTENT_POLICY_VIOLATION,
         ),
         ({"candidates": [{"finishReason": "SAFETY"}]}, ErrorCode.CONTENT_POLICY_VIOLATION),
-        ({"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "STOP"}]}, ErrorCode.PROVIDER_ERROR),
-        ({"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_OTHER"}]}, ErrorCode.PROVIDER_ERROR),
+        # §14: a 200 without inlineData is a content-policy failure, whatever the finish reason
+        (
+            {"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "STOP"}]},
+            ErrorCode.CONTENT_POLICY_VIOLATION,
+        ),
+        (
+            {"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_OTHER"}]},
+            ErrorCode.CONTENT_POLICY_VIOLATION,
+        ),
+        ({"candidates": [{"content": {"parts": []}, "finishReason": "NO_IMAGE"}]}, ErrorCode.CONTENT_POLICY_VIOLATION),
+        ({"candidates": []}, ErrorCode.PROVIDER_ERROR),
         ({}, ErrorCode.PROVIDER_ERROR),
         (None, ErrorCode.PROVIDER_ERROR),
     ],
@@ -95,7 +104,15 @@ def test_usage_is_summed_over_calls() -> None:
 
 
 def test_models() -> None:
-    assert upstream_model("gemini-3-pro-image-preview", {}) == "gemini-3-pro-image-preview"
+    for model in ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-lite-image"):
+        assert upstream_model(model, {}) == model
+    for preview, successor in (
+        ("gemini-3-pro-image-preview", "gemini-3-pro-image"),
+        ("gemini-3.1-flash-image-preview", "gemini-3.1-flash-image"),
+    ):
+        with pytest.raises(ProviderError) as exc:
+            upstream_model(preview, {})
+        assert exc.value.code is ErrorCode.INVALID_REQUEST and successor in exc.value.message
     assert upstream_model("nano-banana", {"nano-banana": "gemini-2.5-flash-image"}) == "gemini-2.5-flash-image"
     for model in ("imagen-4.0-generate-001", "gemini-2.5-pro"):
         with pytest.raises(ProviderError):

@@ -1,29 +1,30 @@
 """Google's image models on the Gemini API, through `models/{model}:generateContent`.
 
-Why not Imagen: docs/provider-contracts.md §8 records that Imagen's `:predict` contract is shut
-down on the Gemini API (ai.google.dev; python-genai "Disable GenerateImages for Gemini
-API") and that new adapters should use `generateContent` with image output, whose
-contract §8 does not spell out. This adapter speaks that contract as Google's own
-references state it (checked from stored copies, not live):
-- [P] `POST {base}/models/{model}:generateContent`, `x-goog-api-key` (§8 base URL and
-  auth); body `contents[].parts[]` of `text` and `inlineData {mimeType, data}`,
-  `generationConfig.responseModalities` and `generationConfig.imageConfig.aspectRatio`
-  (1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9): the Gemini API reference
-  (ai.google.dev/api/generate-content) and Google's ImageConfig types.
-- [P] response `candidates[].content.parts[].inlineData` (base64 images), `finishReason`
-  (STOP, SAFETY, PROHIBITED_CONTENT, BLOCKLIST, SPII, RECITATION, IMAGE_SAFETY,
-  IMAGE_PROHIBITED_CONTENT, IMAGE_RECITATION, IMAGE_OTHER, NO_IMAGE, OTHER, ...),
-  `promptFeedback.blockReason` with no candidates when the prompt is blocked,
-  `usageMetadata` token counts, `responseId`: googleapis js-genai / kotlin-genai types.
-- [S] errors are Google RPC errors `{"error": {code, message, status, details}}`; a bad
-  key is a 400 INVALID_ARGUMENT whose ErrorInfo reason is API_KEY_INVALID (issue reports).
+docs/provider-contracts-2.md §14 (which replaces part 1's §8): Imagen is shut down on the
+Gemini API (and deprecated on Vertex AI, whose docs say to move to gemini-2.5-flash-image);
+the current image models answer `generateContent`:
+- `POST {base}/models/{model}:generateContent`, `x-goog-api-key`; body `contents[].parts[]`
+  of `text` and `inlineData {mimeType, data}`, `generationConfig.responseModalities` and
+  `generationConfig.imageConfig.aspectRatio` (1:1, 2:3, 3:2, 3:4, 4:3, 9:16, 16:9, 21:9).
+- Models (GA): gemini-3.1-flash-image, gemini-3-pro-image, gemini-3.1-flash-lite-image,
+  gemini-2.5-flash-image. The previews gemini-3.1-flash-image-preview and
+  gemini-3-pro-image-preview were shut down on 2026-06-25 (gemini-2.5-flash-image-preview
+  in 2026-01): refused before any call, naming the GA model. Shutdown dates move: other
+  names come from GOOGLE_MODELS (catalog id -> Gemini model).
+- Response `candidates[0].content.parts[].inlineData` (base64 images, maybe beside text),
+  `finishReason`, `promptFeedback.blockReason` with no candidates when the prompt is
+  blocked, `usageMetadata` token counts, `responseId`. Blocked output is still HTTP 200:
+  a candidate without `inlineData` (IMAGE_SAFETY, IMAGE_OTHER, NO_IMAGE, SAFETY, ... or text
+  only) is a content-policy failure, as the contract says to treat it.
+- Errors are Google RPC errors `{"error": {code, message, status, details}}`; a bad key is
+  a 400 INVALID_ARGUMENT whose ErrorInfo reason is API_KEY_INVALID; 429 RESOURCE_EXHAUSTED.
 
-Mapping: a blocked prompt or a safety finish reason is a content-policy violation (no
-retry); NO_IMAGE / IMAGE_OTHER / OTHER / text without an image are PROVIDER_ERRORs; a bad
-key is PROVIDER_AUTH; 429 RESOURCE_EXHAUSTED and 5xx are retried. One call makes one
-image, so `n` images are `n` concurrent calls; token usage is summed into Usage. Input
-images (edits, image_url) go as inlineData parts before the prompt; masks are not
-supported by these models. Seeds are not sent (not documented for image output).
+Mapping: a blocked prompt or a candidate without an image is a content-policy violation
+(no retry); an answer without any candidate is a PROVIDER_ERROR; a bad key is
+PROVIDER_AUTH; 429 and 5xx are retried. One call makes one image, so `n` images are `n`
+concurrent calls; token usage is summed into Usage. Input images (edits, image_url) go as
+inlineData parts before the prompt; masks are not supported by these models. Seeds are
+not sent (not documented for image output).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ from worker.providers.images import decode_b64, deliver
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
 
-ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9")
+# Shut down upstream -> the GA model that replaced it (§14).
+SHUT_DOWN = {
+    "gemini-3.1-flash-image-preview": "gemini-3.1-flash-image",
+    "gemini-3-pro-image-preview": "gemini-3-pro-image",
+    "gemini-2.5-flash-image-preview": "gemini-2.5-flash-image",
+}
 REFUSED_FINISH = frozenset(
     {
         "SAFETY",
@@ -69,6 +76,8 @@ def upstream_model(model: str, models: dict[str, str]) -> str:
         raise ProviderError(
             ErrorCode.INVALID_REQUEST, f"{name} ran on Imagen's :predict, which the Gemini API has shut down"
         )
+    if name in SHUT_DOWN:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"google shut {name} down; its successor is {SHUT_DOWN[name]}")
     if not (name.startswith("gemini-") and "image" in name):
         raise ProviderError(ErrorCode.INVALID_REQUEST, f"the google adapter does not serve the model {model!r}")
     return name
@@ -109,7 +118,7 @@ def image_of(body: object) -> tuple[bytes, str]:
         raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"google withheld the image (finishReason {reason})")
     if not images or not images[0].get("data"):
         detail = f"finishReason {reason}" if reason else "no finish reason"
-        raise ProviderError(ErrorCode.PROVIDER_ERROR, f"google answered without an image ({detail})")
+        raise ProviderError(ErrorCode.CONTENT_POLICY_VIOLATION, f"google answered without an image ({detail})")
     return decode_b64(images[0]["data"], "google"), text
 
 

@@ -12,8 +12,9 @@ picks the pixels (about one megapixel), and the result keeps them.
   upstream blurred: it fails as a content-policy violation, never shown as a result.
 - 403 `name: content_moderation` is a refusal (content policy, no retry); other 403s and
   401 are the operator's key; 400/413/422 invalid; 429 and 5xx retried.
-- SDXL (`stable-diffusion-xl`) lives on Stability's v1 engines API, which the contracts do
-  not document, so this adapter does not serve it. No cancel endpoint; a sync API.
+- SDXL (`stable-diffusion-xl`) is not on v2beta (it lived on the v1 engines API, which the
+  contracts do not document): the catalog routes it to Replicate and fal. No cancel
+  endpoint; a sync API.
 """
 
 from __future__ import annotations
