@@ -1,6 +1,7 @@
 """The self-hosted pools through the real mesh: Kafka, routing (with the operator's catalog
 file), pricing (with its price file), storage, status, and a worker per pool against its
-emulator: comfyui (the example workflow templates) and openai_compatible (vLLM-Omni).
+emulator: comfyui (the example workflow templates), openai_compatible (vLLM-Omni) and sdapi
+(AUTOMATIC1111).
 Generations go through the public API; fallbacks go from one self-hosted pool to another."""
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "deploy/selfhosted/comfyui"
 MODEL = "sdxl-selfhosted"
 FLUX = "flux-dev-selfhosted"
-POOLS = ("comfyui", "openai_compatible")
+POOLS = ("comfyui", "openai_compatible", "sdapi")
+CHECKPOINT = "sd_xl_base_1.0.safetensors [31e35c80fc]"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,8 @@ def pools(mesh):
         start_worker(mesh, "comfyui", COMFYUI_BASE_URL=servers["comfyui"].url, COMFYUI_WORKFLOWS=str(WORKFLOWS)),
         start_worker(mesh, "openai_compatible", OPENAI_COMPATIBLE_BASE_URL=f"{servers['openai_compatible'].url}/vllm/v1",
                      OPENAI_COMPATIBLE_MODELS=json.dumps(served)),
+        start_worker(mesh, "sdapi", SDAPI_BASE_URL=servers["sdapi"].url,
+                     SDAPI_MODELS=json.dumps({MODEL: {"checkpoint": CHECKPOINT, "extra": {"steps": 25}}})),
     ]
     yield servers
     for instance in workers:
@@ -60,6 +64,17 @@ def vllm(pools) -> Control:
     return c
 
 
+@pytest.fixture
+def a1111(pools) -> Control:
+    c = Control(pools["sdapi"].url)
+    c.reset()
+    return c
+
+
+def sdapi_jobs(control: Control) -> list[dict]:
+    return control.get("/_emulator/sdapi/jobs")["jobs"]
+
+
 def prompts(control: Control) -> list[dict]:
     return control.get("/_emulator/comfyui/prompts")["prompts"]
 
@@ -80,14 +95,17 @@ async def test_mesh_generates_through_the_api(mesh, pools, comfy, http) -> None:
     assert image_info(image) == ("webp", 1216, 832)
 
 
-async def test_mesh_a_failure_is_refunded(mesh, pools, comfy, edge_url) -> None:
+async def test_mesh_a_failure_is_refunded(mesh, pools, comfy, a1111, edge_url) -> None:
     admin = admin_client(mesh)
     key = funded_key(admin, "pro", tokens=10)
     async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {key.secret}"}) as client:
         r = await client.post("/api/v2/generate", json={"model": MODEL, "prompt": "upstream-error"})
         assert r.status_code == 200, r.text
         done = await wait_finished(client, r.json()["id"], timeout=120)
-    assert done["status"] == "failed" and done["error"]["code"] == "provider_error", done
+    assert done["status"] == "failed", done
+    # both routes tried: ComfyUI's execution error, then A1111's 500 (retried, then given up)
+    assert [(a["provider"], a["error"]["code"]) for a in done["attempts"]] == [
+        ("comfyui", "provider_error"), ("sdapi", "provider_unavailable")]
     assert "CUDA out of memory" in done["error"]["message"] and done["tokens_spent"] == 0
     ledger = await settled(admin, key.account_id)
     assert ledger.balance.available_tokens == 10 and ledger.balance.reserved_tokens == 0
@@ -162,3 +180,37 @@ async def test_mesh_a_failure_on_both_pools_is_refunded(mesh, pools, vllm, comfy
     assert "CUDA out of memory" in done["error"]["message"] and done["tokens_spent"] == 0
     ledger = await settled(admin, key.account_id)
     assert ledger.balance.available_tokens == 10 and ledger.balance.reserved_tokens == 0
+
+
+async def test_mesh_sdxl_falls_back_from_comfyui_to_a1111(pools, comfy, a1111, http) -> None:
+    comfy.faults(down=True)
+    r = await http.post("/api/v2/generate", json={"model": MODEL, "prompt": "a windmill", "size": "896x1152",
+                                                  "negative_prompt": "fog", "seed": 9, "n": 2})
+    done = await wait_finished(http, r.json()["id"], timeout=180)
+    assert done["status"] == "completed", done
+    assert [a["provider"] for a in done["attempts"]] == ["comfyui", "sdapi"]
+    [job] = sdapi_jobs(a1111)
+    body = job["body"]
+    assert (body["prompt"], body["negative_prompt"], body["seed"], body["batch_size"]) == ("a windmill", "fog", 9, 2)
+    assert body["override_settings"] == {"sd_model_checkpoint": CHECKPOINT} and body["steps"] == 25
+    assert len(done["result_urls"]) == 2 and done["tokens_spent"] == 2
+
+
+async def test_mesh_a_cancel_interrupts_a1111(pools, comfy, a1111, http) -> None:
+    comfy.faults(down=True)
+    a1111.faults(job_seconds=60)
+    r = await http.post("/api/v2/generate", json={"model": MODEL, "prompt": "slow"})
+    generation_id = r.json()["id"]
+    for _ in range(300):
+        if sdapi_jobs(a1111):
+            break
+        await asyncio.sleep(0.1)
+    cancelled = await http.post(f"/api/v2/generate/{generation_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    for _ in range(100):
+        if sdapi_jobs(a1111)[0]["interrupted"]:
+            break
+        await asyncio.sleep(0.1)
+    assert sdapi_jobs(a1111)[0]["interrupted"] and a1111.calls("POST", "/sdapi/v1/interrupt")
+    done = await wait_finished(http, generation_id)
+    assert done["state"] == "cancelled" and done["tokens_spent"] == 0

@@ -27,6 +27,7 @@ PROVIDERS: dict[str, str] = {
     "fal": "worker.providers.fal:FalProvider",
     "comfyui": "worker.providers.comfyui:ComfyUIProvider",
     "openai_compatible": "worker.providers.openai_compatible:OpenAICompatibleProvider",
+    "sdapi": "worker.providers.sdapi:SdapiProvider",
 }
 
 
