@@ -26,6 +26,7 @@ mesh_module = importlib.util.module_from_spec(_spec)
 sys.modules["pixelmesh_local_mesh"] = mesh_module
 _spec.loader.exec_module(mesh_module)
 LocalMesh = mesh_module.LocalMesh
+SELF_HOSTED = ROOT / "deploy/selfhosted"  # the example operator files (catalog, prices, ComfyUI workflows)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
             ports[key] = str(free_port())
     # Every provider with an adapter is routable; a provider's worker starts when a test
     # needs it (tests/support/provider_mesh.py), until then its jobs wait in its topic.
-    ports["ROUTING_PROVIDERS"] = "local,openai,bfl,stability,ideogram,google,midjourney,replicate,fal"
+    ports["ROUTING_PROVIDERS"] = "local,openai,bfl,stability,ideogram,google,midjourney,replicate,fal,comfyui,openai_compatible,sdapi"
     other_key = "pm-other-" + secrets.token_urlsafe(16)
     m = LocalMesh(
         run_dir=tmp_path_factory.mktemp("mesh"),
@@ -62,6 +63,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "SHUTDOWN_GRACE_SECONDS": "5",
+            # The self-hosted pools' models, declared the way an operator declares them.
+            "ROUTING_EXTRA_CATALOGS": str(SELF_HOSTED / "catalog.yaml"),
+            "PRICING_EXTRA_PRICE_TABLES": str(SELF_HOSTED / "prices.yaml"),
         },
     )
     # A second account, so tests can check that one account never sees another's work.

@@ -39,7 +39,9 @@ NAMESPACE = "pixelmesh"
 RELEASE = "pm"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate bundles.
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
-PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google"}
+PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google",
+             "comfyui", "openai_compatible", "sdapi"}
+SELF_HOSTED = {"comfyui": 8188, "openai_compatible": 8000, "sdapi": 7860}  # their in-cluster ports in the CI values
 SERVICES = ("edge", "routing", "pricing", "storage", "status")
 # The gRPC calls of docs/architecture.md, by component; workers are added per provider. Status calls
 # storage for the presigned image URLs of webhook bodies and routing for cancels; routing calls
@@ -378,9 +380,10 @@ def test_secrets_only_through_secret_refs(all_objects, ci_values) -> None:
                 assert "value" not in entry, (component(d), name)
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] in existing or (ref["name"] == secret["metadata"]["name"] and ref["key"] in stored), ref
-    # the 8 provider keys, storage's S3 pair, pricing's dev key, database URL and admin token,
-    # status's webhook signing key and admin token, routing's database URL
-    assert secret_vars == 8 + 2 + 3 + 2 + 1
+    # the 8 upstream APIs' provider keys and sdapi's --api-auth login, storage's S3 pair,
+    # pricing's dev key, database URL and admin token, status's webhook signing key and
+    # admin token, routing's database URL
+    assert secret_vars == 9 + 2 + 3 + 2 + 1
 
 
 def _adapter_settings(provider: str) -> type | None:
@@ -416,6 +419,62 @@ def test_provider_workers_get_their_key_and_base_url(all_objects) -> None:
     assert env_of(deployments["pm-pixelmesh-worker-midjourney"])["MIDJOURNEY_BASE_URL"]["value"] == "http://midjourney-proxy.midjourney:8080"
     assert env_of(deployments["pm-pixelmesh-worker-bfl"])["BFL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "provider-keys", "key": "bfl"}
     assert env_of(deployments["pm-pixelmesh-worker-ideogram"])["IDEOGRAM_MAX_IN_FLIGHT"]["value"] == "5"  # providers.<name>.env
+
+
+def test_self_hosted_pools_get_their_url_their_egress_and_no_key(all_objects, ci_values) -> None:
+    deployments, policies = by_name(all_objects, "Deployment"), by_name(all_objects, "NetworkPolicy")
+    for provider, port in SELF_HOSTED.items():
+        name = f"pm-pixelmesh-worker-{provider.replace('_', '-')}"  # Kubernetes names take no underscores
+        env = env_of(deployments[name])
+        aliases = _aliases(_adapter_settings(provider))
+        assert env[aliases["base_url"]]["value"] == ci_values["providers"][provider]["baseUrl"], provider
+        assert env["WORKER_PROVIDER"]["value"] == provider  # the topic and group keep the pool's name
+        keys = [n for n in env if SECRET_ENV.search(n)]
+        assert keys == (["SDAPI_API_KEY"] if provider == "sdapi" else []) and aliases["api_key"] == f"{provider.upper()}_API_KEY"
+        egress = policies[name]["spec"]["egress"]
+        upstream = [rule for rule in egress if any(p["port"] == port for p in rule.get("ports", []))]
+        assert upstream and all(rule["to"] for rule in upstream), provider  # only to the gpu namespace
+        assert not any(p["port"] == 443 for rule in egress for p in rule.get("ports", [])), provider
+
+
+def test_the_operator_files_are_mounted_and_pass_the_services_checks(all_objects, tmp_path) -> None:
+    """The selfHosted ConfigMap reaches routing, pricing and the comfyui worker under the
+    variables they read, and its files pass the checks each service makes at start-up."""
+    from pricing.prices import PriceTable
+    from routing.catalog import Catalog
+    from worker.providers.comfyui_templates import load_templates
+
+    (config,) = [c for c in of_kind(all_objects, "ConfigMap") if c["metadata"]["name"] == "pm-pixelmesh-self-hosted"]
+    deployments = by_name(all_objects, "Deployment")
+    wanted = {"pm-pixelmesh-routing": ("ROUTING_EXTRA_CATALOGS", {"catalog.yaml"}),
+              "pm-pixelmesh-pricing": ("PRICING_EXTRA_PRICE_TABLES", {"prices.yaml"}),
+              "pm-pixelmesh-worker-comfyui": ("COMFYUI_WORKFLOWS", {"comfyui-sdxl-selfhosted.json"})}
+    files = {}
+    for name, (variable, keys) in wanted.items():
+        spec = deployments[name]["spec"]["template"]["spec"]
+        (volume,) = [v for v in spec["volumes"] if v.get("configMap", {}).get("name") == "pm-pixelmesh-self-hosted"]
+        (mount,) = [m for m in container(deployments[name])["volumeMounts"] if m["name"] == volume["name"]]
+        assert {i["key"] for i in volume["configMap"]["items"]} == keys and mount["readOnly"]
+        assert env_of(deployments[name])[variable]["value"].startswith(mount["mountPath"])
+        for item in volume["configMap"]["items"]:
+            files[item["path"]] = config["data"][item["key"]]
+    for path, text in files.items():
+        (tmp_path / path).write_text(text)
+    enabled = {"comfyui", "openai_compatible", "sdapi"}
+    catalog = Catalog.load(enabled, extra=(tmp_path / "catalog.yaml",))
+    prices = PriceTable.load(extra=(tmp_path / "prices.yaml",))
+    for entry in catalog.available():
+        if entry.owned_by == "self-hosted":
+            assert prices.quote(entry.id, entry.default_size, entry.quality_default, 1).total_tokens >= 1
+    (tmp_path / "catalog.yaml").unlink()
+    (tmp_path / "prices.yaml").unlink()
+    assert set(load_templates(tmp_path)) == {"sdxl-selfhosted"}
+
+
+def test_comfyui_without_workflow_templates_fails_the_render(helm, helm_env) -> None:
+    r = run_helm(helm, helm_env, "template", RELEASE, str(CHART), "--set", "providers.comfyui.enabled=true",
+                 "--set", "providers.comfyui.baseUrl=http://comfyui:8188")
+    assert r.returncode != 0 and "selfHosted.comfyuiWorkflows" in r.stderr
 
 
 def test_midjourney_proxy_key_is_optional(helm, helm_env) -> None:
@@ -502,7 +561,10 @@ def test_pricing_sqlite_is_writable_on_a_read_only_root(default_objects, all_obj
     assert pricing["spec"]["replicas"] == 1
     shared = by_name(all_objects, "Deployment")[f"pm-pixelmesh-{service}"]
     assert "valueFrom" in env_of(shared)[variable]
-    assert [m["mountPath"] for m in container(shared)["volumeMounts"]] == ["/tmp"]
+    # no SQLite volume: /tmp, and the operator's self-hosted files (read-only) of the CI values
+    mounts = container(shared)["volumeMounts"]
+    assert [m["mountPath"] for m in mounts if m["name"] != "self-hosted"] == ["/tmp"]
+    assert all(m["readOnly"] for m in mounts if m["name"] == "self-hosted")
 
 
 def test_generated_secrets_are_long_and_referenced(default_objects) -> None:

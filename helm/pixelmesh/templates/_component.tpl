@@ -35,6 +35,8 @@ and NetworkPolicy.
 {{- if and (has "database" $uses) (not (include "pixelmesh.databaseSecretName" $root)) -}}{{- $sqliteDir = $V.database.sqlite.dir -}}{{- end -}}
 {{- if has "s3" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.s3.accessKey $V.s3.secretKey $V.s3.existingSecret) -}}{{- end -}}
 {{- if $c.provider -}}{{- $secretInputs = concat $secretInputs (list $c.apiKey $c.existingSecret $c.existingSecretKey) -}}{{- end -}}
+{{- /* the operator's self-hosted files (selfHosted) this component reads, from the chart's ConfigMap */ -}}
+{{- $shFiles := include "pixelmesh.selfHostedFiles" (dict "root" $root "c" $c) | fromYaml -}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -62,6 +64,9 @@ spec:
         {{- end }}
       annotations:
         checksum/secrets: {{ toJson $secretInputs | sha256sum }}
+        {{- if $shFiles }}
+        checksum/self-hosted: {{ toJson (pick ($V.selfHosted | default dict) "catalog" "prices" "comfyuiWorkflows") | sha256sum }}
+        {{- end }}
         {{- if and $V.metrics.podAnnotations $c.ports.metrics }}
         prometheus.io/scrape: "true"
         prometheus.io/port: {{ $c.ports.metrics | quote }}
@@ -128,6 +133,11 @@ spec:
             - name: data
               mountPath: {{ $sqliteDir }}
             {{- end }}
+            {{- if $shFiles }}
+            - name: self-hosted
+              mountPath: /etc/pixelmesh/selfhosted
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -136,6 +146,15 @@ spec:
         - name: data
           emptyDir:
             sizeLimit: {{ $V.database.sqlite.sizeLimit }}
+        {{- end }}
+        {{- if $shFiles }}
+        - name: self-hosted
+          configMap:
+            name: {{ include "pixelmesh.componentName" (dict "root" $root "name" "self-hosted") }}
+            items:
+              {{- range $key, $path := $shFiles }}
+              - {key: {{ $key }}, path: {{ $path }}}
+              {{- end }}
         {{- end }}
       {{- if $c.spreadAcrossNodes }}
       topologySpreadConstraints:

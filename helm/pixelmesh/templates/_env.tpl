@@ -140,6 +140,23 @@ secretKeyRef, never as plain values.
 {{- fail (printf "providers.%s: enabled without a baseUrl: set providers.%s.baseUrl (the %s adapter has no default upstream)" $c.provider $c.provider $c.provider) }}
 {{- end }}
 {{- end }}
+{{- /* ---- the operator's self-hosted files, mounted from the chart's ConfigMap ---- */}}
+{{- $shFiles := include "pixelmesh.selfHostedFiles" (dict "root" $root "c" $c) | fromYaml }}
+{{- if hasKey $shFiles "catalog.yaml" }}
+- name: ROUTING_EXTRA_CATALOGS
+  value: /etc/pixelmesh/selfhosted/catalog.yaml
+{{- end }}
+{{- if hasKey $shFiles "prices.yaml" }}
+- name: PRICING_EXTRA_PRICE_TABLES
+  value: /etc/pixelmesh/selfhosted/prices.yaml
+{{- end }}
+{{- if eq $c.provider "comfyui" }}
+{{- if not $shFiles }}
+{{- fail "providers.comfyui: enabled without workflow templates: set selfHosted.comfyuiWorkflows (<catalog model id>: the template's JSON)" }}
+{{- end }}
+- name: COMFYUI_WORKFLOWS
+  value: /etc/pixelmesh/selfhosted
+{{- end }}
 {{- /* ---- extra variables of this component ---- */}}
 {{- range $k := keys ($c.env | default dict) | sortAlpha }}
 - name: {{ $k }}

@@ -137,14 +137,14 @@ worker-openai), service (edge, worker) and provider ("" or the provider). Use:
 {{- range $provider := keys $root.Values.providers | sortAlpha -}}
 {{- $p := index $root.Values.providers $provider -}}
 {{- if $p.enabled -}}
-{{- if not (regexMatch "^[a-z][a-z0-9]{0,19}$" $provider) -}}
-{{- fail (printf "providers.%s: a provider name is lower-case letters and digits (it names a topic, a consumer group and Kubernetes objects)" $provider) -}}
+{{- if not (regexMatch "^[a-z][a-z0-9_]{0,19}$" $provider) -}}
+{{- fail (printf "providers.%s: a provider name is lower-case letters, digits and underscores (it names a topic, a consumer group, variables and, with dashes for underscores, Kubernetes objects)" $provider) -}}
 {{- end -}}
 {{- $c := dict -}}
 {{- include "pixelmesh.overlay" (dict "into" $c "from" $root.Values.defaults) -}}
 {{- include "pixelmesh.overlay" (dict "into" $c "from" $root.Values.worker) -}}
 {{- include "pixelmesh.overlay" (dict "into" $c "from" $p) -}}
-{{- $_ := set $c "name" (printf "worker-%s" $provider) -}}
+{{- $_ := set $c "name" (printf "worker-%s" (replace "_" "-" $provider)) -}}
 {{- $_ := set $c "service" "worker" -}}
 {{- $_ := set $c "provider" $provider -}}
 {{- $_ := set $.state "list" (append $.state.list $c) -}}
@@ -234,4 +234,16 @@ key: {{ .key }}
 {{/* A service's built-in SQLite file (no database configured; dict root, service), on the emptyDir at database.sqlite.dir. */}}
 {{- define "pixelmesh.sqliteUrl" -}}
 {{- printf "sqlite+aiosqlite:///%s/%s.db" .root.Values.database.sqlite.dir .service -}}
+{{- end -}}
+
+{{/* The selfHosted ConfigMap's keys a component mounts, key -> file name (dict root, c). */}}
+{{- define "pixelmesh.selfHostedFiles" -}}
+{{- $sh := .root.Values.selfHosted | default dict -}}
+{{- $files := dict -}}
+{{- if and (eq .c.service "routing") $sh.catalog -}}{{- $_ := set $files "catalog.yaml" "catalog.yaml" -}}{{- end -}}
+{{- if and (eq .c.service "pricing") $sh.prices -}}{{- $_ := set $files "prices.yaml" "prices.yaml" -}}{{- end -}}
+{{- if eq .c.provider "comfyui" -}}
+{{- range $model, $_ := $sh.comfyuiWorkflows | default dict -}}{{- $_ := set $files (printf "comfyui-%s.json" $model) (printf "%s.json" $model) -}}{{- end -}}
+{{- end -}}
+{{- toYaml $files -}}
 {{- end -}}

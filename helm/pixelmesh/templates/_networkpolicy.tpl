@@ -90,7 +90,7 @@ spec:
     {{- if $V.otel.endpoint }}{{ $external = append $external (list "the OTLP collector" $V.otel) }}{{ end }}
     {{- if has "s3" $uses }}{{ $external = append $external (list "S3" $V.s3) }}{{ end }}
     {{- if has "database" $uses }}{{ $external = append $external (list "the database" $V.database) }}{{ end }}
-    {{- if has "provider" $uses }}{{ $external = append $external (list "the provider API" $np.providerEgress) }}{{ end }}
+    {{- if has "provider" $uses }}{{ $external = append $external (list "the provider API" ($c.providerEgress | default $np.providerEgress)) }}{{ end }}
     {{- if has "webhooks" $uses }}{{ $external = append $external (list "webhook receivers" $np.webhookEgress) }}{{ end }}
     {{- range $dep := $external }}
     {{- $what := index $dep 0 }}

@@ -5,7 +5,7 @@ from pricing.db import migrate, open_database
 from pricing.keys import KeyStore
 from pricing.ledger import Ledger
 from pricing.plans import Plans
-from pricing.prices import PriceTable
+from pricing.prices import PriceTable, PriceTableError
 from pricing.servicer import PricingServicer
 from pricing.settings import PricingSettings
 from pricing.settle import settlement_consumer
@@ -16,7 +16,11 @@ from svckit.server import GrpcService
 async def serve(settings: PricingSettings) -> None:
     service = GrpcService(settings)
     db = open_database(settings.pricing_database_url)
-    plans, prices = Plans.load(settings.pricing_plans), PriceTable.load(settings.pricing_price_table)
+    try:
+        prices = PriceTable.load(settings.pricing_price_table, settings.extra_price_tables)
+    except PriceTableError as exc:
+        raise SystemExit(f"pricing: invalid price table: {exc}") from None
+    plans = Plans.load(settings.pricing_plans)
     keys, ledger = KeyStore(db, plans), Ledger(db, prices, plans)
     servicer = PricingServicer(keys, ledger, prices, settings.pricing_admin_token.get_secret_value())
     service.add_servicer(

@@ -22,7 +22,13 @@ class PricingSettings(KafkaServiceSettings):
     pricing_admin_token: SecretStr = SecretStr("")
     pricing_price_table: Path = DEFAULT_PRICE_TABLE
     pricing_plans: Path = DEFAULT_PLANS
+    # The operator's own price files (comma-separated paths): prices of self-hosted models.
+    pricing_extra_price_tables: str = ""
     # Consumer group settling this database's reservations (one group per database).
     pricing_ledger_group: str = DEFAULT_GROUP
     # A reservation still open after this long is released (its generation never ended).
     pricing_reservation_ttl_seconds: float = 6 * 3600
+
+    @property
+    def extra_price_tables(self) -> tuple[Path, ...]:
+        return tuple(Path(p.strip()) for p in self.pricing_extra_price_tables.split(",") if p.strip())

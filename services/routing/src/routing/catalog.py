@@ -1,4 +1,5 @@
-"""The model catalog: loaded from catalog.yaml, validated, looked up by id or alias."""
+"""The model catalog: loaded from catalog.yaml (and the operator's own catalog files),
+validated, looked up by id or alias."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from svckit.errors import ErrorCode, GatewayError
@@ -221,11 +222,24 @@ class Catalog:
             raise ValueError(f"default_model {default_model!r} is not in the catalog")
 
     @classmethod
-    def load(cls, enabled_providers: set[str], path: Path = DEFAULT_CATALOG) -> Catalog:
-        raw = yaml.safe_load(path.read_text())
-        defaults = raw.get("defaults", {})
-        entries = [ModelEntry.model_validate({**defaults, **m}) for m in raw["models"]]
-        return cls(entries, enabled_providers, raw["default_model"])
+    def load(cls, enabled_providers: set[str], path: Path = DEFAULT_CATALOG, extra: tuple[Path, ...] = ()) -> Catalog:
+        """The catalog file plus the operator's `extra` files (ROUTING_EXTRA_CATALOGS: models
+        of their own, e.g. self-hosted ones); a bad entry raises CatalogError naming it."""
+        raw = _read(path)
+        if not isinstance(raw.get("models"), list) or "default_model" not in raw:
+            raise CatalogError(f"{path}: needs default_model and a models list")
+        entries = _entries(path, raw)
+        for extra_path in extra:
+            extra_raw = _read(extra_path)
+            if set(extra_raw) - {"version", "defaults", "models"} or not isinstance(extra_raw.get("models"), list):
+                raise CatalogError(f"{extra_path}: an extra catalog has `models` (a list) and optional `defaults`")
+            # The bundled defaults apply under the file's own, so an entry need not repeat them.
+            extra_raw["defaults"] = {**raw.get("defaults", {}), **(extra_raw.get("defaults") or {})}
+            entries += _entries(extra_path, extra_raw)
+        try:
+            return cls(entries, enabled_providers, raw["default_model"])
+        except ValueError as exc:
+            raise CatalogError(f"{', '.join(map(str, (path, *extra)))}: {exc}") from exc
 
     @property
     def all(self) -> list[ModelEntry]:
@@ -248,3 +262,37 @@ class Catalog:
                 param="model",
             )
         return entry
+
+
+class CatalogError(ValueError):
+    """A catalog file that cannot be served: the message names the file and the entry."""
+
+
+def _read(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"{path}: cannot be read as YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: is not a YAML mapping")
+    return raw
+
+
+def _entries(path: Path, raw: dict) -> list[ModelEntry]:
+    defaults = raw.get("defaults") or {}
+    entries = []
+    for index, model in enumerate(raw["models"]):
+        name = model.get("id", "?") if isinstance(model, dict) else "?"
+        try:
+            if not isinstance(model, dict):
+                raise CatalogError("is not a mapping")
+            entries.append(ModelEntry.model_validate({**defaults, **model}))
+        except (ValidationError, CatalogError) as exc:
+            raise CatalogError(f"{path}: models[{index}] ({name!r}): {_reason(exc)}") from exc
+    return entries
+
+
+def _reason(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg']}" for e in exc.errors())

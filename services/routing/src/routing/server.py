@@ -6,7 +6,7 @@ from pixelmesh.routing.v1 import routing_service_pb2_grpc
 from pixelmesh.status.v1 import status_service_pb2_grpc
 from routing.attempts import OUTCOMES_GROUP, SuccessObserver, reports_success
 from routing.cancel import Canceller
-from routing.catalog import Catalog
+from routing.catalog import Catalog, CatalogError
 from routing.health import ProviderHealthBoard
 from routing.idempotency import SCHEMA, IdempotencyStore
 from routing.routes import CircuitBreaker, RoutePlanner
@@ -20,7 +20,10 @@ from svckit.server import GrpcService
 
 async def serve(settings: RoutingSettings) -> None:
     service = GrpcService(settings)
-    catalog = Catalog.load(settings.providers, settings.routing_catalog)
+    try:
+        catalog = Catalog.load(settings.providers, settings.routing_catalog, settings.extra_catalogs)
+    except CatalogError as exc:
+        raise SystemExit(f"routing: invalid model catalog: {exc}") from None
     pricing_channel = channel(settings.pricing_addr)
     status_channel = channel(settings.status_addr)
     producer = Producer(settings.kafka_bootstrap_servers, client_id="routing")

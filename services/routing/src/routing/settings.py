@@ -14,6 +14,8 @@ class RoutingSettings(KafkaServiceSettings):
     # Comma-separated provider pools that have workers (e.g. "local,openai,bfl").
     routing_providers: str = "local"
     routing_catalog: Path = DEFAULT_CATALOG
+    # The operator's own catalog files (comma-separated paths): models of self-hosted pools.
+    routing_extra_catalogs: str = ""
     # SQLAlchemy URL of routing's own store (idempotency keys): a SQLite file by default;
     # postgresql+asyncpg://... when routing runs as several replicas (they must share it).
     routing_database_url: str = SCHEMA.default_url
@@ -23,6 +25,10 @@ class RoutingSettings(KafkaServiceSettings):
     routing_circuit_failure_threshold: int = 5
     # ...and lets a probe through again after this long.
     routing_circuit_open_seconds: float = 30.0
+
+    @property
+    def extra_catalogs(self) -> tuple[Path, ...]:
+        return tuple(Path(p.strip()) for p in self.routing_extra_catalogs.split(",") if p.strip())
 
     @property
     def providers(self) -> set[str]:

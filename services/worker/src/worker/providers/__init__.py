@@ -25,6 +25,9 @@ PROVIDERS: dict[str, str] = {
     "midjourney": "worker.providers.midjourney:MidjourneyProvider",
     "replicate": "worker.providers.replicate:ReplicateProvider",
     "fal": "worker.providers.fal:FalProvider",
+    "comfyui": "worker.providers.comfyui:ComfyUIProvider",
+    "openai_compatible": "worker.providers.openai_compatible:OpenAICompatibleProvider",
+    "sdapi": "worker.providers.sdapi:SdapiProvider",
 }
 
 
