@@ -25,6 +25,7 @@ PROVIDERS: dict[str, str] = {
     "midjourney": "worker.providers.midjourney:MidjourneyProvider",
     "replicate": "worker.providers.replicate:ReplicateProvider",
     "fal": "worker.providers.fal:FalProvider",
+    "kling": "worker.providers.kling:KlingProvider",
 }
 
 
