@@ -40,7 +40,7 @@ RELEASE = "pm"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate bundles.
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
 PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google",
-             "comfyui", "openai_compatible", "sdapi"}
+             "comfyui", "openai_compatible", "sdapi", "kling"}
 SELF_HOSTED = {"comfyui": 8188, "openai_compatible": 8000, "sdapi": 7860}  # their in-cluster ports in the CI values
 SERVICES = ("edge", "routing", "pricing", "storage", "status")
 # The gRPC calls of docs/architecture.md, by component; workers are added per provider. Status calls
@@ -380,10 +380,10 @@ def test_secrets_only_through_secret_refs(all_objects, ci_values) -> None:
                 assert "value" not in entry, (component(d), name)
                 ref = entry["valueFrom"]["secretKeyRef"]
                 assert ref["name"] in existing or (ref["name"] == secret["metadata"]["name"] and ref["key"] in stored), ref
-    # the 8 upstream APIs' provider keys and sdapi's --api-auth login, storage's S3 pair,
-    # pricing's dev key, database URL and admin token, status's webhook signing key and
-    # admin token, routing's database URL
-    assert secret_vars == 9 + 2 + 3 + 2 + 1
+    # the 8 upstream APIs' provider keys, kling's pair and sdapi's --api-auth login, storage's
+    # S3 pair, pricing's dev key, database URL and admin token, status's webhook signing key
+    # and admin token, routing's database URL
+    assert secret_vars == 8 + 2 + 1 + 2 + 3 + 2 + 1
 
 
 def _adapter_settings(provider: str) -> type | None:
@@ -419,6 +419,27 @@ def test_provider_workers_get_their_key_and_base_url(all_objects) -> None:
     assert env_of(deployments["pm-pixelmesh-worker-midjourney"])["MIDJOURNEY_BASE_URL"]["value"] == "http://midjourney-proxy.midjourney:8080"
     assert env_of(deployments["pm-pixelmesh-worker-bfl"])["BFL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "provider-keys", "key": "bfl"}
     assert env_of(deployments["pm-pixelmesh-worker-ideogram"])["IDEOGRAM_MAX_IN_FLIGHT"]["value"] == "5"  # providers.<name>.env
+    # Kling signs its JWT from two keys: both from the Secret, under their own keys.
+    kling = env_of(deployments["pm-pixelmesh-worker-kling"])
+    assert [n for n in kling if SECRET_ENV.search(n)] == ["KLING_SECRET_KEY", "KLING_ACCESS_KEY"]
+    assert kling["KLING_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "provider-keys", "key": "kling-secret"}
+    assert kling["KLING_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "provider-keys", "key": "kling-access"}
+    aliases = _aliases(_adapter_settings("kling"))
+    assert (aliases["secret_key"], aliases["access_key"], aliases["base_url"]) == (
+        "KLING_SECRET_KEY", "KLING_ACCESS_KEY", "KLING_BASE_URL")
+
+
+def test_kling_needs_both_keys_and_keeps_inline_ones_in_the_secret(helm, helm_env) -> None:
+    objects = render(helm, helm_env, "--set", "providers.kling.enabled=true", "--set", "providers.kling.apiKey=sk-inline-1",
+                     "--set", "providers.kling.accessKey=ak-inline-2")
+    env = env_of(by_name(objects, "Deployment")["pm-pixelmesh-worker-kling"])
+    (secret,) = of_kind(objects, "Secret")
+    stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert (stored["kling-api-key"], stored["kling-access-key"]) == ("sk-inline-1", "ak-inline-2")
+    assert env["KLING_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "kling-access-key"}
+    r = run_helm(helm, helm_env, "template", RELEASE, str(CHART), "--set", "providers.kling.enabled=true",
+                 "--set", "providers.kling.apiKey=sk-inline-1")
+    assert r.returncode != 0 and "providers.kling: enabled without an access key" in r.stderr
 
 
 def test_self_hosted_pools_get_their_url_their_egress_and_no_key(all_objects, ci_values) -> None:

@@ -34,7 +34,7 @@ and NetworkPolicy.
 {{- $sqliteDir := "" -}}
 {{- if and (has "database" $uses) (not (include "pixelmesh.databaseSecretName" $root)) -}}{{- $sqliteDir = $V.database.sqlite.dir -}}{{- end -}}
 {{- if has "s3" $uses -}}{{- $secretInputs = concat $secretInputs (list $V.s3.accessKey $V.s3.secretKey $V.s3.existingSecret) -}}{{- end -}}
-{{- if $c.provider -}}{{- $secretInputs = concat $secretInputs (list $c.apiKey $c.existingSecret $c.existingSecretKey) -}}{{- end -}}
+{{- if $c.provider -}}{{- $secretInputs = concat $secretInputs (list $c.apiKey $c.existingSecret $c.existingSecretKey $c.accessKey $c.existingSecretAccessKey) -}}{{- end -}}
 {{- /* the operator's self-hosted files (selfHosted) this component reads, from the chart's ConfigMap */ -}}
 {{- $shFiles := include "pixelmesh.selfHostedFiles" (dict "root" $root "c" $c) | fromYaml -}}
 ---

@@ -133,6 +133,15 @@ secretKeyRef, never as plain values.
 {{- fail (printf "providers.%s: enabled without an API key: set providers.%s.apiKey or providers.%s.existingSecret" $c.provider $c.provider $c.provider) }}
 {{- end }}
 {{- end }}
+{{- if $c.accessKeyEnv }}
+{{- if $c.existingSecret }}
+{{- include "pixelmesh.secretEnv" (dict "name" $c.accessKeyEnv "secret" $c.existingSecret "key" ($c.existingSecretAccessKey | default (printf "%s-access-key" $c.provider))) | nindent 0 }}
+{{- else if $c.accessKey }}
+{{- include "pixelmesh.secretEnv" (dict "name" $c.accessKeyEnv "secret" (include "pixelmesh.secretName" $root) "key" (printf "%s-access-key" $c.provider)) | nindent 0 }}
+{{- else if $c.apiKeyRequired }}
+{{- fail (printf "providers.%s: enabled without an access key: set providers.%s.accessKey or providers.%s.existingSecret" $c.provider $c.provider $c.provider) }}
+{{- end }}
+{{- end }}
 {{- if $c.baseUrl }}
 - name: {{ printf "%s_BASE_URL" (upper $c.provider) }}
   value: {{ $c.baseUrl | quote }}

@@ -294,3 +294,45 @@ def test_gpt_image_1_mini_and_gpt_image_2_limits(catalog: Catalog) -> None:
     # gpt-image-2's transparent background is not offered (the sources disagree whether it works)
     assert rejected(catalog, "gpt-image-2", background="transparent").param == "background"
     assert catalog.get("gpt-image-2").to_proto().custom_size.max_pixels == 3840 * 2160
+
+
+def _kling() -> Catalog:
+    return Catalog.load({"kling"})
+
+
+def test_kling_reference_roles_and_fidelities() -> None:
+    catalog = _kling()
+    edit = gen.GENERATION_KIND_EDIT
+    ref = [gen.InputImage(url="https://example.com/p.png", role="face")]
+    assert validate(
+        catalog.get("kling-v1-5"),
+        params(model="kling-v1-5", kind=edit, input_images=ref, size="3:4", image_fidelity=0.5, human_fidelity=0.2),
+    ) == ("3:4", "standard", 1)
+    assert (
+        rejected(catalog, "kling-v2", kind=edit, input_images=ref).param == "image"
+    )  # kling-v2 takes no face reference
+    assert rejected(catalog, "kling-v2", image_fidelity=0.5).param == "image_fidelity"
+    assert rejected(catalog, "kling-v1", image_fidelity=1.5).param == "image_fidelity"
+    assert rejected(catalog, "kling-v1", size="21:9").param == "size"
+    assert validate(catalog.get("kling-v2-1"), params(model="kling-v2-1", n=9, size="21:9")) == ("21:9", "standard", 9)
+    assert catalog.get("kling-v2").pixels("21:9") == (1344, 576)
+
+
+def test_try_on_takes_one_person_and_one_garment_and_no_prompt() -> None:
+    catalog = _kling()
+    edit = gen.GENERATION_KIND_EDIT
+    person = gen.InputImage(object_key="days-7/uploads/u1/0.png", role="person")
+    garment = gen.InputImage(url="https://example.com/shirt.jpg", role="garment")
+    model = "kolors-virtual-try-on-v1"
+    assert validate(catalog.get(model), params(model=model, prompt="", kind=edit, input_images=[person, garment])) == (
+        "auto",
+        "standard",
+        1,
+    )
+    assert rejected(catalog, model, prompt="", kind=edit, input_images=[person]).param == "garment"
+    assert rejected(catalog, model, prompt="", kind=edit, input_images=[person, garment, garment]).param == "garment"
+    image = gen.InputImage(url="https://example.com/x.png", role="image")
+    assert rejected(catalog, model, prompt="", kind=edit, input_images=[person, garment, image]).param == "image"
+    assert rejected(catalog, model, prompt="wear it", kind=edit, input_images=[person, garment]).param == "prompt"
+    err = rejected(catalog, model, prompt="a shirt")
+    assert err.param == "model" and "person" in err.message

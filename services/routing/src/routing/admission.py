@@ -29,6 +29,10 @@ def _given(params: gen.GenerationParams, name: str) -> bool:
         return params.HasField("seed")
     if name == "output_compression":
         return params.HasField("output_compression")
+    if name == "image_fidelity":
+        return params.HasField("image_fidelity")
+    if name == "human_fidelity":
+        return params.HasField("human_fidelity")
     return bool(getattr(params, name))
 
 
@@ -55,8 +59,24 @@ def _check_size(entry: ModelEntry, size: str, sizes: list[str], custom: bool) ->
     raise invalid(f"Size {size!r} is not supported by {entry.id}. Supported sizes: {listed}.", "size")
 
 
+def _check_named_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageInputs) -> None:
+    """One input of each role the model names (Kolors try-on: a person and a garment)."""
+    roles = [i.role for i in params.input_images]
+    for role in spec.roles:
+        if roles.count(role) != 1:
+            raise invalid(f"{entry.id} takes exactly one '{role}' image; got {roles.count(role)}.", role)
+    for item in params.input_images:
+        if item.role not in spec.roles:
+            raise invalid(f"{entry.id} takes only {', '.join(spec.roles)} images; got one as {item.role!r}.", "image")
+        if not (item.object_key or item.url):
+            raise invalid("Every input image needs a stored object key or a URL.", item.role)
+
+
 def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageInputs, route: str) -> None:
-    images = [i for i in params.input_images if i.role in ("", "image")]
+    if spec.roles:
+        _check_named_inputs(entry, params, spec)
+        return
+    images = [i for i in params.input_images if i.role in ("", "image", *spec.references)]
     masks = [i for i in params.input_images if i.role == "mask"]
     if not images:
         raise invalid(f"Missing required parameter: 'image' ({route} need an input image).", "image")
@@ -68,9 +88,11 @@ def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageIn
         raise invalid(f"{entry.id} does not take a 'mask' on {route}.", "mask")
     if len(masks) > 1:
         raise invalid("Send at most one mask.", "mask")
+    roles = ("", "image", "mask", *spec.references)
     for item in params.input_images:
-        if not (item.object_key or item.url) or item.role not in ("", "image", "mask"):
-            raise invalid("Every input image needs a stored object key or a URL, and role image or mask.", "image")
+        if not (item.object_key or item.url) or item.role not in roles:
+            named = ", ".join(r for r in roles if r)
+            raise invalid(f"Every input image needs a stored object key or a URL, and role {named}.", "image")
 
 
 # Kinds whose inputs say what to make: a blend of images, a description of one, a button
@@ -88,6 +110,10 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     spec: ImageInputs | None = getattr(entry, route) if route else None
     if route and spec is None:
         raise invalid(f"{entry.id} does not take image {route}.", "model")
+    if not route and not entry.text_to_image and params.kind not in PROMPTLESS_KINDS:
+        assert entry.edits is not None  # the catalog's rule for such models
+        needs = " and ".join(entry.edits.roles) or "image"
+        raise invalid(f"{entry.id} makes images only from input images ({needs}), not from a prompt alone.", "model")
     prompt = params.prompt
     if spec is not None and not spec.prompt:
         if prompt:
@@ -117,9 +143,12 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
         )
     if quality == "auto":  # DALL-E: auto means the model's one quality; priced as such
         quality = entry.quality_default
-    for name in ("negative_prompt", "seed", "image_url", "output_compression"):
+    for name in ("negative_prompt", "seed", "image_url", "output_compression", "image_fidelity", "human_fidelity"):
         if _given(params, name) and name not in entry.parameters:
             raise invalid(f"{entry.id} does not take the parameter '{name}'.", name)
+    for name in ("image_fidelity", "human_fidelity"):
+        if _given(params, name) and not 0 <= getattr(params, name) <= 1:
+            raise invalid(f"{name} must be between 0 and 1.", name)
     _choice(entry, "style", params.style, entry.styles)
     _choice(entry, "background", params.background, entry.backgrounds)
     _choice(entry, "moderation", params.moderation, entry.moderations)

@@ -16,7 +16,16 @@ DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
 PIXEL_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 ASPECT_RATIO = re.compile(r"^(\d{1,2}):(\d{1,2})$")
 # Pixel size an aspect ratio renders at (about one megapixel, sides divisible by 64).
-ASPECT_PIXELS = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "9:16": (768, 1344), "16:9": (1344, 768)}
+ASPECT_PIXELS = {
+    "1:1": (1024, 1024),
+    "2:3": (832, 1248),
+    "3:2": (1248, 832),
+    "9:16": (768, 1344),
+    "16:9": (1344, 768),
+    "4:3": (1024, 768),
+    "3:4": (768, 1024),
+    "21:9": (1344, 576),
+}
 KNOWN_PARAMETERS = {
     "negative_prompt",
     "seed",
@@ -26,6 +35,8 @@ KNOWN_PARAMETERS = {
     "output_compression",
     "image_url",
     "input_fidelity",
+    "image_fidelity",
+    "human_fidelity",
 }
 IMAGE_FORMATS = {"png", "webp", "jpeg"}
 
@@ -76,11 +87,17 @@ class ImageInputs(BaseModel):
     prompt: bool = True
     # The model's `custom_size` rule holds on this route too (gpt-image-2 edits take free sizes).
     custom_size: bool = False
+    # Roles an input image may have besides "image" (Kling's references: subject, face).
+    references: list[str] = []
+    # Named inputs, one of each and nothing else (Kolors virtual try-on: person, garment).
+    roles: list[str] = []
 
     @model_validator(mode="after")
     def _check(self) -> ImageInputs:
         if self.default_size not in self.sizes:
             raise ValueError(f"default_size {self.default_size!r} not in sizes")
+        if {"image", "mask"} & set(self.references + self.roles):
+            raise ValueError("references and roles name roles other than image and mask")
         if set(self.formats) - IMAGE_FORMATS:
             raise ValueError(f"unknown formats {self.formats}")
         return self
@@ -131,6 +148,8 @@ class ModelEntry(BaseModel):
     edits: ImageInputs | None = None
     variations: ImageInputs | None = None
     token_usage: bool = False
+    # False: the model makes images only from its inputs (`edits`), never from a prompt alone.
+    text_to_image: bool = True
     eta_seconds: int = Field(ge=0)
     created: int = 1767225600  # 2026-01-01, when the catalog entry was added
 
@@ -154,6 +173,8 @@ class ModelEntry(BaseModel):
             raise ValueError(f"{self.id}: response_formats must be url and/or b64_json")
         if set(self.output_formats) - IMAGE_FORMATS:
             raise ValueError(f"{self.id}: unknown output formats {self.output_formats}")
+        if not self.text_to_image and self.edits is None:
+            raise ValueError(f"{self.id}: a model without text_to_image needs `edits`")
         return self
 
     @property

@@ -28,6 +28,7 @@ PROVIDERS: dict[str, str] = {
     "comfyui": "worker.providers.comfyui:ComfyUIProvider",
     "openai_compatible": "worker.providers.openai_compatible:OpenAICompatibleProvider",
     "sdapi": "worker.providers.sdapi:SdapiProvider",
+    "kling": "worker.providers.kling:KlingProvider",
 }
 
 

@@ -141,7 +141,9 @@ class Upstream:
                 if response.is_success:
                     return response
                 failure = self.error_of(response)
-                if response.status_code not in RETRYABLE_STATUSES:
+                # A refused key or account is not retried, whatever the status (Kling sends
+                # its billing refusals as HTTP 429).
+                if response.status_code not in RETRYABLE_STATUSES or failure.code is ErrorCode.PROVIDER_AUTH:
                     raise failure
                 hinted = retry_after_seconds(response)
                 wait = hinted if hinted is not None else self.retry.backoff(attempt)

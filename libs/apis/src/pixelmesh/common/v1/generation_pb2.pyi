@@ -172,6 +172,8 @@ class GenerationParams(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
     WEBHOOK_FORMAT_FIELD_NUMBER: _builtins.int
     CLIENT_STATE_FIELD_NUMBER: _builtins.int
+    IMAGE_FIDELITY_FIELD_NUMBER: _builtins.int
+    HUMAN_FIDELITY_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     prompt: _builtins.str
     negative_prompt: _builtins.str
@@ -208,6 +210,11 @@ class GenerationParams(_message.Message):
     """
     client_state: _builtins.str
     """Midjourney proxies' `state`: an opaque client string echoed back on the task."""
+    image_fidelity: _builtins.float
+    """Image-to-image (Kling): how strongly the result follows the reference image, 0..1,
+    and, with a subject reference, the reference's person (human_fidelity), 0..1.
+    """
+    human_fidelity: _builtins.float
     @_builtins.property
     def input_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]: ...
     def __init__(
@@ -238,15 +245,25 @@ class GenerationParams(_message.Message):
         response_format: _builtins.str = ...,
         webhook_format: _builtins.str = ...,
         client_state: _builtins.str = ...,
+        image_fidelity: _builtins.float | None = ...,
+        human_fidelity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "output_compression", b"output_compression", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity", "_image_fidelity", b"_image_fidelity", "_output_compression", b"_output_compression", "_seed", b"_seed", "human_fidelity", b"human_fidelity", "image_fidelity", b"image_fidelity", "output_compression", b"output_compression", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "client_state", b"client_state", "image_url", b"image_url", "input_fidelity", b"input_fidelity", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "response_format", b"response_format", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user", "webhook_format", b"webhook_format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity", "_image_fidelity", b"_image_fidelity", "_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "client_state", b"client_state", "human_fidelity", b"human_fidelity", "image_fidelity", b"image_fidelity", "image_url", b"image_url", "input_fidelity", b"input_fidelity", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "response_format", b"response_format", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user", "webhook_format", b"webhook_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__human_fidelity: _TypeAlias = _typing.Literal["human_fidelity"]  # noqa: Y015
+    _WhichOneofArgType__human_fidelity: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity"]  # noqa: Y015
+    _WhichOneofReturnType__image_fidelity: _TypeAlias = _typing.Literal["image_fidelity"]  # noqa: Y015
+    _WhichOneofArgType__image_fidelity: _TypeAlias = _typing.Literal["_image_fidelity", b"_image_fidelity"]  # noqa: Y015
     _WhichOneofReturnType__output_compression: _TypeAlias = _typing.Literal["output_compression"]  # noqa: Y015
     _WhichOneofArgType__output_compression: _TypeAlias = _typing.Literal["_output_compression", b"_output_compression"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__human_fidelity) -> _WhichOneofReturnType__human_fidelity | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__image_fidelity) -> _WhichOneofReturnType__image_fidelity | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__output_compression) -> _WhichOneofReturnType__output_compression | None: ...
     @_typing.overload
