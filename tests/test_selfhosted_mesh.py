@@ -20,6 +20,7 @@ from tests.support.polling import wait_finished
 from tests.support.ports import free_port
 from tests.support.provider_jobs import Control, image_info
 from tests.support.provider_mesh import current, require_route, start_worker
+from tests.support.sse import events
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "deploy/selfhosted/comfyui"
@@ -214,3 +215,16 @@ async def test_mesh_a_cancel_interrupts_a1111(pools, comfy, a1111, http) -> None
     assert sdapi_jobs(a1111)[0]["interrupted"] and a1111.calls("POST", "/sdapi/v1/interrupt")
     done = await wait_finished(http, generation_id)
     assert done["state"] == "cancelled" and done["tokens_spent"] == 0
+
+
+async def test_mesh_comfyui_progress_reaches_the_event_stream(pools, comfy, http) -> None:
+    """The sampler's steps over ComfyUI's WebSocket become `running` events with progress."""
+    comfy.faults(job_seconds=3)
+    r = await http.post("/api/v2/generate", json={"model": MODEL, "prompt": "a slow sunrise"})
+    seen = []
+    async with http.stream("GET", f"/api/v2/generate/{r.json()['id']}/events") as stream:
+        async for event in events(stream):
+            seen.append((event.event, event.json()["progress"]))
+    steps = [progress for name, progress in seen if name == "running" and 0 < progress < 100]
+    assert len(steps) >= 3 and steps == sorted(steps), seen
+    assert seen[-1][0] == "completed"
