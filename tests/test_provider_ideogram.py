@@ -10,10 +10,14 @@ import pytest
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from tests.emulators import ideogram as emu
-from tests.emulators.harness import EmulatorServer
+from tests.emulators.harness import EmulatorServer, fake_image
+from tests.support.images import mask_bytes
+from tests.support.polling import wait_finished
 from tests.support.ports import free_port
 from tests.support.provider_mesh import require_route, start_worker
-from tests.support.provider_jobs import FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run
+from tests.support.provider_jobs import (
+    EMULATED_INPUTS, FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run,
+)
 from worker.providers.ideogram import IdeogramProvider, IdeogramSettings
 
 KEY = "ideogram-test-key-987654"
@@ -27,7 +31,8 @@ def server():
 
 
 def settings(server: EmulatorServer, **env: str) -> IdeogramSettings:
-    return IdeogramSettings(**{"IDEOGRAM_API_KEY": KEY, "IDEOGRAM_BASE_URL": server.url, **FAST_RETRIES, **env})
+    return IdeogramSettings(**{"IDEOGRAM_API_KEY": KEY, "IDEOGRAM_BASE_URL": server.url, **FAST_RETRIES,
+                               **EMULATED_INPUTS, **env})
 
 
 def limit_upstream(server: EmulatorServer, images: int) -> None:
@@ -158,6 +163,104 @@ async def test_expired_result_urls_fail_as_provider_errors(server, provider) -> 
     assert err.code is ErrorCode.PROVIDER_ERROR and "download" in err.message
 
 
+# ---- Ideogram 3.0: edit (inpaint), remix, reframe, replace background ------------------------
+
+
+def hosted(server: EmulatorServer, data: bytes) -> str:
+    return server.state.host_file(data)
+
+
+def edit(model: str, prompt: str, server: EmulatorServer, *, size: str = "1024x1024", width: int = 1024,
+         height: int = 1024, mask: bool = False, **params) -> gen.Generation:
+    refs = [gen.InputImage(url=hosted(server, fake_image(width, height, f"in/{prompt}")), role="image")]
+    if mask:
+        refs.append(gen.InputImage(url=hosted(server, mask_bytes(width, height)), role="mask"))
+    return generation(model, prompt, size=size, kind=gen.GENERATION_KIND_EDIT, input_images=refs, **params)
+
+
+async def test_v3_edit_with_a_mask_is_inpaint_with_black_marking_the_area(server, provider) -> None:
+    g = edit("ideogram-v3", "add a red door", server, width=512, height=512, size="auto", mask=True, n=2,
+             style="stylized")
+    result, rec = await run(provider, g)
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/ideogram-v3/inpaint"
+    assert sent["fields"] == {"prompt": "add a red door", "rendering_speed": "DEFAULT", "seed": "42",
+                              "num_images": "2", "style_type": "STYLIZED"}
+    # OpenAI's mask: the transparent right half is the area to edit; Ideogram's: black
+    assert sent["files"]["mask"][0]["black_pixels"] == 256 * 512
+    assert [opened(i).size for i in result.images] == [(512, 512)] * 2 and rec.percents[-1] == 100.0
+
+
+async def test_v3_edit_falls_back_to_the_legacy_edit_path(server, provider) -> None:
+    httpx.post(f"{server.url}/_emulator/ideogram/endpoints", json={"inpaint": False}).raise_for_status()
+    try:
+        result, _ = await run(provider, edit("ideogram-v3-turbo", "a hat", server, mask=True))
+    finally:
+        httpx.post(f"{server.url}/_emulator/ideogram/endpoints", json={"inpaint": True}).raise_for_status()
+    assert [r["path"] for r in received(server)] == ["/v1/ideogram-v3/edit"]
+    assert [c.path for c in api_calls(server)] == ["/v1/ideogram-v3/inpaint", "/v1/ideogram-v3/edit"]
+    assert len(result.images) == 1
+
+
+async def test_v3_edit_without_a_mask_is_remix(server, provider) -> None:
+    g = edit("ideogram-v3-quality", "as a watercolor", server, size="1344x768", negative_prompt="text")
+    result, _ = await run(provider, g)
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/ideogram-v3/remix"
+    assert sent["fields"] == {"prompt": "as a watercolor", "rendering_speed": "QUALITY", "seed": "42",
+                              "num_images": "1", "aspect_ratio": "16x9", "negative_prompt": "text"}
+    assert opened(result.images[0]).size == (1376, 768)
+    assert result.images[0].revised_prompt.startswith("as a watercolor, intricate")
+
+
+async def test_reframe_takes_a_square_image_to_the_asked_size(server, provider) -> None:
+    result, _ = await run(provider, edit("ideogram-v3-reframe", "", server, size="1344x768"))
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/ideogram-v3/reframe"
+    assert sent["fields"] == {"resolution": "1344x768", "rendering_speed": "DEFAULT", "seed": "42", "num_images": "1"}
+    assert opened(result.images[0]).size == (1344, 768) and result.images[0].revised_prompt == ""
+    reset(server)
+    err = await failure(provider, edit("ideogram-v3-reframe", "", server, width=600, height=400))
+    assert err.code is ErrorCode.INVALID_REQUEST and "square" in err.message and api_calls(server) == []
+
+
+async def test_replace_background_keeps_the_subject(server, provider) -> None:
+    result, _ = await run(provider, edit("ideogram-v3-replace-background", "a beach at noon", server,
+                                         width=768, height=1344, size="auto"))
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/ideogram-v3/replace-background"
+    assert sent["fields"] == {"prompt": "a beach at noon", "rendering_speed": "DEFAULT", "seed": "42",
+                              "num_images": "1"}
+    assert opened(result.images[0]).size == (768, 1344)
+
+
+async def test_v3_image_calls_refuse_what_the_endpoint_does_not_take(server, provider) -> None:
+    for g, words in [
+        (edit("ideogram-v3", "x", server, mask=True, negative_prompt="n"), "negative prompt"),
+        (edit("ideogram-v3-replace-background", "x", server, style="design"), "style"),
+        (edit("ideogram-v3-replace-background", "x", server, mask=True), "no mask"),
+        (edit("ideogram-v2", "x", server), "ideogram-v3"),
+        (generation("ideogram-v3-reframe", "x"), "input image"),
+    ]:
+        err = await failure(provider, g)
+        assert err.code is ErrorCode.INVALID_REQUEST and words in err.message, err.message
+    assert api_calls(server) == []
+
+
+async def test_v3_edit_refusals_and_magic_prompt(server) -> None:
+    reset(server)
+    p = IdeogramProvider.build(settings(server, IDEOGRAM_MAGIC_PROMPT="ON"))
+    try:
+        err = await failure(p, edit("ideogram-v3", "something forbidden", server, mask=True))
+        assert err.code is ErrorCode.CONTENT_POLICY_VIOLATION and not err.retryable and len(api_calls(server)) == 1
+        await run(p, edit("ideogram-v3", "a cat", server))
+        await run(p, edit("ideogram-v3-reframe", "", server))
+    finally:
+        await p.close()
+    assert received(server)[1]["fields"]["magic_prompt"] == "ON"
+    assert "magic_prompt" not in received(server)[2]["fields"], "reframe takes no magic prompt"
+
+
 # ---- through the real mesh ---------------------------------------------------------------
 
 
@@ -185,3 +288,41 @@ async def test_mesh_ideogram_v2_through_the_openai_api(ideogram_pool, http) -> N
     assert received(ideogram_pool)[0]["fields"]["num_images"] == 2
     r = await http.post("/v1/images/generations", json={"model": "ideogram-v2", "prompt": "a forbidden sign"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "content_policy_violation", r.text
+
+
+async def test_mesh_ideogram_v3_edit_with_a_mask_through_the_openai_sdk(ideogram_pool, edge_url, api_key) -> None:
+    """/v1/images/edits with a mask is Ideogram 3.0's inpaint; the uploads are stored and read
+    by the worker, the mask's transparent half reaches Ideogram as black."""
+    import openai
+
+    reset(ideogram_pool)
+    client = openai.AsyncOpenAI(base_url=f"{edge_url}/v1", api_key=api_key, max_retries=0, timeout=120)
+    resp = await client.images.edit(model="ideogram-v3-turbo", prompt="add a red door", size="1024x1024",
+                                    image=("in.png", fake_image(1024, 1024, "door"), "image/png"),
+                                    mask=("mask.png", mask_bytes(1024, 1024), "image/png"), response_format="url")
+    assert resp.model_extra["model"] == "ideogram-v3-turbo" and resp.model_extra["cost_usd"] == pytest.approx(0.03)
+    assert opened(httpx.get(resp.data[0].url).content).size == (1024, 1024)
+    sent = received(ideogram_pool)[0]
+    assert sent["path"] == "/v1/ideogram-v3/inpaint" and sent["fields"]["rendering_speed"] == "TURBO"
+    assert sent["files"]["mask"][0]["black_pixels"] == 512 * 1024
+
+
+async def test_mesh_reframe_and_replace_background_and_v3_generate(ideogram_pool, http) -> None:
+    reset(ideogram_pool)
+    r = await http.post("/v1/images/edits", files={"image": ("sq.png", fake_image(512, 512, "square"), "image/png")},
+                        data={"model": "ideogram-v3-reframe", "size": "1344x768", "response_format": "b64_json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == "1344x768" and received(ideogram_pool)[0]["fields"]["resolution"] == "1344x768"
+    r = await http.post("/v1/images/edits", files={"image": ("wide.png", fake_image(600, 400, "w"), "image/png")},
+                        data={"model": "ideogram-v3-reframe", "size": "1344x768"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "image" and "square" in r.json()["error"]["message"]
+    r = await http.post("/v1/images/edits", files={"image": ("p.png", fake_image(768, 1344, "person"), "image/png")},
+                        data={"model": "ideogram-v3-replace-background", "prompt": "a beach at noon"})
+    assert r.status_code == 200, r.text
+    assert received(ideogram_pool)[1]["path"] == "/v1/ideogram-v3/replace-background"
+    r = await http.post("/api/v2/generate", json={"model": "ideogram-v3-quality", "prompt": "a poster", "style": "design",
+                                                  "size": "9:16"})
+    assert r.status_code == 200, r.text
+    done = await wait_finished(http, r.json()["id"])
+    assert done["status"] == "completed" and done["tokens_spent"] == 9, done
+    assert received(ideogram_pool)[2]["fields"]["style_type"] == "DESIGN"

@@ -1,4 +1,4 @@
-"""Emulator of the Ideogram API (docs/provider-contracts.md §4).
+"""Emulator of the Ideogram API (docs/provider-contracts.md §4, provider-contracts-2.md §9).
 
 - `POST /generate` (JSON `{"image_request": {...}}`) and `POST /v1/ideogram-v3/generate`
   (multipart, or JSON as the spec also declares), `Api-Key: <key>`. Fields are checked as
@@ -10,6 +10,10 @@
   `max_inflight_images` (10; `POST /_emulator/ideogram/limits`) answers 429
   `reject_reason: inflight_limit`. A request stays in flight `faults.job_seconds`.
   `GET /_emulator/ideogram/inflight` reports the peak and the rejections.
+- Ideogram 3.0's image endpoints (multipart, an `image` file): `edit` and `inpaint` (with a
+  black-and-white `mask` of the image's size), `remix` (`image_weight` 1-100), `reframe` (a
+  square image to `resolution`, no prompt), `replace-background`; each with only the fields
+  the contract gives it, and `character_reference_images` (one) on edit, inpaint and remix.
 - Results: temporary URLs (hosted files with an `exp` parameter), `prompt` (rewritten by
   Magic Prompt when it is ON or AUTO), `resolution`, `is_image_safe`, `seed`, `style_type`.
 """
@@ -17,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import re
@@ -26,6 +31,7 @@ from datetime import datetime, timezone
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
 from tests.emulators.harness import REFUSED_WORD, EmulatorState, fake_image, install
@@ -37,7 +43,7 @@ LEGACY_RATIOS = ("ASPECT_10_16", "ASPECT_16_10", "ASPECT_9_16", "ASPECT_16_9", "
                  "ASPECT_3_4", "ASPECT_1_1", "ASPECT_1_3", "ASPECT_3_1")
 V3_RATIOS = ("1x3", "3x1", "1x2", "2x1", "9x16", "16x9", "10x16", "16x10", "2x3", "3x2", "3x4", "4x3", "4x5", "5x4", "1x1")
 LEGACY_STYLES = ("AUTO", "GENERAL", "FICTION", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME", "CUSTOM", "STYLIZED")
-V3_STYLES = ("AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION")
+V3_STYLES = ("AUTO", "GENERAL", "REALISTIC", "DESIGN", "CUSTOM", "FICTION", "STYLIZED")
 MAGIC = ("AUTO", "ON", "OFF")
 LEGACY_FIELDS = {"prompt", "model", "aspect_ratio", "resolution", "magic_prompt_option", "magic_prompt_version", "seed",
                  "style_type", "negative_prompt", "num_images", "color_palette"}
@@ -45,6 +51,23 @@ V3_FIELDS = {"prompt", "seed", "aspect_ratio", "resolution", "rendering_speed", 
              "num_images", "color_palette", "style_codes", "style_type", "style_preset", "custom_model_uri"}
 V3_FILES = {"style_reference_images", "character_reference_images", "character_reference_images_mask"}
 SPEEDS = ("FLASH", "TURBO", "BALANCED", "DEFAULT", "QUALITY")
+# docs/provider-contracts-2.md §9: the v3 image endpoints, (their files, their required
+# fields, the fields they take). Edit (and its new name, inpaint) has no aspect_ratio,
+# resolution or negative_prompt; reframe has no prompt; reframe and replace-background no
+# style_type, character reference or custom model.
+STYLE_FIELDS = {"style_preset", "color_palette", "style_codes"}
+EDIT_FIELDS = {"prompt", "magic_prompt", "num_images", "seed", "rendering_speed", "style_type", "custom_model_uri",
+               *STYLE_FIELDS}
+IMAGE_ENDPOINTS: dict[str, tuple[set[str], set[str], set[str]]] = {
+    "edit": ({"image", "mask"}, {"prompt"}, EDIT_FIELDS),
+    "inpaint": ({"image", "mask"}, {"prompt"}, EDIT_FIELDS),
+    "remix": ({"image"}, {"prompt"}, EDIT_FIELDS | {"image_weight", "resolution", "aspect_ratio", "negative_prompt"}),
+    "reframe": ({"image"}, {"resolution"}, {"resolution", "num_images", "seed", "rendering_speed", *STYLE_FIELDS}),
+    "replace-background": ({"image"}, {"prompt"},
+                           {"prompt", "magic_prompt", "num_images", "seed", "rendering_speed", *STYLE_FIELDS}),
+}
+CHARACTER_ENDPOINTS = ("edit", "inpaint", "remix")
+MB = 1024 * 1024
 SAFETY = "Prompt provided failed safety check due to the inclusion of prohibited content."
 
 
@@ -74,13 +97,13 @@ def pixels(ratio: str) -> tuple[int, int]:
     return width, round(width * h / w / 32) * 32
 
 
-def validate(fields: dict, *, v3: bool) -> dict:
-    allowed = V3_FIELDS if v3 else LEGACY_FIELDS
+def validate(fields: dict, *, v3: bool, allowed: set[str] | None = None, needs_prompt: bool = True) -> dict:
+    allowed = allowed if allowed is not None else (V3_FIELDS if v3 else LEGACY_FIELDS)
     for key in fields:
         if key not in allowed:
             raise bad(f"Unknown field: {key}")
-    prompt = fields.get("prompt")
-    if not isinstance(prompt, str) or not prompt:
+    prompt = fields.get("prompt", "" if not needs_prompt else None)
+    if not isinstance(prompt, str) or (needs_prompt and not prompt):
         raise bad("prompt is required")
     model = "V_3" if v3 else fields.get("model", "V_2")
     if model not in LEGACY_MODELS:
@@ -142,13 +165,25 @@ def create_app(state: EmulatorState) -> FastAPI:
         limits.update(max_inflight_images=int((await request.json())["max_inflight_images"]), peak=0, rejected=0)
         return {"ok": True}
 
+    served = {"inpaint": True}
+
+    @app.post("/_emulator/ideogram/endpoints")
+    async def set_endpoints(request: Request) -> dict:
+        """`{"inpaint": false}`: an upstream that still has only the legacy /edit."""
+        served.update((await request.json()))
+        return {"ok": True}
+
     @app.get("/_emulator/ideogram/inflight")
     async def inflight() -> dict:
         return dict(limits)
 
-    async def run(path: str, fields: dict, v3: bool) -> JSONResponse:
-        state.received.append({"path": path, "fields": fields})  # type: ignore[attr-defined]
-        req = validate(fields, v3=v3)
+    async def run(path: str, fields: dict, v3: bool, *, allowed: set[str] | None = None, needs_prompt: bool = True,
+                  size: tuple[int, int] | None = None, files: dict | None = None) -> JSONResponse:
+        entry = {"path": path, "fields": fields, **({"files": files} if files else {})}
+        state.received.append(entry)  # type: ignore[attr-defined]
+        req = validate(fields, v3=v3, allowed=allowed, needs_prompt=needs_prompt)
+        if size is not None:
+            req["size"] = size
         if REFUSED_WORD in req["prompt"].lower():
             raise Failure(422, SAFETY)
         if limits["inflight"] + req["n"] > limits["max_inflight_images"]:
@@ -163,7 +198,8 @@ def create_app(state: EmulatorState) -> FastAPI:
         finally:
             limits["inflight"] -= req["n"]
         lowered = req["prompt"].lower()
-        prompt = req["prompt"] if req["magic"] == "OFF" else f"{req['prompt']}, intricate details, soft cinematic light"
+        prompt = req["prompt"] if req["magic"] == "OFF" or not req["prompt"] else (
+            f"{req['prompt']}, intricate details, soft cinematic light")
         data = []
         for i in range(req["n"]):
             safe = not (OUTPUT_FLAGGED in lowered or (PARTLY_FLAGGED in lowered and i % 2 == 1))
@@ -210,5 +246,79 @@ def create_app(state: EmulatorState) -> FastAPI:
         else:
             raise bad("Content-Type must be multipart/form-data or application/json")
         return await run("/v1/ideogram-v3/generate", fields, v3=True)
+
+    async def image_part(part: object, name: str) -> Image.Image:
+        if not isinstance(part, UploadFile):
+            raise bad(f"{name} must be a file")
+        data = await part.read()
+        if len(data) > 10 * MB:
+            raise bad(f"{name} must be at most 10MB")
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except (UnidentifiedImageError, OSError):
+            raise bad(f"{name} is not a readable image") from None
+        if image.format not in ("PNG", "JPEG", "WEBP"):
+            raise bad(f"{name} must be JPEG, PNG or WebP")
+        return image
+
+    @app.post("/v1/ideogram-v3/{endpoint}")
+    async def v3_image(endpoint: str, request: Request):
+        """edit / inpaint (image + black-and-white mask, black = edit), remix (image_weight),
+        reframe (a square image to `resolution`, no prompt), replace-background."""
+        if endpoint not in IMAGE_ENDPOINTS or (endpoint == "inpaint" and not served["inpaint"]):
+            raise Failure(404, f"Not found: /v1/ideogram-v3/{endpoint}")
+        if not authorized(request):
+            raise Failure(401, "Invalid API key")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise bad("Content-Type must be multipart/form-data")
+        required_files, required, allowed = IMAGE_ENDPOINTS[endpoint]
+        takes = required_files | (V3_FILES if endpoint in CHARACTER_ENDPOINTS else {"style_reference_images"})
+        form = await request.form()
+        fields: dict = {}
+        parts: dict[str, list] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key not in takes:
+                    raise bad(f"Unknown file field: {key}")
+                parts.setdefault(key, []).append(value)
+            elif key == "color_palette":
+                fields[key] = json.loads(value)
+            else:
+                fields[key] = value
+        for name in sorted(required_files - set(parts)):
+            raise bad(f"{name} is required")
+        for name in sorted(required - set(fields)):
+            raise bad(f"{name} is required")
+        image = await image_part(parts["image"][0], "image")
+        summary = {k: [{"content_type": p.content_type} for p in v] for k, v in parts.items()}
+        size = image.size
+        if "mask" in parts:
+            mask = await image_part(parts["mask"][0], "mask")
+            if mask.size != image.size:
+                raise bad("mask must have the same dimensions as the image")
+            levels = mask.convert("L").histogram()
+            if mask.mode not in ("L", "1") or any(levels[1:255]):
+                raise bad("mask must be a black and white image (black marks the area to edit)")
+            summary["mask"][0]["black_pixels"] = levels[0]
+        references = parts.get("character_reference_images", [])
+        if len(references) > 1:
+            raise bad("character_reference_images takes one image")
+        if "character_reference_images_mask" in parts and len(parts["character_reference_images_mask"]) != len(references):
+            raise bad("character_reference_images_mask must match character_reference_images")
+        if endpoint == "remix":
+            integer(fields.get("image_weight", 50), "image_weight", 1, 100)
+            if "aspect_ratio" not in fields and "resolution" not in fields:
+                size = image.size
+        if endpoint == "reframe":
+            if image.width != image.height:
+                raise bad("reframe takes a square image")
+            m = re.fullmatch(r"(\d+)x(\d+)", str(fields["resolution"]))
+            if not m:
+                raise bad("resolution is not a supported resolution")
+            size = (int(m[1]), int(m[2]))
+        explicit = endpoint == "remix" and ("aspect_ratio" in fields or "resolution" in fields)
+        return await run(f"/v1/ideogram-v3/{endpoint}", fields, v3=True, allowed=allowed,
+                         needs_prompt=endpoint != "reframe", size=None if explicit else size, files=summary)
 
     return install(app, state, authorized)

@@ -336,3 +336,27 @@ def test_try_on_takes_one_person_and_one_garment_and_no_prompt() -> None:
     assert rejected(catalog, model, prompt="wear it", kind=edit, input_images=[person, garment]).param == "prompt"
     err = rejected(catalog, model, prompt="a shirt")
     assert err.param == "model" and "person" in err.message
+
+
+def test_ideogram_v3_generate_edit_reframe_and_replace_background() -> None:
+    ideogram = Catalog.load({"ideogram"})
+    edit = gen.GENERATION_KIND_EDIT
+    for model in ("ideogram-v3", "ideogram-v3-turbo", "ideogram-v3-quality", "ideogram-v3-flash"):
+        assert validate(ideogram.get(model), params(style="stylized", n=8, size="16:9", negative_prompt="x"))[2] == 8
+        masked = params(kind=edit, input_images=[image(), image(role="mask")], size="auto")
+        assert validate(ideogram.get(model), masked)[0] == "auto"
+    with pytest.raises(GatewayError) as exc:
+        validate(ideogram.get("ideogram-v3"), params(style="anime"))
+    assert exc.value.param == "style"
+    reframe = ideogram.get("ideogram-v3-reframe")
+    assert validate(reframe, params(kind=edit, prompt="", input_images=[image()])) == ("1344x768", "standard", 1)
+    assert reframe.to_proto().edits.square
+    for model, fields, param in [
+        ("ideogram-v3-reframe", {"kind": edit, "input_images": [image()]}, "prompt"),
+        ("ideogram-v3-replace-background", {"kind": edit, "input_images": [image(), image(role="mask")]}, "mask"),
+        ("ideogram-v3-replace-background", {"kind": edit, "prompt": " ", "input_images": [image()]}, "prompt"),
+        ("ideogram-v2", {"kind": edit, "input_images": [image()]}, "model"),
+    ]:
+        with pytest.raises(GatewayError) as exc:
+            validate(ideogram.get(model), params(model=model, **fields))
+        assert exc.value.param == param, (model, fields)

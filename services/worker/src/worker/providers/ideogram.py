@@ -13,19 +13,30 @@
   flight (a weighted semaphore: a job of n images takes n slots); with several worker
   replicas, set it to the organisation's limit divided by the replicas. 429s that still
   happen are retried within the budget.
-- 422 is the safety check (content policy, no retry); 402 (balance, plan limit) and
-  401/403 are the operator's account; 400 invalid. Edit and remix are not in the
-  contracts, so this adapter does not do them. The API is synchronous: no cancel.
+- Ideogram 3.0's image endpoints (docs/provider-contracts-2.md §9), for an EDIT of a v3
+  model: with a mask, `/v1/ideogram-v3/inpaint` (falling back to the legacy `/edit`
+  while an upstream lacks it), the mask converted from OpenAI's convention (transparent =
+  edit) to Ideogram's black-and-white one (black = edit); without a mask, `remix` (at the
+  upstream's default image weight, 50: the gateway has no field for it). The catalog
+  models `ideogram-v3-reframe` (a square image to the asked size, no prompt) and
+  `ideogram-v3-replace-background` (the prompt describes the new background) name those
+  two endpoints. Style types are the v3 ones (STYLIZED included; CUSTOM needs a custom
+  model, which the gateway does not name).
+- 422 is the safety check, of the prompt or of the input image (content policy, no
+  retry); 402 (balance, plan limit) and 401/403 are the operator's account; 400 invalid.
+  The API is synchronous: no cancel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from PIL import Image
 from pydantic import Field, SecretStr
 
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -34,6 +45,7 @@ from svckit.logging import get_logger
 from worker.providers.adapter import Context, JobClock, Provider, all_or_first_error
 from worker.providers.base import Progress, ProviderError, ProviderResult
 from worker.providers.images import deliver
+from worker.providers.input_images import InputFile, as_png
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio, seed_within
 
@@ -59,7 +71,8 @@ V3_RATIOS = (
     "1x1",
 )
 LEGACY_STYLES = frozenset({"AUTO", "GENERAL", "FICTION", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME"})
-V3_STYLES = frozenset({"AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION"})
+V3_STYLES = frozenset({"AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION", "STYLIZED"})
+V3_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,8 @@ class Route:
     rendering_speed: str = ""  # v3
     negative_prompt: bool = True
     style_type: bool = True
+    # v3 only: "" (generate; an edit is inpaint or remix), "reframe" or "replace-background".
+    operation: str = ""
 
 
 # Catalog model id -> route.
@@ -83,6 +98,10 @@ MODELS: dict[str, Route] = {
     "ideogram-v3-turbo": Route(True, rendering_speed="TURBO"),
     "ideogram-v3-quality": Route(True, rendering_speed="QUALITY"),
     "ideogram-v3-flash": Route(True, rendering_speed="FLASH"),
+    "ideogram-v3-reframe": Route(True, rendering_speed="DEFAULT", style_type=False, operation="reframe"),
+    "ideogram-v3-replace-background": Route(
+        True, rendering_speed="DEFAULT", style_type=False, operation="replace-background"
+    ),
 }
 
 
@@ -138,7 +157,67 @@ def request_fields(generation: gen.Generation, route: Route, magic_prompt: str) 
     return fields
 
 
+def image_fields(generation: gen.Generation, route: Route, magic_prompt: str, *, masked: bool) -> tuple[str, dict]:
+    """(endpoint, fields) of a v3 image edit: inpaint with a mask, else remix; or the
+    route's own reframe / replace-background. Each endpoint gets only what it takes."""
+    p = generation.params
+    n = p.n or 1
+    if not 1 <= n <= MAX_IMAGES:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"ideogram makes 1 to {MAX_IMAGES} images per request")
+    fields: dict = {}
+    if route.operation == "reframe":
+        endpoint = "reframe"
+        fields["resolution"] = f"{generation.width}x{generation.height}"
+    else:
+        fields["prompt"] = non_empty_prompt(generation, "ideogram")
+        endpoint = route.operation or ("inpaint" if masked else "remix")
+    fields["rendering_speed"] = route.rendering_speed
+    fields["seed"] = seed_within(generation, MAX_SEED)
+    fields["num_images"] = n
+    if endpoint == "remix":
+        fields["aspect_ratio"] = nearest_ratio(*requested_ratio(generation), V3_RATIOS, _ratio)
+        if p.negative_prompt:
+            fields["negative_prompt"] = p.negative_prompt
+    elif p.negative_prompt:
+        raise ProviderError(ErrorCode.INVALID_REQUEST, f"ideogram's {endpoint} takes no negative prompt")
+    if p.style:
+        style = p.style.upper()
+        if endpoint in ("reframe", "replace-background") or style not in V3_STYLES:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"ideogram's {endpoint} does not take the style {p.style!r}")
+        fields["style_type"] = style
+    if magic_prompt and endpoint != "reframe":
+        fields["magic_prompt"] = magic_prompt
+    return endpoint, fields
+
+
+def _black_is_edit(data: bytes) -> bytes:
+    """An OpenAI-style mask (fully transparent = edit) as Ideogram's: black = edit, white = keep.
+    A mask without alpha is taken as Ideogram's own (dark = edit)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if "A" in image.getbands() or "transparency" in image.info:
+            level = image.convert("RGBA").getchannel("A")
+        else:
+            level = image.convert("L")
+    out = io.BytesIO()
+    level.point(lambda v: 255 if v >= 128 else 0).convert("L").save(out, "PNG")
+    return out.getvalue()
+
+
+async def ideogram_mask(mask: InputFile, image: InputFile) -> InputFile:
+    if (mask.width, mask.height) != (image.width, image.height):
+        raise ProviderError(ErrorCode.INVALID_REQUEST, "the mask must be the same size as the image")
+    data = await asyncio.to_thread(_black_is_edit, mask.data)
+    return InputFile("mask", data, "image/png", mask.width, mask.height, "PNG")
+
+
+# What a 404 of /inpaint reads as: an upstream that still has only the legacy /edit.
+NO_INPAINT = "ideogram has no /v1/ideogram-v3/inpaint (HTTP 404)"
+
+
 def refusal(response: httpx.Response) -> ProviderError | None:
+    if response.status_code == 404 and response.request.url.path.endswith("/v1/ideogram-v3/inpaint"):
+        return ProviderError(ErrorCode.PROVIDER_ERROR, NO_INPAINT)
     if response.status_code != 422:
         return None
     try:
@@ -190,16 +269,22 @@ class IdeogramProvider(Provider):
 
     async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
         route = route_of(generation.model)
-        if (generation.params.kind or gen.GENERATION_KIND_GENERATE) != gen.GENERATION_KIND_GENERATE:
-            raise ProviderError(ErrorCode.INVALID_REQUEST, "ideogram edit and remix are not supported by this gateway")
-        fields = request_fields(generation, route, self.settings.magic_prompt)
-        # This call's images count against the upstream's in-flight limit until it answers.
-        async with self.slots.hold(fields["num_images"]):
-            if route.v3:
-                parts = [(k, (None, str(v))) for k, v in fields.items()]
-                response = await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
-            else:
-                response = await self.http.request("POST", "/generate", json={"image_request": fields})
+        kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
+        if kind == gen.GENERATION_KIND_EDIT:
+            fields, response = await self._edit(generation, route)
+        elif kind != gen.GENERATION_KIND_GENERATE:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"ideogram does not do {gen.GenerationKind.Name(kind)}")
+        elif route.operation:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} needs an input image (an edit)")
+        else:
+            fields = request_fields(generation, route, self.settings.magic_prompt)
+            # This call's images count against the upstream's in-flight limit until it answers.
+            async with self.slots.hold(fields["num_images"]):
+                if route.v3:
+                    parts = [(k, (None, str(v))) for k, v in fields.items()]
+                    response = await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
+                else:
+                    response = await self.http.request("POST", "/generate", json={"image_request": fields})
         await progress(50.0)
         try:
             body = response.json()
@@ -223,7 +308,39 @@ class IdeogramProvider(Provider):
         images = []
         for index, (item, data) in enumerate(zip(safe, downloads, strict=True)):
             prompt = item.get("prompt")
-            rewritten = prompt if prompt and prompt != fields["prompt"] else ""
+            rewritten = prompt if prompt and prompt != fields.get("prompt", prompt) else ""
             images.append(await deliver(data, generation, self.name, revised_prompt=rewritten))
             await progress(50.0 + 50.0 * (index + 1) / len(safe))
         return ProviderResult(images)
+
+    async def _edit(self, generation: gen.Generation, route: Route) -> tuple[dict, httpx.Response]:
+        """One v3 image call: the input image (and the converted mask) as files, the fields as text."""
+        if not route.v3:
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST, f"{generation.model} does not edit; use an ideogram-v3 model"
+            )
+        inputs = await self.inputs.load(generation)
+        images = [i for i in inputs if i.role != "mask"]
+        masks = [i for i in inputs if i.role == "mask"]
+        if len(images) != 1:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "an ideogram edit takes one input image")
+        image = images[0] if images[0].image_format in V3_FORMATS else await as_png(images[0])
+        if route.operation == "reframe" and image.width != image.height:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "ideogram reframes square images only")
+        if masks and route.operation:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes no mask")
+        endpoint, fields = image_fields(generation, route, self.settings.magic_prompt, masked=bool(masks))
+        files = [("image", (image.filename, image.data, image.mime_type))]
+        if masks:
+            mask = await ideogram_mask(masks[0], image)
+            files.append(("mask", (mask.filename, mask.data, mask.mime_type)))
+        parts = files + [(k, (None, str(v))) for k, v in fields.items()]
+        async with self.slots.hold(fields["num_images"]):
+            try:
+                response = await self.http.request("POST", f"/v1/ideogram-v3/{endpoint}", files=parts)
+            except ProviderError as exc:
+                if exc.message != NO_INPAINT:
+                    raise
+                # docs/provider-contracts-2.md §9: /inpaint is the new name of the legacy /edit.
+                response = await self.http.request("POST", "/v1/ideogram-v3/edit", files=parts)
+        return fields, response
