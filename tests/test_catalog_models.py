@@ -2,11 +2,12 @@
 
 The cases are read from routing's catalog.yaml when the tests are collected: one per
 (model, provider of its `providers`), one per alias, and the seeds' own examples. Each
-provider runs as a `PinnedRoute` (tests/support/provider_mesh.py): a routing that enables
-only that provider, its edge, and the provider's worker against its emulator, so each of a
-model's routes is asked on its own and a failure cannot fall back to another one. The
-generations go through `POST /api/v2/generate` with nothing but the model and a prompt (the
-model's own defaults), all at once; each test then reads its own outcome.
+provider's worker runs against its emulator; the cases are spread over as few `Gateway`s
+(tests/support/provider_mesh.py: a routing enabling some providers, and its edge) as can
+be, so that in each a case's provider is the only route of its model there: every route
+is asked on its own, and a failure cannot fall back to another one. The generations go
+through `POST /api/v2/generate` with nothing but the model and a prompt (the model's own
+defaults), all at once; each test then reads its own outcome.
 
 A catalog entry that no adapter serves, or a route with no emulator below, fails here.
 A new provider is one line of EMULATORS: its emulator (tests/emulators/<name>.py) and the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,7 @@ from PIL import Image
 from routing.catalog import Catalog, ModelEntry
 from tests.emulators.harness import EmulatorServer
 from tests.support.ports import free_port
-from tests.support.provider_mesh import PinnedRoute
+from tests.support.provider_mesh import Gateway, launch_worker
 
 KEY = "catalog-test-key-7c1e"
 PROMPT = "a lighthouse at dusk"
@@ -89,12 +91,22 @@ class Case:
 
 ROUTE_CASES = [Case(m.id, m.id, provider) for m in catalog_models() for provider in m.providers]
 ALIAS_CASES = [Case(alias, m.id, m.providers[0]) for m in catalog_models() for alias in m.aliases]
-# The seeds' own examples: seed 002 asks stable-diffusion-xl for n: 4 over the OpenAI API.
+# Every model name of seed 004 (the perf API, docs/api-sources.md), as its OpenAI-shaped API is called.
+SEED_004_NAMES = ("dall-e-3", "dall-e-2", "stable-diffusion-3", "flux-pro", "flux-dev", "ideogram-2", "imagen-3")
+
+
+def named(name: str) -> ModelEntry:
+    everything = Catalog.load({p for m in catalog_models() for p in m.providers})
+    return everything.get(name)
+
+
+# The seeds' own examples: seed 002 asks stable-diffusion-xl for n: 4 over the OpenAI API
+# (through each of its routes), seed 004 uses its own names.
 SEED_CASES = [
     Case("stable-diffusion-xl", "stable-diffusion-xl", provider, (("n", 4), ("size", "1024x1024")),
          "/v1/images/generations")
     for m in catalog_models() if m.id == "stable-diffusion-xl" for provider in m.providers
-]
+] + [Case(name, named(name).id, named(name).providers[0], (), "/v1/images/generations") for name in SEED_004_NAMES]
 ALL_CASES = ROUTE_CASES + ALIAS_CASES + SEED_CASES
 
 
@@ -105,55 +117,88 @@ def missing_emulator(case: Case) -> str | None:
             f"{case.provider!r} to EMULATORS (its tests/emulators/ module and the worker's variables)")
 
 
-@dataclass
-class Route:
-    """A provider's pinned route (with its emulator), or why it did not start."""
+def gateway_groups(cases: list[Case]) -> list[list[str]]:
+    """The providers of each gateway the cases need, as few as can be: in each gateway,
+    every case's provider is the only route of its model that the gateway enables, so
+    that route (and no fallback) is the one asked. Cases whose route has no emulator are
+    left out (they fail on their own)."""
+    routes = {m.id: set(m.providers) for m in catalog_models()}
+    groups: list[tuple[set[str], dict[str, str]]] = []  # (enabled providers, model -> the route asked)
+    for case in cases:
+        if case.provider not in EMULATORS:
+            continue
+        for enabled, asked in groups:
+            trial, wanted = enabled | {case.provider}, {**asked, case.model: case.provider}
+            if asked.get(case.model, case.provider) == case.provider and all(
+                routes[model] & trial == {provider} for model, provider in wanted.items()
+            ):
+                enabled.add(case.provider)
+                asked[case.model] = case.provider
+                break
+        else:
+            groups.append(({case.provider}, {case.model: case.provider}))
+    return [sorted(enabled) for enabled, _asked in groups]
 
-    pinned: PinnedRoute | None = None
-    emulator: EmulatorServer | None = None
-    problem: str = ""
+
+GATEWAYS = gateway_groups(ALL_CASES)
+
+
+def gateway_of(case: Case) -> int:
+    return next(i for i, providers in enumerate(GATEWAYS) if case.provider in providers)
+
+
+@dataclass
+class Pools:
+    """The gateways, each provider's emulator and worker, and why any did not start."""
+
+    gateways: list[Gateway]
+    emulators: dict[str, EmulatorServer]
+    workers: dict[str, tuple[str, int]]
+    problems: dict[str, str]  # provider -> what went wrong
 
 
 @pytest.fixture(scope="module")
-def routes(mesh):
-    """Every provider of the catalog's routes that has an emulator, started at once."""
-    providers = sorted({c.provider for c in ALL_CASES if c.provider in EMULATORS})
-    started: dict[str, Route] = {}
-    for provider in providers:
+def pools(mesh):
+    """Every gateway, emulator and worker the cases need, all started at once."""
+    pools = Pools([], {}, {}, {})
+    for provider in sorted({p for providers in GATEWAYS for p in providers}):
         emulated = EMULATORS[provider]
-        route = Route()
+        if emulated is None:
+            continue  # the mesh's own worker
         try:
-            env = None
-            if emulated is not None:
-                route.emulator = EmulatorServer(emulated.emulator, free_port(), api_key=KEY).start()
-                env = emulated.worker_env(route.emulator.url)
-            route.pinned = PinnedRoute(mesh, provider, env, name="catalog").launch()
-        except Exception as exc:  # noqa: BLE001 - reported by the provider's tests
-            route.problem = f"could not start: {exc}"
-        started[provider] = route
-    # They all start at once, so the first wait takes most of the time on a busy machine.
-    for route in started.values():
-        if route.pinned is not None and not route.problem:
-            try:
-                route.pinned.wait(timeout=STARTUP_SECONDS)
-            except RuntimeError as exc:
-                route.problem = str(exc)
-    yield started
-    pinned = [r.pinned for r in started.values() if r.pinned is not None]
-    with ThreadPoolExecutor(max_workers=8) as pool:  # each stop waits for its process's grace period
-        list(pool.map(lambda p: [mesh.stop(instance) for instance in p.instances()], pinned))
-    for route in started.values():
-        if route.emulator is not None:
-            route.emulator.stop()
+            pools.emulators[provider] = EmulatorServer(emulated.emulator, free_port(), api_key=KEY).start()
+            env = emulated.worker_env(pools.emulators[provider].url)
+            pools.workers[provider] = launch_worker(mesh, provider, instance=f"catalog-worker-{provider}", **env)
+        except Exception as exc:  # noqa: BLE001 - reported by the provider's cases
+            pools.problems[provider] = f"could not start: {exc}"
+    pools.gateways = [Gateway(mesh, providers, name=f"catalog-{i}").launch() for i, providers in enumerate(GATEWAYS)]
+    # Everything starts at once, so the first wait takes most of the time on a busy machine.
+    for gateway in pools.gateways:
+        gateway.wait(timeout=STARTUP_SECONDS)
+    for provider, (instance, port) in pools.workers.items():
+        try:
+            mesh.wait_serving(port, instance, timeout=STARTUP_SECONDS)
+        except RuntimeError as exc:
+            pools.problems[provider] = str(exc)
+    yield pools
+    instances = [instance for instance, _port in pools.workers.values()]
+    instances += [instance for gateway in pools.gateways for instance in gateway.instances]
+    with ThreadPoolExecutor(max_workers=8) as stopping:  # each stop waits for its process's grace period
+        list(stopping.map(mesh.stop, instances))
+        list(stopping.map(EmulatorServer.stop, pools.emulators.values()))
 
 
-async def read(http: httpx.AsyncClient, url: str) -> httpx.Response:
-    """GET, again once when the server closed a kept-alive connection as it was reused."""
-    try:
-        return await http.get(url)
-    except httpx.TransportError:
-        await asyncio.sleep(0.5)
-        return await http.get(url)
+async def call(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """The request, again (twice at most) when the server closed a kept-alive connection as
+    it was reused; submits carry an Idempotency-Key, so a repeated one is the same generation."""
+    for attempt in range(3):
+        try:
+            return await http.request(method, url, **kwargs)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 async def generate(http: httpx.AsyncClient, case: Case) -> dict:
@@ -166,14 +211,15 @@ async def generate(http: httpx.AsyncClient, case: Case) -> dict:
 
 async def generation_of(http: httpx.AsyncClient, case: Case) -> dict:
     body = {"model": case.name, "prompt": PROMPT, **dict(case.body)}
-    r = await http.post(case.api, json=body)
+    r = await call(http, "POST", case.api, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
     if r.status_code != 200:
         return {"problem": f"{case.api} answered {r.status_code}: {r.text[:500]}"}
-    generation_id = r.json()["id"]
+    answer = r.json()
+    generation_id = answer["id"]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + GENERATION_SECONDS
     while True:
-        r = await read(http, f"/api/v2/generate/{generation_id}")
+        r = await call(http, "GET", f"/api/v2/generate/{generation_id}")
         if r.status_code != 200:
             return {"problem": f"GET /api/v2/generate/{generation_id} answered {r.status_code}: {r.text[:500]}"}
         final = r.json()
@@ -182,38 +228,40 @@ async def generation_of(http: httpx.AsyncClient, case: Case) -> dict:
         if loop.time() > deadline:
             return {"problem": f"still {final['state']} after {GENERATION_SECONDS:.0f} s: {final}"}
         await asyncio.sleep(0.2)
+    final["answer"] = answer
     async with httpx.AsyncClient(timeout=30) as storage:  # presigned URLs: no API key
-        final["image_bytes"] = [(await read(storage, url)).content for url in final["result_urls"]]
+        final["image_bytes"] = [(await call(storage, "GET", url)).content for url in final["result_urls"]]
     return final
 
 
 @pytest.fixture(scope="module")
-async def outcomes(routes) -> dict[Case, dict]:
+async def outcomes(pools: Pools) -> dict[Case, dict]:
     """Every case's generation, all submitted at once."""
-    runnable = [c for c in ALL_CASES if c.provider in routes and not routes[c.provider].problem]
-    clients = {
-        provider: httpx.AsyncClient(base_url=route.pinned.edge_url, timeout=60,
-                                    headers={"Authorization": f"Bearer {route.pinned.mesh.api_key}"})
-        for provider, route in routes.items() if route.pinned is not None and not route.problem
-    }
+    runnable = [c for c in ALL_CASES if c.provider in EMULATORS and c.provider not in pools.problems]
+    headers = {"Authorization": f"Bearer {pools.gateways[0].mesh.api_key}"}
+    clients = [httpx.AsyncClient(base_url=g.edge_url, timeout=60, headers=headers) for g in pools.gateways]
     try:
-        results = await asyncio.gather(*(generate(clients[c.provider], c) for c in runnable))
+        results = await asyncio.gather(*(generate(clients[gateway_of(c)], c) for c in runnable))
     finally:
-        await asyncio.gather(*(client.aclose() for client in clients.values()))
+        await asyncio.gather(*(client.aclose() for client in clients))
     return dict(zip(runnable, results, strict=True))
 
 
-def check(case: Case, routes: dict[str, Route], outcomes: dict[Case, dict]) -> None:
+def check(case: Case, pools: Pools, outcomes: dict[Case, dict]) -> None:
     where = f"{case.name} through {case.provider}"
     if problem := missing_emulator(case):
         pytest.fail(problem)
-    if problem := routes[case.provider].problem:
-        pytest.fail(f"{where}: the {case.provider} route {problem}")
+    if problem := pools.problems.get(case.provider):
+        pytest.fail(f"{where}: the {case.provider} worker or emulator {problem}")
     final = outcomes[case]
     assert "problem" not in final, f"{where}: {final.get('problem')}"
     assert final["status"] == "completed", f"{where} {final['status']}: {final['error']} (attempts {final['attempts']})"
     assert {a["provider"] for a in final["attempts"]} == {case.provider}, f"{where}: attempts {final['attempts']}"
     assert final["model_slug"] == final["perf"]["model_used"] == case.model, f"{where}: ran {final['model_slug']}"
+    if case.api == "/v1/images/generations":  # OpenAI's ImagesResponse names the model too
+        answer = final["answer"]
+        assert answer["model"] == answer["perf"]["model_used"] == case.model, f"{where}: answered {answer}"
+        assert len(answer["data"]) == case.n, f"{where}: {len(answer['data'])} images in the answer"
     assert len(final["result_urls"]) == case.n, f"{where}: {len(final['result_urls'])} images, asked for {case.n}"
     metadata = final["result_metadata"]
     for data, info in zip(final["image_bytes"], metadata["images"], strict=True):
@@ -224,18 +272,18 @@ def check(case: Case, routes: dict[str, Route], outcomes: dict[Case, dict]) -> N
 
 
 @pytest.mark.parametrize("case", ROUTE_CASES, ids=lambda c: c.id)
-def test_every_model_generates_through_every_route(case: Case, routes, outcomes) -> None:
-    check(case, routes, outcomes)
+def test_every_model_generates_through_every_route(case: Case, pools, outcomes) -> None:
+    check(case, pools, outcomes)
 
 
 @pytest.mark.parametrize("case", ALIAS_CASES, ids=lambda c: c.id)
-def test_an_alias_runs_the_model_it_names(case: Case, routes, outcomes) -> None:
-    check(case, routes, outcomes)
+def test_an_alias_runs_the_model_it_names(case: Case, pools, outcomes) -> None:
+    check(case, pools, outcomes)
 
 
 @pytest.mark.parametrize("case", SEED_CASES, ids=lambda c: c.id)
-def test_the_seeds_examples_work_as_written(case: Case, routes, outcomes) -> None:
-    check(case, routes, outcomes)
+def test_the_seeds_examples_work_as_written(case: Case, pools, outcomes) -> None:
+    check(case, pools, outcomes)
 
 
 def test_a_route_without_an_emulator_fails_naming_the_model_and_the_route() -> None:

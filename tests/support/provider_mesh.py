@@ -48,49 +48,39 @@ def start_worker(mesh, provider: str, *, instance: str = "", **env: str) -> str:
     return instance
 
 
-class PinnedRoute:
-    """One provider as the only route of its models: a routing that enables just that
-    provider (its own store), an edge over it, and (unless `worker_env` is None: the mesh's
-    own worker serves the pool) the provider's worker, which reports its failures to that
-    routing, so a failed attempt cannot fall back to another provider.
+class Gateway:
+    """A routing that enables only `providers` (with its own store) and an edge over it: a
+    generation submitted there is planned on those routes alone (routing plans a
+    generation's routes at admission, and a failed attempt goes only to a planned one).
+    Workers are the pools' own (launch_worker); they may report to the mesh's routing.
 
-    `launch` starts the processes without waiting (several routes start at once), `wait`
+    `launch` starts the processes without waiting (several gateways start at once), `wait`
     returns once they serve, `stop` ends them."""
 
-    def __init__(self, mesh, provider: str, worker_env: dict[str, str] | None, *, name: str = "pinned") -> None:
+    def __init__(self, mesh, providers: list[str], *, name: str) -> None:
         self.mesh = mesh
-        self.provider = provider
-        self.worker_env = worker_env
-        self.prefix = f"{name}-{provider}"
+        self.providers = providers
+        self.name = name
         self.routing_port, self.edge_http, self.edge_grpc = free_port(), free_port(), free_port()
         self.edge_url = f"http://127.0.0.1:{self.edge_http}"
-        self._instances: list[tuple[str, int]] = []
+        self.instances = [f"{name}-edge", f"{name}-routing"]  # in the order to stop them
 
-    def launch(self) -> PinnedRoute:
-        mesh, routing = self.mesh, f"{self.prefix}-routing"
+    def launch(self) -> Gateway:
+        mesh, routing, edge = self.mesh, self.instances[1], self.instances[0]
         mesh.start("routing", instance=routing, GRPC_PORT=str(self.routing_port), METRICS_PORT="0",
-                   ROUTING_PROVIDERS=self.provider,
+                   ROUTING_PROVIDERS=",".join(self.providers),
                    ROUTING_DATABASE_URL=f"sqlite+aiosqlite:///{mesh.run_dir / (routing + '.db')}")
-        self._instances.append((routing, self.routing_port))
-        mesh.start("edge", instance=f"{self.prefix}-edge", EDGE_HTTP_PORT=str(self.edge_http),
-                   GRPC_PORT=str(self.edge_grpc), METRICS_PORT="0", ROUTING_ADDR=f"127.0.0.1:{self.routing_port}")
-        self._instances.append((f"{self.prefix}-edge", self.edge_grpc))
-        if self.worker_env is not None:
-            self._instances.append(launch_worker(mesh, self.provider, instance=f"{self.prefix}-worker",
-                                                 ROUTING_ADDR=f"127.0.0.1:{self.routing_port}", **self.worker_env))
+        mesh.start("edge", instance=edge, EDGE_HTTP_PORT=str(self.edge_http), GRPC_PORT=str(self.edge_grpc),
+                   METRICS_PORT="0", ROUTING_ADDR=f"127.0.0.1:{self.routing_port}")
         return self
 
-    def wait(self, timeout: float = 120.0) -> PinnedRoute:
-        for instance, port in self._instances:
-            self.mesh.wait_serving(port, instance, timeout=timeout)
+    def wait(self, timeout: float = 120.0) -> Gateway:
+        self.mesh.wait_serving(self.routing_port, self.instances[1], timeout=timeout)
+        self.mesh.wait_serving(self.edge_grpc, self.instances[0], timeout=timeout)
         return self
-
-    def instances(self) -> list[str]:
-        """Its processes, the worker first (the order to stop them in)."""
-        return [instance for instance, _port in reversed(self._instances)]
 
     def stop(self) -> None:
-        for instance in self.instances():
+        for instance in self.instances:
             self.mesh.stop(instance)
 
 
