@@ -71,7 +71,9 @@ class Generations:
         """Validate everything first, store after: routing's dry run (with placeholders for
         the inputs), then every upload against the model's rule for this route; only then
         are the files stored, under one upload id, and put in the params (workers read them
-        from storage by object key). A refused request leaves nothing in storage."""
+        from storage by object key). A refused request leaves nothing in storage. Inputs the
+        params already name (URLs the client gave, read by the worker) are kept, first."""
+        named = list(params.input_images)
         params.input_images.extend(gen.InputImage(object_key="pending", role=u.role) for u in uploads)
         checked = await self._mesh.validate(params)
         rule = input_rule(checked.model, params.kind)
@@ -84,7 +86,7 @@ class Generations:
             if checked.size == "auto":
                 params.size = fit_size(list(rule.sizes), uploads[0].width, uploads[0].height) or "auto"
         del params.input_images[:]
-        params.input_images.extend(await self.store_inputs(caller, uploads))
+        params.input_images.extend(named + await self.store_inputs(caller, uploads))
 
     async def store_inputs(self, caller: Caller, uploads: Sequence[Upload]) -> list[gen.InputImage]:
         """Store checked uploads under one new upload id, in order."""
