@@ -150,6 +150,7 @@ async def test_try_on_inputs_are_checked_with_clear_errors(kling_pool, control, 
     ({"model_name": "kling-v2", "prompt": "x", "image": b64(png(1000, 300))}, "aspect ratio"),
     ({"model_name": "kling-v2", "prompt": "x", "image": b64(png(400, 400)), "image_fidelity": 0.5}, "image_fidelity"),
     ({"model_name": "kling-v2", "prompt": "x", "watermark_info": {"enabled": True}}, "watermark_info"),
+    ({"model_name": "kling-v2", "prompt": "x", "image": b64(png(400, 400)), "negative_prompt": "blur"}, "negative_prompt"),
     ({"model_name": "kolors-virtual-try-on-v1", "prompt": "a shirt"}, "person"),
 ])
 async def test_generation_bodies_are_checked_with_clear_errors(kling_pool, control, http, body, named) -> None:

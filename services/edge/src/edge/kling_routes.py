@@ -165,6 +165,8 @@ def generation_params(body: GenerationBody) -> tuple[gen.GenerationParams, list[
         params.human_fidelity = body.human_fidelity
     if not body.image:
         return params, []
+    if body.negative_prompt:
+        raise invalid("negative_prompt is not supported when image is set.", "negative_prompt")
     image = read_input(body.image, "image", body.image_reference or "image")
     if isinstance(image, Upload) and not 1 / WIDEST_INPUT <= image.width / image.height <= WIDEST_INPUT:
         raise invalid("image must have an aspect ratio between 1:2.5 and 2.5:1.", "image")
