@@ -52,3 +52,11 @@ def test_the_body_follows_the_submitting_api() -> None:
     g.params.webhook_format = "mj"
     task = webhook_json(g, ["u"])
     assert task["status"] == "SUCCESS" and task["imageUrl"] == "u" and task["progress"] == "100%"
+    g.params.webhook_format = "kling"
+    g.params.client_state = "order-7"
+    task = webhook_json(g, ["u"])
+    assert (task["task_status"], task["task_result"]["images"], task["task_info"]) == (
+        "succeed",
+        [{"index": 0, "url": "u"}],
+        {"external_task_id": "order-7"},
+    )

@@ -128,3 +128,20 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "2"})) == 2
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert retry_after_seconds(httpx.Response(429)) is None
+
+
+async def test_a_429_the_adapter_reads_as_the_accounts_refusal_is_not_retried(server) -> None:
+    """Kling sends its billing refusals as HTTP 429: a classifier's PROVIDER_AUTH stops the retries."""
+    server.state.faults = Faults(fail_first=5, fail_status=429)
+    server.state.calls.clear()
+
+    def billing(response: httpx.Response) -> ProviderError | None:
+        return ProviderError(ErrorCode.PROVIDER_AUTH, "the account is out of credit", retryable=True)
+
+    up = Upstream("echo", server.url, retry=RetryPolicy(budget_seconds=3, base_seconds=0.05), classify=billing)
+    try:
+        with pytest.raises(ProviderError) as exc:
+            await up.request("POST", "/v1/thing", json={})
+    finally:
+        await up.close()
+    assert exc.value.code is ErrorCode.PROVIDER_AUTH and len(server.state.calls) == 1

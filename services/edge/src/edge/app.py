@@ -12,7 +12,7 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge import catalog_routes, docs, jobs, mj, openai_routes, usage
+from edge import catalog_routes, docs, jobs, kling_routes, mj, openai_routes, usage
 from edge.errors import openai_error
 from edge.generations import REQUEST_LABELS, Generations
 from edge.mesh import Mesh
@@ -101,6 +101,7 @@ def create_app(settings: EdgeSettings, mesh: Mesh) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(usage.router)
     app.include_router(mj.router)
+    app.include_router(kling_routes.router)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -35,6 +35,15 @@ class MjResult(BaseModel):
     properties: dict[str, Any] = {}
 
 
+class KlingEnvelope(BaseModel):
+    """Kling's answer: `code` 0 with the task in `data`, or an error code without `data`."""
+
+    code: int
+    message: str
+    request_id: str
+    data: dict[str, Any] | None = None
+
+
 class ImageData(BaseModel):
     url: str | None = None
     b64_json: str | None = None
@@ -205,7 +214,8 @@ def multipart_body(
 
 def add_error_responses(openapi: dict[str, Any]) -> dict[str, Any]:
     """Every operation can answer any gateway error (auth, rate limit, dependencies down);
-    the Midjourney routes may also fail in the proxies' own result shape."""
+    the Midjourney routes may also fail in the proxies' own result shape, the Kling routes
+    answer every error in Kling's envelope."""
 
     def errors(schema: dict[str, Any], description: str) -> dict[str, Any]:
         return {
@@ -218,8 +228,9 @@ def add_error_responses(openapi: dict[str, Any]) -> dict[str, Any]:
         {"anyOf": [{"$ref": "#/components/schemas/ErrorResponse"}, {"$ref": "#/components/schemas/MjResult"}]},
         "OpenAI error object, or the Midjourney proxies' result with a failure code",
     )
+    kling = errors({"$ref": "#/components/schemas/KlingEnvelope"}, "Kling's envelope with its error code")
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorResponse, MjResult):
+    for model in (ErrorResponse, MjResult, KlingEnvelope):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in schema.pop("$defs", {}).items():
             schemas.setdefault(name, sub)
@@ -227,7 +238,8 @@ def add_error_responses(openapi: dict[str, Any]) -> dict[str, Any]:
     for route, path in openapi.get("paths", {}).items():
         for op in path.values():
             responses = op.setdefault("responses", {})
-            for status, resp in (mj if route.startswith("/mj/") else openai).items():
+            shapes = mj if route.startswith("/mj/") else kling if route.startswith("/kling/") else openai
+            for status, resp in shapes.items():
                 responses.setdefault(status, resp)
             responses.pop("422", None)  # validation errors are 400 OpenAI error objects here
     return openapi

@@ -73,7 +73,9 @@ class Generations:
         the uploads), then every upload against the model's rule for this route; only then
         are the files stored, under one upload id, and put in the params in the order the
         client gave its inputs (workers read them from storage by object key, and the URLs
-        the client named from there). A refused request leaves nothing in storage."""
+        the client named from there). A refused request leaves nothing in storage. Inputs the
+        params already name (URLs a route put there itself, read by the worker) are kept, first."""
+        named = list(params.input_images)
         params.input_images.extend(
             gen.InputImage(object_key="pending", role=i.role) if isinstance(i, Upload) else i.ref() for i in inputs
         )
@@ -92,7 +94,7 @@ class Generations:
         stored = iter(await self.store_inputs(caller, uploads) if uploads else [])
         refs = [next(stored) if isinstance(i, Upload) else i.ref() for i in inputs]
         del params.input_images[:]
-        params.input_images.extend(refs)
+        params.input_images.extend(named + refs)
 
     async def store_inputs(self, caller: Caller, uploads: Sequence[Upload]) -> list[gen.InputImage]:
         """Store checked uploads under one new upload id, in order."""

@@ -31,7 +31,7 @@ from bus import WEBHOOK_DELIVERIES_TOPIC, EventHeaders, Producer, Record
 from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.events.v1 import events_pb2
-from presenters import mj, v2
+from presenters import kling, mj, v2
 from presenters.generation import state_name
 from status.core import GenerationStore
 from svckit.logging import get_logger
@@ -88,9 +88,12 @@ def attempts_of(generation: gen.Generation) -> list[gen.WebhookDelivery]:
 
 
 def webhook_json(generation: gen.Generation, urls: list[str]) -> dict:
-    """The body: the /api/v2/generate object, or the Midjourney task for notifyHook."""
+    """The body: the /api/v2/generate object, the Midjourney task for notifyHook, or the
+    Kling task for a Kling route's callback_url."""
     if generation.params.webhook_format == "mj":
         return mj.mj_task(generation, urls)
+    if generation.params.webhook_format == "kling":
+        return kling.kling_task(generation, urls)
     return v2.v2_generation(generation, urls)
 
 

@@ -53,7 +53,9 @@ _KEY_RE = re.compile(
 # Client uploads (edits, variations) live beside the generations of their retention class,
 # so the same lifecycle rule expires them: <retention-class>/uploads/<upload-id>/<index>.<ext>.
 UPLOADS = "uploads"
-INPUT_ROLES = ("image", "mask")
+# What an upload is to its request: an image or a mask (edits), a Kling reference (subject,
+# face), a Kolors try-on input (person, garment).
+INPUT_ROLES = ("image", "mask", "subject", "face", "person", "garment")
 
 _tracer = tracer("pixelmesh.storage")
 log = get_logger(__name__)

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -125,17 +124,15 @@ class KlingToken(httpx.Auth):
         self._access = access_key
         self._secret = secret_key
         self._clock = clock
-        self._lock = threading.Lock()
         self._token = ""
         self._renew_at = 0.0
 
     def token(self, *, fresh: bool = False) -> str:
-        with self._lock:
-            now = self._clock()
-            if fresh or not self._token or now >= self._renew_at:
-                self._token = sign_token(self._access, self._secret, now)
-                self._renew_at = now + TOKEN_SECONDS - RENEW_SECONDS
-            return self._token
+        now = self._clock()
+        if fresh or not self._token or now >= self._renew_at:
+            self._token = sign_token(self._access, self._secret, now)
+            self._renew_at = now + TOKEN_SECONDS - RENEW_SECONDS
+        return self._token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self.token()}"
@@ -298,8 +295,7 @@ class KlingProvider(PollingProvider):
         task_id = data.get("task_id") if isinstance(data, dict) else None
         if not task_id:
             raise ProviderError(ErrorCode.PROVIDER_ERROR, "kling accepted the task without a task_id", retryable=True)
-        task = Task(str(task_id), {"path": f"{path}/{task_id}"})
-        return task
+        return Task(str(task_id), {"path": f"{path}/{task_id}"})
 
     async def poll(self, task: Task) -> Poll:
         data = (await self.http.request("GET", task.state["path"])).json().get("data") or {}
