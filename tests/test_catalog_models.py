@@ -17,6 +17,7 @@ worker's variables, where `{url}` is the emulator's address and `{key}` its API 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -39,10 +40,12 @@ STARTUP_SECONDS = 300.0
 
 
 class Emulated:
-    """A provider's upstream in these tests: its emulator and the worker's variables."""
+    """A provider's upstream in these tests: its emulator (`api_key`: the key it accepts, when
+    not KEY alone) and the worker's variables."""
 
-    def __init__(self, emulator: str, **env: str) -> None:
+    def __init__(self, emulator: str, api_key: str = "{key}", **env: str) -> None:
         self.emulator = emulator
+        self.api_key = api_key.format(key=KEY)
         self.env = env
 
     def worker_env(self, url: str) -> dict[str, str]:
@@ -61,6 +64,8 @@ EMULATORS: dict[str, Emulated | None] = {
     "replicate": Emulated("replicate", REPLICATE_API_TOKEN="{key}", REPLICATE_BASE_URL="{url}/v1",
                           REPLICATE_PREFER_WAIT_SECONDS="1"),
     "fal": Emulated("fal", FAL_KEY="{key}", FAL_BASE_URL="{url}"),
+    "kling": Emulated("kling", api_key="{key}-access:{key}-secret", KLING_ACCESS_KEY="{key}-access",
+                      KLING_SECRET_KEY="{key}-secret", KLING_BASE_URL="{url}"),
 }
 
 
@@ -82,15 +87,29 @@ class Case:
     @property
     def id(self) -> str:
         extra = "".join(f",{k}={v}" for k, v in self.body)
-        return f"{self.name}@{self.provider}{extra}{'' if self.api == '/api/v2/generate' else ',openai'}"
+        route = {"/api/v2/generate": "", "/v1/images/generations": ",openai", EDITS: ",edits", TRY_ON: ",try-on"}
+        return f"{self.name}@{self.provider}{extra}{route[self.api]}"
 
     @property
     def n(self) -> int:
         return dict(self.body).get("n", 1)
 
 
-ROUTE_CASES = [Case(m.id, m.id, provider) for m in catalog_models() for provider in m.providers]
-ALIAS_CASES = [Case(alias, m.id, m.providers[0]) for m in catalog_models() for alias in m.aliases]
+EDITS = "/v1/images/edits"
+TRY_ON = "/kling/v1/images/kolors-virtual-try-on"  # Kling's own task route: a person and a garment in
+
+
+def route_api(m: ModelEntry) -> str:
+    """Where a model is asked: one that makes images only from input images through the route
+    that takes its inputs (one image on OpenAI's edits, try-on's two on Kling's route)."""
+    if m.text_to_image:
+        return "/api/v2/generate"
+    assert m.edits is not None
+    return TRY_ON if set(m.edits.roles) == {"person", "garment"} else EDITS
+
+
+ROUTE_CASES = [Case(m.id, m.id, provider, api=route_api(m)) for m in catalog_models() for provider in m.providers]
+ALIAS_CASES = [Case(alias, m.id, m.providers[0], api=route_api(m)) for m in catalog_models() for alias in m.aliases]
 # Every model name of seed 004 (the perf API, docs/api-sources.md), as its OpenAI-shaped API is called.
 SEED_004_NAMES = ("dall-e-3", "dall-e-2", "stable-diffusion-3", "flux-pro", "flux-dev", "ideogram-2", "imagen-3")
 
@@ -166,7 +185,7 @@ def pools(mesh):
         if emulated is None:
             continue  # the mesh's own worker
         try:
-            pools.emulators[provider] = EmulatorServer(emulated.emulator, free_port(), api_key=KEY).start()
+            pools.emulators[provider] = EmulatorServer(emulated.emulator, free_port(), api_key=emulated.api_key).start()
             env = emulated.worker_env(pools.emulators[provider].url)
             pools.workers[provider] = launch_worker(mesh, provider, instance=f"catalog-worker-{provider}", **env)
         except Exception as exc:  # noqa: BLE001 - reported by the provider's cases
@@ -209,13 +228,35 @@ async def generate(http: httpx.AsyncClient, case: Case) -> dict:
         return {"problem": f"{type(exc).__name__}: {exc}"}
 
 
-async def generation_of(http: httpx.AsyncClient, case: Case) -> dict:
+def input_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (512, 512), (40, 90, 160)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def submit(http: httpx.AsyncClient, case: Case) -> httpx.Response:
+    """The case's request on its route (an input-only model's with a 512x512 input image)."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    if case.api == TRY_ON:
+        image = base64.b64encode(input_png()).decode()
+        body = {"model_name": case.name, "human_image": image, "cloth_image": image}
+        return await call(http, "POST", case.api, json=body, headers=headers)
+    if case.api == EDITS:
+        edits = named(case.name).edits
+        assert edits is not None
+        form = {"model": case.name, **({"prompt": PROMPT} if edits.prompt else {})}
+        files = {"image": ("input.png", input_png(), "image/png")}
+        return await call(http, "POST", case.api, data=form, files=files, headers=headers)
     body = {"model": case.name, "prompt": PROMPT, **dict(case.body)}
-    r = await call(http, "POST", case.api, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+    return await call(http, "POST", case.api, json=body, headers=headers)
+
+
+async def generation_of(http: httpx.AsyncClient, case: Case) -> dict:
+    r = await submit(http, case)
     if r.status_code != 200:
         return {"problem": f"{case.api} answered {r.status_code}: {r.text[:500]}"}
     answer = r.json()
-    generation_id = answer["id"]
+    generation_id = answer["data"]["task_id"] if case.api == TRY_ON else answer["id"]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + GENERATION_SECONDS
     while True:
@@ -258,7 +299,7 @@ def check(case: Case, pools: Pools, outcomes: dict[Case, dict]) -> None:
     assert final["status"] == "completed", f"{where} {final['status']}: {final['error']} (attempts {final['attempts']})"
     assert {a["provider"] for a in final["attempts"]} == {case.provider}, f"{where}: attempts {final['attempts']}"
     assert final["model_slug"] == final["perf"]["model_used"] == case.model, f"{where}: ran {final['model_slug']}"
-    if case.api == "/v1/images/generations":  # OpenAI's ImagesResponse names the model too
+    if case.api in ("/v1/images/generations", EDITS):  # OpenAI's ImagesResponse names the model too
         answer = final["answer"]
         assert answer["model"] == answer["perf"]["model_used"] == case.model, f"{where}: answered {answer}"
         assert len(answer["data"]) == case.n, f"{where}: {len(answer['data'])} images in the answer"
