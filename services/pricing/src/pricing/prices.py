@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pixelmesh.common.v1 import generation_pb2 as gen
+from svckit.config_files import read_mapping, reason
 from svckit.errors import ErrorCode, GatewayError
 
 DEFAULT_PRICE_TABLE = Path(__file__).with_name("prices.yaml")
@@ -61,20 +61,6 @@ class PriceTableError(ValueError):
     """A price file that cannot be served: the message names the file and the entry."""
 
 
-def _read(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PriceTableError(f"{path}: cannot be read as YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise PriceTableError(f"{path}: is not a YAML mapping")
-    return raw
-
-
-def _reason(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg']}" for e in exc.errors())
-
-
 @dataclass(frozen=True)
 class Quote:
     per_image_usd: Decimal
@@ -108,13 +94,13 @@ class PriceTable:
     def load(cls, path: Path = DEFAULT_PRICE_TABLE, extra: tuple[Path, ...] = ()) -> PriceTable:
         """The price table plus the operator's `extra` files (PRICING_EXTRA_PRICE_TABLES:
         `models:` only, priced in the table's token); a bad entry raises PriceTableError naming it."""
-        raw = _read(path)
+        raw = read_mapping(path, PriceTableError)
         try:
             table = PriceTableFile.model_validate(raw)
         except ValidationError as exc:
-            raise PriceTableError(f"{path}: {_reason(exc)}") from exc
+            raise PriceTableError(f"{path}: {reason(exc)}") from exc
         for extra_path in extra:
-            extra_raw = _read(extra_path)
+            extra_raw = read_mapping(extra_path, PriceTableError)
             if set(extra_raw) - {"version", "models"} or not isinstance(extra_raw.get("models"), dict):
                 raise PriceTableError(f"{extra_path}: an extra price file has `models` (a mapping) only")
             for name, entry in extra_raw["models"].items():
@@ -124,7 +110,7 @@ class PriceTable:
                     price = _ENTRY.validate_python(entry)
                     table.models[name] = price if isinstance(price, ModelPrice) else ModelPrice(per_image=price)
                 except ValidationError as exc:
-                    raise PriceTableError(f"{extra_path}: models.{name}: {_reason(exc)}") from exc
+                    raise PriceTableError(f"{extra_path}: models.{name}: {reason(exc)}") from exc
         return cls(table)
 
     @property

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
+from svckit.config_files import read_mapping, reason
 from svckit.errors import ErrorCode, GatewayError
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
@@ -246,12 +246,12 @@ class Catalog:
     def load(cls, enabled_providers: set[str], path: Path = DEFAULT_CATALOG, extra: tuple[Path, ...] = ()) -> Catalog:
         """The catalog file plus the operator's `extra` files (ROUTING_EXTRA_CATALOGS: models
         of their own, e.g. self-hosted ones); a bad entry raises CatalogError naming it."""
-        raw = _read(path)
+        raw = read_mapping(path, CatalogError)
         if not isinstance(raw.get("models"), list) or "default_model" not in raw:
             raise CatalogError(f"{path}: needs default_model and a models list")
         entries = _entries(path, raw)
         for extra_path in extra:
-            extra_raw = _read(extra_path)
+            extra_raw = read_mapping(extra_path, CatalogError)
             if set(extra_raw) - {"version", "defaults", "models"} or not isinstance(extra_raw.get("models"), list):
                 raise CatalogError(f"{extra_path}: an extra catalog has `models` (a list) and optional `defaults`")
             # The bundled defaults apply under the file's own, so an entry need not repeat them.
@@ -289,16 +289,6 @@ class CatalogError(ValueError):
     """A catalog file that cannot be served: the message names the file and the entry."""
 
 
-def _read(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogError(f"{path}: cannot be read as YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{path}: is not a YAML mapping")
-    return raw
-
-
 def _entries(path: Path, raw: dict) -> list[ModelEntry]:
     defaults = raw.get("defaults") or {}
     entries = []
@@ -309,11 +299,5 @@ def _entries(path: Path, raw: dict) -> list[ModelEntry]:
                 raise CatalogError("is not a mapping")
             entries.append(ModelEntry.model_validate({**defaults, **model}))
         except (ValidationError, CatalogError) as exc:
-            raise CatalogError(f"{path}: models[{index}] ({name!r}): {_reason(exc)}") from exc
+            raise CatalogError(f"{path}: models[{index}] ({name!r}): {reason(exc)}") from exc
     return entries
-
-
-def _reason(exc: Exception) -> str:
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg']}" for e in exc.errors())
