@@ -89,13 +89,8 @@ def openai_extras(params: gen.GenerationParams, body: OpenAIImageBody | ImageFor
     params.partial_images = body.partial_images or 0
 
 
-class ImageForm(BaseModel):
-    """Multipart fields of POST /v1/images/edits and /v1/images/variations (files apart).
-
-    Lax (not strict): multipart sends every value as text, so "2" is n=2 and "true" a bool.
-    """
-
-    model_config = ConfigDict(extra="forbid")
+class _EditFields(BaseModel):
+    """The fields an edit takes in both of its bodies (multipart and JSON)."""
 
     prompt: str | None = None
     model: str | None = None
@@ -107,9 +102,19 @@ class ImageForm(BaseModel):
     input_fidelity: str | None = None
     output_format: ImageFormat | None = None
     output_compression: int | None = Field(default=None, ge=0, le=100)
-    response_format: Literal["url", "b64_json"] | None = None
     stream: bool | None = None
     partial_images: int | None = Field(default=None, ge=0, le=3)
+
+
+class ImageForm(_EditFields):
+    """Multipart fields of POST /v1/images/edits and /v1/images/variations (files apart).
+
+    Lax (not strict): multipart sends every value as text, so "2" is n=2 and "true" a bool.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    response_format: Literal["url", "b64_json"] | None = None
     user: str | None = None
     safety_identifier: str | None = None
     # Aggregator extensions, as on the generations route.
@@ -158,26 +163,14 @@ class ImageRefBody(BaseModel):
         return read_image_url(self.image_url or "", param=f"{param}.image_url", role=role)
 
 
-class ImageEditJsonBody(BaseModel):
+class ImageEditJsonBody(_EditFields):
     """POST /v1/images/edits as JSON (OpenAI's EditImageBodyJsonParam): `images` (1-16
     ImageRefParams) and an optional `mask` instead of file parts; the other fields as multipart."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str | None = None
     images: list[ImageRefBody] | None = Field(default=None, max_length=16)
     mask: ImageRefBody | None = None
-    model: str | None = None
-    n: int | None = Field(default=None, ge=1)
-    size: str | None = None
-    quality: str | None = None
-    background: str | None = None
-    moderation: str | None = None
-    input_fidelity: str | None = None
-    output_format: ImageFormat | None = None
-    output_compression: int | None = Field(default=None, ge=0, le=100)
-    stream: bool | None = None
-    partial_images: int | None = Field(default=None, ge=0, le=3)
     user: str | None = None
     safety_identifier: str | None = None
     # The gateway's extensions, as on the multipart route.
