@@ -285,16 +285,16 @@ async def test_mesh_try_on_with_stored_inputs(mesh, kling_worker, control) -> No
 
 async def test_mesh_a_down_kling_goes_to_the_next_route(mesh, kling_worker, control) -> None:
     control.faults(down=True)
-    g = queued(generation("kling-v2", "fallback please"), "kling", routes=("kling", "local"))
-    await dispatch(mesh, g)
+    g = queued(generation("kling-v2", "fallback please"), "kling")
+    await dispatch(mesh, g, routes=("kling", "local"))
     back = await wait_for(mesh, g.id, lambda s: s.attempts and s.attempts[0].error.code)
     assert (back.attempts[0].provider, back.attempts[0].error.code, back.attempts[0].error.retryable) == (
         "kling", "provider_unavailable", True)
 
 
 async def test_mesh_a_refusal_is_final_even_with_routes_left(mesh, kling_worker, control) -> None:
-    g = queued(generation("kling-v2", "unsafe-output thing"), "kling", routes=("kling", "local"))
-    await dispatch(mesh, g)
+    g = queued(generation("kling-v2", "unsafe-output thing"), "kling")
+    await dispatch(mesh, g, routes=("kling", "local"))
     done = await finished(mesh, g.id)
     assert done.state == gen.GENERATION_STATE_FAILED and done.error.code == "content_policy_violation", done
     assert done.error.provider == "kling" and len(done.attempts) == 1
