@@ -23,17 +23,16 @@ _VALUES = {"input_fidelity": ("high", "low")}
 _KINDS = {gen.GENERATION_KIND_EDIT: "edits", gen.GENERATION_KIND_VARIATION: "variations"}
 
 
+# Which fields are `optional` (HasField tells whether they were sent), read once.
+_PRESENCE = {f.name: f.has_presence for f in gen.GenerationParams.DESCRIPTOR.fields}
+
+
 def _given(params: gen.GenerationParams, name: str) -> bool:
-    # The fields with presence, by name: HasField takes only those.
-    if name == "seed":
-        return params.HasField("seed")
-    if name == "output_compression":
-        return params.HasField("output_compression")
-    if name == "image_fidelity":
-        return params.HasField("image_fidelity")
-    if name == "human_fidelity":
-        return params.HasField("human_fidelity")
+    """Whether the client sent the field: set (`optional` fields, 0 included) or non-empty."""
+    if _PRESENCE[name]:
+        return params.HasField(name)
     return bool(getattr(params, name))
+
 
 
 def _choice(entry: ModelEntry, name: str, value: str, allowed: list[str] | tuple[str, ...]) -> None:
