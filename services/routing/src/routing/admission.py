@@ -34,7 +34,6 @@ def _given(params: gen.GenerationParams, name: str) -> bool:
     return bool(getattr(params, name))
 
 
-
 def _choice(entry: ModelEntry, name: str, value: str, allowed: list[str] | tuple[str, ...]) -> None:
     """An enumerated parameter: not taken by the model at all, or not one of its values."""
     if not value:
