@@ -30,7 +30,7 @@ _PRESENCE = {f.name: f.has_presence for f in gen.GenerationParams.DESCRIPTOR.fie
 def _given(params: gen.GenerationParams, name: str) -> bool:
     """Whether the client sent the field: set (`optional` fields, 0 included) or non-empty."""
     if _PRESENCE[name]:
-        return params.HasField(name)
+        return params.HasField(name)  # type: ignore[arg-type]  # an `optional` field, as _PRESENCE says
     return bool(getattr(params, name))
 
 
