@@ -141,15 +141,15 @@ class Provider(ABC):
 
     @classmethod
     def connect(cls, settings: Any) -> Upstream:
-        """The HTTP client to the upstream: its base URL, `headers` on every call, the key
-        scrubbed from every error, `classify` before the generic mapping."""
-        key = settings.api_key.get_secret_value()
+        """The HTTP client to the upstream: its base URL, `headers` (or `auth`) on every call,
+        the `secret` scrubbed from every error, `classify` before the generic mapping."""
         timeout, connections = cls.limits(settings)
         return Upstream(
             cls.name,
             settings.base_url,
             headers=cls.headers(settings),
-            secret=key,
+            auth=cls.auth(settings),
+            secret=cls.secret(settings),
             retry=settings.retry_policy(),
             timeout=timeout,
             classify=cls.classify,
@@ -165,6 +165,16 @@ class Provider(ABC):
     def headers(settings: Any) -> dict[str, str]:
         """The upstream's auth headers."""
         return {}
+
+    @staticmethod
+    def auth(settings: Any) -> httpx.Auth | None:
+        """An auth flow, where a fixed header will not do (Kling's signed, renewed token)."""
+        return None
+
+    @staticmethod
+    def secret(settings: Any) -> str:
+        """The credential never to appear in an error."""
+        return settings.api_key.get_secret_value()
 
     @staticmethod
     def classify(response: httpx.Response) -> ProviderError | None:

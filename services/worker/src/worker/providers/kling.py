@@ -35,7 +35,6 @@ from worker.providers.input_images import InputFile, as_png, images_of
 from worker.providers.polling import Poll, PollingProvider, Task
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, requested_ratio
-from worker.providers.upstream import Upstream
 
 log = get_logger(__name__)
 
@@ -161,23 +160,14 @@ class KlingProvider(PollingProvider):
     settings_type = KlingSettings
     settings: KlingSettings
 
-    @classmethod
-    def connect(cls, settings: KlingSettings) -> Upstream:
+    @staticmethod
+    def secret(settings: KlingSettings) -> str:
+        return settings.secret_key.get_secret_value()
+
+    @staticmethod
+    def auth(settings: KlingSettings) -> httpx.Auth:
         """Kling's keys sign a JWT per `KlingToken`; the secret key itself never leaves."""
-        timeout, connections = cls.limits(settings)
-        upstream = Upstream(
-            cls.name,
-            settings.base_url,
-            secret=settings.secret_key.get_secret_value(),
-            retry=settings.retry_policy(),
-            timeout=timeout,
-            classify=cls.classify,
-            max_connections=connections,
-        )
-        upstream.client.auth = KlingToken(
-            settings.access_key.get_secret_value(), settings.secret_key.get_secret_value()
-        )
-        return upstream
+        return KlingToken(settings.access_key.get_secret_value(), settings.secret_key.get_secret_value())
 
     @staticmethod
     def classify(response: httpx.Response) -> ProviderError | None:

@@ -77,6 +77,7 @@ class Upstream:
         base_url: str,
         *,
         headers: dict[str, str] | None = None,
+        auth: httpx.Auth | None = None,
         secret: str = "",
         retry: RetryPolicy | None = None,
         timeout: float = 120.0,
@@ -90,6 +91,7 @@ class Upstream:
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=headers or {},
+            auth=auth,
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=True,
