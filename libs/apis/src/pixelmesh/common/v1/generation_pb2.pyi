@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -174,6 +175,7 @@ class GenerationParams(_message.Message):
     CLIENT_STATE_FIELD_NUMBER: _builtins.int
     IMAGE_FIDELITY_FIELD_NUMBER: _builtins.int
     HUMAN_FIDELITY_FIELD_NUMBER: _builtins.int
+    PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     prompt: _builtins.str
     negative_prompt: _builtins.str
@@ -217,6 +219,14 @@ class GenerationParams(_message.Message):
     human_fidelity: _builtins.float
     @_builtins.property
     def input_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]: ...
+    @_builtins.property
+    def provider_options(self) -> _struct_pb2.Struct:
+        """Upstream fields the gateway does not model (FLUX `raw`, `guidance`, `steps`, ...), as
+        the client sent them in `provider_options` (or the OpenAI SDK's extra_body). Routing
+        checks them against the model's allow-list (catalog `provider_options`) and routes
+        only to providers that take them; the worker merges them into the upstream request.
+        """
+
     def __init__(
         self,
         *,
@@ -247,10 +257,11 @@ class GenerationParams(_message.Message):
         client_state: _builtins.str = ...,
         image_fidelity: _builtins.float | None = ...,
         human_fidelity: _builtins.float | None = ...,
+        provider_options: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity", "_image_fidelity", b"_image_fidelity", "_output_compression", b"_output_compression", "_seed", b"_seed", "human_fidelity", b"human_fidelity", "image_fidelity", b"image_fidelity", "output_compression", b"output_compression", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity", "_image_fidelity", b"_image_fidelity", "_output_compression", b"_output_compression", "_seed", b"_seed", "human_fidelity", b"human_fidelity", "image_fidelity", b"image_fidelity", "output_compression", b"output_compression", "provider_options", b"provider_options", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity", "_image_fidelity", b"_image_fidelity", "_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "client_state", b"client_state", "human_fidelity", b"human_fidelity", "image_fidelity", b"image_fidelity", "image_url", b"image_url", "input_fidelity", b"input_fidelity", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "quality", b"quality", "response_format", b"response_format", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user", "webhook_format", b"webhook_format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity", "_image_fidelity", b"_image_fidelity", "_output_compression", b"_output_compression", "_seed", b"_seed", "action", b"action", "background", b"background", "callback_url", b"callback_url", "client_state", b"client_state", "human_fidelity", b"human_fidelity", "image_fidelity", b"image_fidelity", "image_url", b"image_url", "input_fidelity", b"input_fidelity", "input_images", b"input_images", "kind", b"kind", "model", b"model", "moderation", b"moderation", "n", b"n", "negative_prompt", b"negative_prompt", "output_compression", b"output_compression", "output_format", b"output_format", "parent_generation_id", b"parent_generation_id", "partial_images", b"partial_images", "prompt", b"prompt", "provider_options", b"provider_options", "quality", b"quality", "response_format", b"response_format", "seed", b"seed", "size", b"size", "stream", b"stream", "style", b"style", "user", b"user", "webhook_format", b"webhook_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__human_fidelity: _TypeAlias = _typing.Literal["human_fidelity"]  # noqa: Y015
     _WhichOneofArgType__human_fidelity: _TypeAlias = _typing.Literal["_human_fidelity", b"_human_fidelity"]  # noqa: Y015
