@@ -34,7 +34,7 @@ RATIOS = {"21:9": (1568, 672), "16:9": (1392, 752), "4:3": (1184, 880), "3:2": (
           "2:3": (832, 1248), "3:4": (880, 1184), "9:16": (752, 1392), "9:21": (672, 1568)}
 COMMON = {"prompt": "str", "seed": "int", "num_images": "num_images", "sync_mode": "bool"}
 FLUX = {**COMMON, "image_size": "image_size", "output_format": "format", "enable_safety_checker": "bool",
-        "num_inference_steps": "steps", "guidance_scale": "float"}
+        "num_inference_steps": "steps", "guidance_scale": "float", "acceleration": "acceleration"}
 PRO = {**FLUX, "safety_tolerance": "tolerance"}
 KONTEXT = {**COMMON, "aspect_ratio": "ratio", "output_format": "format", "safety_tolerance": "tolerance", "guidance_scale": "float"}
 # app (owner/alias) -> sub-path -> input schema
@@ -75,6 +75,8 @@ def check(schema: dict, data: object, subpath: str) -> list[dict]:
             errors.append(_err(name, "Input should be 'jpeg' or 'png'", "literal_error"))
         elif kind == "tolerance" and value not in ("1", "2", "3", "4", "5", "6"):
             errors.append(_err(name, "Input should be '1', '2', '3', '4', '5' or '6'", "literal_error"))
+        elif kind == "acceleration" and value not in ("none", "regular", "high"):
+            errors.append(_err(name, "Input should be 'none', 'regular' or 'high'", "literal_error"))
         elif kind == "ratio" and value not in RATIOS:
             errors.append(_err(name, f"Input should be one of {', '.join(RATIOS)}", "literal_error"))
         elif kind == "image_size" and not (isinstance(value, str) and value in SIZES or isinstance(value, dict) and set(value) == {"width", "height"}

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from edge.errors import HTTP_ERRORS, openai_error
 from edge.inputs import fit_size
@@ -118,3 +119,32 @@ def test_fit_size_follows_the_input_aspect() -> None:
     assert fit_size(sizes, 600, 400) == "1536x1024"
     assert fit_size(sizes, 500, 500) == "512x512"
     assert fit_size(["auto"], 5, 5) is None
+
+
+def test_provider_options_travel_in_every_body() -> None:
+    body = parse_body(OpenAIImageBody, {"prompt": "p", "provider_options": {"steps": 20, "raw": True, "mode": "x"}})
+    assert MessageToDict(body.to_params(default_format="png").provider_options) == {
+        "steps": 20.0,
+        "raw": True,
+        "mode": "x",
+    }
+    # Multipart: the OpenAI SDKs turn extra_body into provider_options[name] fields; a
+    # hand-written form may send one JSON field. Values stay text for routing to type.
+    form = parse_body(ImageForm, {"prompt": "p", "provider_options[steps]": "20", "provider_options[raw]": "true"})
+    assert MessageToDict(form.to_params(gen.GENERATION_KIND_EDIT).provider_options) == {"steps": "20", "raw": "true"}
+    form = parse_body(ImageForm, {"prompt": "p", "provider_options": '{"guidance": 3.5}'})
+    assert MessageToDict(form.to_params(gen.GENERATION_KIND_EDIT).provider_options) == {"guidance": 3.5}
+    assert not parse_body(GenerateBody, {"prompt": "p"}).to_params("webp").HasField("provider_options")
+
+
+@pytest.mark.parametrize("options", [{"loras": [{"path": "x"}]}, {"nested": {"a": 1}}, {"none": None}, "steps=20", [1]])
+def test_provider_options_hold_json_scalars_only(options) -> None:
+    with pytest.raises(GatewayError) as exc:
+        parse_body(GenerateBody, {"prompt": "p", "provider_options": options})
+    assert exc.value.param.startswith("provider_options")
+
+
+def test_a_form_provider_options_field_must_be_a_json_object() -> None:
+    with pytest.raises(GatewayError) as exc:
+        parse_body(ImageForm, {"prompt": "p", "provider_options": "[1, 2]"})
+    assert exc.value.param == "provider_options"

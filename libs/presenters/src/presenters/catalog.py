@@ -26,6 +26,18 @@ def input_rule(rule: routing_pb.ImageInputRule) -> dict:
     }
 
 
+def option_rule(rule: routing_pb.ProviderOptionRule) -> dict:
+    """A provider option a model takes: JSON type, bounds, values, the providers taking it."""
+    return {
+        "type": rule.type,
+        "minimum": rule.minimum if rule.HasField("minimum") else None,
+        "maximum": rule.maximum if rule.HasField("maximum") else None,
+        "values": list(rule.values) or None,
+        "providers": list(rule.providers) or None,
+        "description": rule.description,
+    }
+
+
 def model_info(m: routing_pb.Model, prices: list[dict]) -> dict:
     """A model of GET /v1/models: OpenAI's model object, then what the catalog says it takes
     and `prices` (model_price of each listed size and quality)."""
@@ -60,6 +72,7 @@ def model_info(m: routing_pb.Model, prices: list[dict]) -> dict:
         "output_formats": list(m.output_formats),
         "response_formats": list(m.response_formats),
         "parameters": list(m.parameters),
+        "provider_options": {rule.name: option_rule(rule) for rule in m.provider_options},
         "capabilities": {
             "generations": True,
             "edits": m.HasField("edits"),

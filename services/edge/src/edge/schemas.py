@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+import json
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from edge.inputs import Input, read_image_url
 from pixelmesh.common.v1 import generation_pb2 as gen
@@ -13,6 +14,11 @@ from svckit import formats
 from svckit.errors import invalid
 
 ImageFormat = Literal["png", "webp", "jpeg"]
+# What a provider option may hold: JSON scalars, checked by routing against the model's
+# allow-list (catalog `provider_options`). The OpenAI SDKs send them with
+# extra_body={"provider_options": {...}}.
+ProviderOptions = dict[str, StrictBool | int | float | str]
+MAX_PROVIDER_OPTIONS = 32
 # OpenAI's bound on one ImageRefParam's image_url (a data URL of a large image included).
 MAX_IMAGE_URL_CHARS = 20_971_520
 
@@ -38,6 +44,7 @@ class GenerationBody(BaseModel):
     seed: int | None = None
     format: ImageFormat | None = None
     image_url: str | None = None
+    provider_options: ProviderOptions | None = Field(default=None, max_length=MAX_PROVIDER_OPTIONS)
 
     def to_params(self, default_format: str) -> gen.GenerationParams:
         if self.format and self.output_format and self.format != self.output_format:
@@ -61,7 +68,13 @@ class GenerationBody(BaseModel):
             params.output_compression = self.output_compression
         if self.seed is not None:
             params.seed = self.seed
+        with_options(params, self.provider_options)
         return params
+
+
+def with_options(params: gen.GenerationParams, options: ProviderOptions | None) -> None:
+    if options is not None:
+        params.provider_options.update(options)
 
 
 class OpenAIImageBody(GenerationBody):
@@ -104,15 +117,42 @@ class _EditFields(BaseModel):
     output_compression: int | None = Field(default=None, ge=0, le=100)
     stream: bool | None = None
     partial_images: int | None = Field(default=None, ge=0, le=3)
+    provider_options: ProviderOptions | None = Field(default=None, max_length=MAX_PROVIDER_OPTIONS)
 
 
 class ImageForm(_EditFields):
     """Multipart fields of POST /v1/images/edits and /v1/images/variations (files apart).
 
     Lax (not strict): multipart sends every value as text, so "2" is n=2 and "true" a bool.
+    Provider options come as `provider_options[name]` fields (what the OpenAI SDKs make of
+    extra_body on a multipart call) or as one `provider_options` field holding a JSON object;
+    their values stay text here and routing reads them by the option's type.
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, fields: Any) -> Any:
+        if not isinstance(fields, dict):
+            return fields
+        fields = dict(fields)
+        options: dict[str, Any] = {}
+        raw = fields.pop("provider_options", None)
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = None
+            if not isinstance(raw, dict):
+                raise invalid("provider_options must be a JSON object.", "provider_options")
+        if isinstance(raw, dict):
+            options.update(raw)
+        for name in [k for k in fields if k.startswith("provider_options[") and k.endswith("]")]:
+            options[name[len("provider_options[") : -1]] = fields.pop(name)
+        if options:
+            fields["provider_options"] = options
+        return fields
 
     response_format: Literal["url", "b64_json"] | None = None
     user: str | None = None
@@ -140,6 +180,7 @@ class ImageForm(_EditFields):
             params.output_compression = self.output_compression
         if self.seed is not None:
             params.seed = self.seed
+        with_options(params, self.provider_options)
         return params
 
 

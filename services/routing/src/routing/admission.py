@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import secrets
 
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pixelmesh.common.v1 import generation_pb2 as gen
-from routing.catalog import ImageInputs, ModelEntry, parse_pixels
+from routing.catalog import ImageInputs, ModelEntry, OptionValue, parse_pixels
 from svckit import formats
 from svckit.errors import invalid
 from svckit.ids import new_generation_id
@@ -91,6 +92,45 @@ def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageIn
         if not (item.object_key or item.url) or item.role not in roles:
             named = ", ".join(r for r in roles if r)
             raise invalid(f"Every input image needs a stored object key or a URL, and role {named}.", "image")
+
+
+def checked_options(entry: ModelEntry, params: gen.GenerationParams) -> dict[str, OptionValue]:
+    """The request's provider_options, each allowed by the model and of its type (coerced:
+    a form's "28" is the integer 28); a 400 naming `provider_options.<name>` otherwise."""
+    if not params.HasField("provider_options"):
+        return {}
+    checked: dict[str, OptionValue] = {}
+    for name, value in MessageToDict(params.provider_options).items():
+        param = f"provider_options.{name}"
+        option = entry.provider_options.get(name)
+        if option is None:
+            takes = ", ".join(sorted(entry.provider_options)) or "none"
+            raise invalid(f"{entry.id} does not take the provider option '{name}' (it takes: {takes}).", param)
+        if not isinstance(value, bool | int | float | str):
+            raise invalid(f"The provider option '{name}' must be a {option.type}, not a list, object or null.", param)
+        try:
+            checked[name] = option.coerce(value)
+        except ValueError as exc:
+            raise invalid(f"The provider option '{name}' {exc} for {entry.id}.", param) from None
+    return checked
+
+
+def option_routes(entry: ModelEntry, params: gen.GenerationParams, routes: list[str]) -> list[str]:
+    """The routes whose upstream takes every provider option of the request: a fallback
+    never sends an upstream a field it would reject. A 400 when no enabled route takes them."""
+    names = list(MessageToDict(params.provider_options)) if params.HasField("provider_options") else []
+    kept = routes
+    for name in names:
+        takers = entry.provider_options[name].providers
+        if takers:
+            kept = [r for r in kept if r in takers]
+        if not kept:
+            raise invalid(
+                f"The provider option '{name}' is taken only by {', '.join(takers)}, "
+                f"and no route of {entry.id} enabled here takes all of this request's options.",
+                f"provider_options.{name}",
+            )
+    return kept
 
 
 # Kinds whose inputs say what to make: a blend of images, a description of one, a button
@@ -177,6 +217,7 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
         raise invalid(
             f"partial_images must be between 0 and {entry.max_partial_images} for {entry.id}.", "partial_images"
         )
+    checked_options(entry, params)
     return size, quality, n
 
 
@@ -204,6 +245,9 @@ def admit(
     resolved.size = size
     resolved.quality = quality
     resolved.response_format = params.response_format or entry.response_formats[0]
+    if params.HasField("provider_options"):  # as the upstream takes them
+        resolved.provider_options.Clear()
+        resolved.provider_options.update(checked_options(entry, params))
     return gen.Generation(
         id=new_generation_id(),
         account_id=account_id,

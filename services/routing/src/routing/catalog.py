@@ -3,11 +3,14 @@ validated, looked up by id or alias."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from svckit.config_files import read_mapping, reason
 from svckit.errors import ErrorCode, GatewayError
@@ -115,6 +118,83 @@ class ImageInputs(BaseModel):
         )
 
 
+# A provider option may not shadow a field the gateway models (send `seed`, not an option).
+MODELED_FIELDS = frozenset(f.name for f in gen.GenerationParams.DESCRIPTOR.fields) | {"width", "height"}
+OptionValue = bool | int | float | str
+
+
+class ProviderOption(BaseModel):
+    """One upstream field a client may pass in `provider_options`: its type and bounds,
+    and the routes whose upstream takes it (none listed: every route of the model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["boolean", "integer", "number", "string"]
+    minimum: float | None = None
+    maximum: float | None = None
+    values: list[str] = []  # a string option's accepted values (empty: any string)
+    max_length: int = Field(default=256, ge=1)
+    providers: list[str] = []
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderOption:
+        if self.values and self.type != "string":
+            raise ValueError("only a string option lists values")
+        if (self.minimum is not None or self.maximum is not None) and self.type not in ("integer", "number"):
+            raise ValueError("only a number option has a minimum or maximum")
+        return self
+
+    def coerce(self, value: OptionValue) -> OptionValue:
+        """The value as the upstream takes it, or ValueError saying why not. Form fields
+        (multipart edits) carry only text, so "28" is an integer and "true" a boolean."""
+        if self.type == "boolean":
+            if isinstance(value, str) and value in ("true", "false"):
+                return value == "true"
+            if not isinstance(value, bool):
+                raise ValueError("must be true or false")
+            return value
+        if self.type == "string":
+            if not isinstance(value, str):
+                raise ValueError("must be a string")
+            if self.values and value not in self.values:
+                raise ValueError(f"must be one of {', '.join(self.values)}")
+            if len(value) > self.max_length:
+                raise ValueError(f"must be at most {self.max_length} characters")
+            return value
+        number = _number(value)
+        if number is None or (self.type == "integer" and not float(number).is_integer()):
+            raise ValueError("must be an integer" if self.type == "integer" else "must be a number")
+        if self.type == "integer":
+            number = int(number)
+        low = self.minimum if self.minimum is not None else -math.inf
+        high = self.maximum if self.maximum is not None else math.inf
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return number
+
+    def to_proto(self, name: str) -> pb.ProviderOptionRule:
+        rule = pb.ProviderOptionRule(
+            name=name, type=self.type, values=self.values, providers=self.providers, description=self.description
+        )
+        if self.minimum is not None:
+            rule.minimum = self.minimum
+        if self.maximum is not None:
+            rule.maximum = self.maximum
+        return rule
+
+
+def _number(value: OptionValue) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def parse_pixels(size: str) -> tuple[int, int] | None:
     m = PIXEL_SIZE.match(size)
     return (int(m.group(1)), int(m.group(2))) if m else None
@@ -148,6 +228,8 @@ class ModelEntry(BaseModel):
     edits: ImageInputs | None = None
     variations: ImageInputs | None = None
     token_usage: bool = False
+    # Upstream fields passed through as they are (provider_options), by name.
+    provider_options: dict[str, ProviderOption] = {}
     # False: the model makes images only from its inputs (`edits`), never from a prompt alone.
     text_to_image: bool = True
     eta_seconds: int = Field(ge=0)
@@ -175,6 +257,11 @@ class ModelEntry(BaseModel):
             raise ValueError(f"{self.id}: unknown output formats {self.output_formats}")
         if not self.text_to_image and self.edits is None:
             raise ValueError(f"{self.id}: a model without text_to_image needs `edits`")
+        for name, option in self.provider_options.items():
+            if name in MODELED_FIELDS:
+                raise ValueError(f"{self.id}: provider option {name!r} is a request field of its own")
+            if set(option.providers) - set(self.providers):
+                raise ValueError(f"{self.id}: provider option {name!r} names providers the model has not")
         return self
 
     @property
@@ -223,6 +310,7 @@ class ModelEntry(BaseModel):
             model.edits.CopyFrom(self.edits.to_proto())
         if self.variations:
             model.variations.CopyFrom(self.variations.to_proto())
+        model.provider_options.extend(option.to_proto(name) for name, option in self.provider_options.items())
         return model
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
 from worker.providers.base import ProviderError
+from worker.providers.options import provider_options
 
 FIELDS = ("prompt", "negative_prompt", "seed", "width", "height", "n", "steps", "image")
 MAX_SEED = 2**63 - 1
@@ -49,8 +50,9 @@ class Template:
             values["width"], values["height"] = generation.width, generation.height
         if n > 1 or "n" in self.inputs:
             values["n"] = n
-        if self.steps:
-            values["steps"] = self.steps
+        steps = provider_options(generation).get("steps", self.steps)
+        if steps:
+            values["steps"] = steps
         if image:
             values["image"] = image
         elif "image" in self.inputs:

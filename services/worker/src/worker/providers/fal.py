@@ -24,6 +24,7 @@ from worker.providers.base import Progress, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.images import decode_b64, deliver
 from worker.providers.input_images import images_of
+from worker.providers.options import provider_options
 from worker.providers.polling import Poll, PollingProvider, Task, percent_of
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio
@@ -96,6 +97,9 @@ def model_input(generation: gen.Generation, model: FalModel, image: str = "") ->
         body["negative_prompt"] = params.negative_prompt
     if image:
         body[model.image_input] = image
+    body.update(provider_options(generation))
+    if "safety_tolerance" in body:
+        body["safety_tolerance"] = str(body["safety_tolerance"])  # fal's enum is "1".."6"
     return body
 
 

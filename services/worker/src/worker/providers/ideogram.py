@@ -46,6 +46,7 @@ from worker.providers.adapter import Context, JobClock, Provider, all_or_first_e
 from worker.providers.base import Progress, ProviderError, ProviderResult
 from worker.providers.images import deliver
 from worker.providers.input_images import InputFile, as_png
+from worker.providers.options import provider_options
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio, seed_within
 
@@ -187,6 +188,13 @@ def image_fields(generation: gen.Generation, route: Route, magic_prompt: str, *,
         fields["style_type"] = style
     if magic_prompt and endpoint != "reframe":
         fields["magic_prompt"] = magic_prompt
+    weight = provider_options(generation).get("image_weight")
+    if weight is not None:
+        if endpoint != "remix":
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST, f"image_weight applies to a remix (an image without a mask), not {endpoint}"
+            )
+        fields["image_weight"] = weight
     return endpoint, fields
 
 
@@ -267,6 +275,10 @@ class IdeogramProvider(Provider):
 
     classify = staticmethod(refusal)
 
+    def _magic_prompt(self, generation: gen.Generation) -> str:
+        """The request's own magic_prompt (a provider option), else the operator's default."""
+        return str(provider_options(generation).get("magic_prompt", self.settings.magic_prompt))
+
     async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
         route = route_of(generation.model)
         kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
@@ -277,7 +289,7 @@ class IdeogramProvider(Provider):
         elif route.operation:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} needs an input image (an edit)")
         else:
-            fields = request_fields(generation, route, self.settings.magic_prompt)
+            fields = request_fields(generation, route, self._magic_prompt(generation))
             # This call's images count against the upstream's in-flight limit until it answers.
             async with self.slots.hold(fields["num_images"]):
                 if route.v3:
@@ -329,7 +341,7 @@ class IdeogramProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, "ideogram reframes square images only")
         if masks and route.operation:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes no mask")
-        endpoint, fields = image_fields(generation, route, self.settings.magic_prompt, masked=bool(masks))
+        endpoint, fields = image_fields(generation, route, self._magic_prompt(generation), masked=bool(masks))
         files = [("image", (image.filename, image.data, image.mime_type))]
         if masks:
             mask = await ideogram_mask(masks[0], image)

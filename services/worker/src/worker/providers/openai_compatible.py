@@ -39,6 +39,7 @@ from worker.providers.base import Progress, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.images import decode_b64, deliver
 from worker.providers.openai import size_of
+from worker.providers.options import provider_options
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import non_empty_prompt
 
@@ -78,8 +79,9 @@ def request_body(generation: gen.Generation, served: ServedModel) -> dict:
         if p.negative_prompt:
             body["negative_prompt"] = p.negative_prompt
         body.update(served.extra)
+        body.update(provider_options(generation))
     elif served.flavor == "sdcpp":
-        args: dict[str, Any] = {"seed": generation.seed, **served.extra}
+        args: dict[str, Any] = {"seed": generation.seed, **served.extra, **provider_options(generation)}
         if p.negative_prompt:
             args["negative_prompt"] = p.negative_prompt
         body["prompt"] = prompt + SDCPP_TAG.format(json.dumps(args, separators=(",", ":")))
@@ -89,6 +91,7 @@ def request_body(generation: gen.Generation, served: ServedModel) -> dict:
         if p.negative_prompt:
             body["prompt"] = f"{prompt}|{p.negative_prompt}"
         body.update(served.extra)
+        body.update(provider_options(generation))
     return body
 
 

@@ -21,6 +21,7 @@ from worker.providers.base import ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.images import deliver
 from worker.providers.input_images import images_of
+from worker.providers.options import provider_options
 from worker.providers.polling import POLL_CONNECTIONS, Poll, PollingProvider, Task, percent_of
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import fit, nearest_ratio
@@ -103,9 +104,11 @@ def model_input(generation: gen.Generation, model: ReplicateModel, image: str = 
         body["num_outputs"] = params.n or 1
     if params.negative_prompt:
         body["negative_prompt"] = params.negative_prompt
+    body.update(provider_options(generation))
     if image:
         body[model.image_input] = image
-        body["safety_tolerance"] = 2  # the most Replicate allows with an input image
+        # 2 is the most Replicate allows with an input image (and its default).
+        body["safety_tolerance"] = min(body.get("safety_tolerance", 2), 2)
     return body
 
 

@@ -38,6 +38,7 @@ from worker.providers.adapter import Context, JobClock, Provider
 from worker.providers.base import Progress, ProviderError, ProviderResult
 from worker.providers.detail import response_detail
 from worker.providers.images import decode_b64, deliver
+from worker.providers.options import provider_options
 from worker.providers.polling import percent_of
 from worker.providers.settings import UpstreamSettings
 
@@ -78,6 +79,7 @@ def request_body(generation: gen.Generation, served: ServedCheckpoint, init_imag
     if served.checkpoint:
         body["override_settings"] = {"sd_model_checkpoint": served.checkpoint}
     body.update(served.extra)
+    body.update(provider_options(generation))
     if init_images:
         body["init_images"] = init_images
         if mask:

@@ -19,6 +19,7 @@ picks the pixels (about one megapixel), and the result keeps them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,7 @@ from svckit.errors import ErrorCode
 from worker.providers.adapter import JobClock, Provider, all_or_first_error
 from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, deliver
+from worker.providers.options import provider_options
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
 
@@ -136,6 +138,8 @@ def form_fields(
         if p.style not in STYLE_PRESETS:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"unknown style preset {p.style!r}")
         fields["style_preset"] = p.style
+    # Form parts are text: numbers as written, booleans as JSON's true/false.
+    fields.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in provider_options(generation).items()})
     return fields
 
 

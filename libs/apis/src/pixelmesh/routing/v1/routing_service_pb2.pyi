@@ -108,6 +108,7 @@ class Model(_message.Message):
     EDITS_FIELD_NUMBER: _builtins.int
     VARIATIONS_FIELD_NUMBER: _builtins.int
     TOKEN_USAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     display_name: _builtins.str
     owned_by: _builtins.str
@@ -162,6 +163,10 @@ class Model(_message.Message):
     def variations(self) -> Global___ImageInputRule:
         """Image input of POST /v1/images/variations, when the model makes variations."""
 
+    @_builtins.property
+    def provider_options(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderOptionRule]:
+        """Upstream fields a request may pass through in `provider_options`."""
+
     def __init__(
         self,
         *,
@@ -189,14 +194,65 @@ class Model(_message.Message):
         edits: Global___ImageInputRule | None = ...,
         variations: Global___ImageInputRule | None = ...,
         token_usage: _builtins.bool = ...,
+        provider_options: _abc.Iterable[Global___ProviderOptionRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["custom_size", b"custom_size", "edits", b"edits", "variations", b"variations"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backgrounds", b"backgrounds", "created", b"created", "custom_size", b"custom_size", "default_quality", b"default_quality", "default_size", b"default_size", "display_name", b"display_name", "edits", b"edits", "eta_seconds", b"eta_seconds", "id", b"id", "max_images", b"max_images", "max_partial_images", b"max_partial_images", "max_prompt_chars", b"max_prompt_chars", "moderations", b"moderations", "output_formats", b"output_formats", "owned_by", b"owned_by", "parameters", b"parameters", "providers", b"providers", "qualities", b"qualities", "response_formats", b"response_formats", "sizes", b"sizes", "styles", b"styles", "token_usage", b"token_usage", "variations", b"variations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backgrounds", b"backgrounds", "created", b"created", "custom_size", b"custom_size", "default_quality", b"default_quality", "default_size", b"default_size", "display_name", b"display_name", "edits", b"edits", "eta_seconds", b"eta_seconds", "id", b"id", "max_images", b"max_images", "max_partial_images", b"max_partial_images", "max_prompt_chars", b"max_prompt_chars", "moderations", b"moderations", "output_formats", b"output_formats", "owned_by", b"owned_by", "parameters", b"parameters", "provider_options", b"provider_options", "providers", b"providers", "qualities", b"qualities", "response_formats", b"response_formats", "sizes", b"sizes", "styles", b"styles", "token_usage", b"token_usage", "variations", b"variations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ProviderOptionRule(_message.Message):
+    """One allowed provider option: its JSON type ("boolean" | "integer" | "number" |
+    "string"), bounds, accepted values, and the providers that take it (empty: all).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MINIMUM_FIELD_NUMBER: _builtins.int
+    MAXIMUM_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    minimum: _builtins.float
+    maximum: _builtins.float
+    description: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        minimum: _builtins.float | None = ...,
+        maximum: _builtins.float | None = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        providers: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_maximum", b"_maximum", "_minimum", b"_minimum", "maximum", b"maximum", "minimum", b"minimum"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_maximum", b"_maximum", "_minimum", b"_minimum", "description", b"description", "maximum", b"maximum", "minimum", b"minimum", "name", b"name", "providers", b"providers", "type", b"type", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__maximum: _TypeAlias = _typing.Literal["maximum"]  # noqa: Y015
+    _WhichOneofArgType__maximum: _TypeAlias = _typing.Literal["_maximum", b"_maximum"]  # noqa: Y015
+    _WhichOneofReturnType__minimum: _TypeAlias = _typing.Literal["minimum"]  # noqa: Y015
+    _WhichOneofArgType__minimum: _TypeAlias = _typing.Literal["_minimum", b"_minimum"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__maximum) -> _WhichOneofReturnType__maximum | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minimum) -> _WhichOneofReturnType__minimum | None: ...
+
+Global___ProviderOptionRule: _TypeAlias = ProviderOptionRule  # noqa: Y015
 
 @_typing.final
 class CustomSizeRule(_message.Message):
