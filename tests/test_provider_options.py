@@ -82,7 +82,7 @@ async def test_v2_options_reach_the_upstream(http, fal_worker, control) -> None:
     [
         ({"sampler": "euler"}, "provider_options.sampler"),
         ({"num_inference_steps": 500}, "provider_options.num_inference_steps"),
-        ({"steps": 10, "acceleration": "high"}, "provider_options.acceleration"),
+        ({"steps": 10, "acceleration": "high"}, "provider_options.steps"),
         ({"acceleration": ["high"]}, "provider_options.acceleration.str"),
     ],
 )

@@ -94,7 +94,7 @@ def test_options_no_enabled_route_takes_together_are_refused(catalog) -> None:
     entry = catalog.get("flux-dev")
     with pytest.raises(GatewayError) as exc:
         option_routes(entry, params("flux-dev", steps=20, acceleration="high"), catalog.routes(entry))
-    assert exc.value.param == "provider_options.acceleration" and "taken only by fal" in str(exc.value)
+    assert exc.value.param == "provider_options.steps" and "taken only by bfl" in str(exc.value)
     bfl_only = Catalog.load({"bfl"})
     with pytest.raises(GatewayError) as exc:
         option_routes(entry, params("flux-dev", acceleration="high"), bfl_only.routes(bfl_only.get("flux-dev")))

@@ -100,7 +100,7 @@ def checked_options(entry: ModelEntry, params: gen.GenerationParams) -> dict[str
     if not params.HasField("provider_options"):
         return {}
     checked: dict[str, OptionValue] = {}
-    for name, value in MessageToDict(params.provider_options).items():
+    for name, value in sorted(MessageToDict(params.provider_options).items()):
         param = f"provider_options.{name}"
         option = entry.provider_options.get(name)
         if option is None:
@@ -118,7 +118,8 @@ def checked_options(entry: ModelEntry, params: gen.GenerationParams) -> dict[str
 def option_routes(entry: ModelEntry, params: gen.GenerationParams, routes: list[str]) -> list[str]:
     """The routes whose upstream takes every provider option of the request: a fallback
     never sends an upstream a field it would reject. A 400 when no enabled route takes them."""
-    names = list(MessageToDict(params.provider_options)) if params.HasField("provider_options") else []
+    # In name order: a Struct keeps no order, and the 400 should name the same option every time.
+    names = sorted(MessageToDict(params.provider_options)) if params.HasField("provider_options") else []
     kept = routes
     for name in names:
         takers = entry.provider_options[name].providers
