@@ -157,6 +157,31 @@ async def test_mesh_flux_on_the_openai_compatible_pool(pools, vllm, comfy, http)
     assert r.json()["perf"]["model_used"] == FLUX and not prompts(comfy)
 
 
+async def test_mesh_provider_options_reach_the_pool_that_takes_them(pools, vllm, comfy, a1111, http) -> None:
+    r = await http.post("/v1/images/generations", json={
+        "model": FLUX, "prompt": "a fox", "response_format": "b64_json",
+        "provider_options": {"num_inference_steps": 8, "guidance_scale": 2.5}})
+    assert r.status_code == 200, r.text
+    [req] = vllm.get("/_emulator/openai_compatible/requests")["requests"]
+    assert req["body"]["num_inference_steps"] == 8 and req["body"]["guidance_scale"] == 2.5  # over the operator's 28
+    # `steps` reaches ComfyUI's sampler node; with cfg_scale (A1111's alone) the first
+    # route, ComfyUI, is skipped: the request goes to A1111 at once.
+    r = await http.post("/api/v2/generate", json={"model": MODEL, "prompt": "a mill", "provider_options": {"steps": 12}})
+    done = await wait_finished(http, r.json()["id"], timeout=120)
+    assert done["status"] == "completed", done
+    [p] = prompts(comfy)
+    assert p["workflow"]["3"]["inputs"]["steps"] == 12
+    r = await http.post("/api/v2/generate", json={
+        "model": MODEL, "prompt": "a mill", "provider_options": {"steps": "14", "cfg_scale": 5, "sampler_name": "DDIM"}})
+    done = await wait_finished(http, r.json()["id"], timeout=120)
+    assert done["status"] == "completed", done
+    assert [a["provider"] for a in done["attempts"]] == ["sdapi"] and len(prompts(comfy)) == 1
+    [job] = sdapi_jobs(a1111)
+    assert (job["body"]["steps"], job["body"]["cfg_scale"], job["body"]["sampler_name"]) == (14, 5, "DDIM")
+    r = await http.post("/api/v2/generate", json={"model": MODEL, "prompt": "a mill", "provider_options": {"steps": 0}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "provider_options.steps", r.text
+
+
 async def test_mesh_a_down_server_falls_back_to_the_other_pool(pools, vllm, comfy, http) -> None:
     vllm.faults(down=True)
     r = await http.post("/api/v2/generate", json={"model": FLUX, "prompt": "a harbour at night", "size": "832x1216"})
