@@ -121,6 +121,30 @@ async def test_a_plain_image_is_a_subject_reference_on_v1_5_and_a_whole_image_on
     assert first["image"].startswith("<image "), "webp converted to png, sent as base64 without a data: prefix"
 
 
+async def test_2k_text_to_image_on_kling_v2(kling, control, emulator) -> None:
+    g = generation("kling-v2", size="16:9")
+    g.params.provider_options.update({"resolution": "2k"})
+    result = await kling.generate(g, Recorder().progress)
+    assert tasks(control)[0]["body"]["resolution"] == "2k"
+    assert image_info(result.images[0].data) == ("png", 2 * 1280, 2 * 720)  # twice the 1k sides
+    g = generation("kling-v2", image_url=emulator.state.host_file(png(400, 400)))
+    g.params.provider_options.update({"resolution": "2k"})
+    err = await failure(kling, g)
+    assert err.code is ErrorCode.INVALID_REQUEST and "from text only" in err.message
+
+
+async def test_kling_v2_new_restyles_at_the_input_size(kling, control, emulator) -> None:
+    url = emulator.state.host_file(png(640, 480))
+    g = generation("kling-v2-new", "as a watercolour", size="auto", kind=gen.GENERATION_KIND_EDIT,
+                   input_images=[gen.InputImage(url=url)])
+    result = await kling.generate(g, Recorder().progress)
+    body = tasks(control)[0]["body"]
+    assert body["model_name"] == "kling-v2-new" and "image_reference" not in body
+    assert image_info(result.images[0].data) == ("png", 640, 480)
+    err = await failure(kling, generation("kling-v2-new", "no image"))
+    assert err.code is ErrorCode.INVALID_REQUEST and "restyles an input image" in err.message
+
+
 async def test_inputs_kling_would_refuse_are_the_clients_errors(kling, control, emulator) -> None:
     small = emulator.state.host_file(png(200, 640))
     err = await failure(kling, generation("kling-v2", image_url=small))

@@ -241,8 +241,12 @@ def create_app(state: EmulatorState) -> FastAPI:
         ratio = body.get("aspect_ratio", "16:9")
         if ratio not in RATIOS or model == "kling-v1" and ratio == "21:9":
             return bad(f"aspect_ratio {ratio} is not supported by {model}")
-        if body.get("resolution", "1k") not in ("1k", "2k"):
+        resolution = body.get("resolution", "1k")
+        if resolution not in ("1k", "2k"):
             return bad("resolution must be 1k or 2k")
+        if resolution == "2k" and (model != "kling-v2" or body.get("image") is not None):
+            return bad("resolution 2k is supported by kling-v2 text-to-image only")
+        made = tuple(2 * side for side in RATIOS[ratio]) if resolution == "2k" else RATIOS[ratio]
         image = body.get("image")
         reference = body.get("image_reference")
         if image is None:
@@ -255,6 +259,8 @@ def create_app(state: EmulatorState) -> FastAPI:
             size = await read_input(image, "image")
             if isinstance(size, str):
                 return bad(size)
+            if model == "kling-v2-new":
+                made = size  # a restyle keeps the input's resolution
             if not 1 / 2.5 <= size[0] / size[1] <= 2.5:
                 return bad("image aspect ratio must be between 1:2.5 and 2.5:1")
             if body.get("negative_prompt"):
@@ -277,7 +283,7 @@ def create_app(state: EmulatorState) -> FastAPI:
         if refused is not None:
             return refused
         task = KlingTask(str(uuid.uuid4().int)[:18], "generations", body, time.monotonic(), state.faults.job_seconds,
-                         n, RATIOS[ratio], body.get("external_task_id") or "")
+                         n, made, body.get("external_task_id") or "")
         tasks[task.id] = task
         return envelope(task_json(task) | {"task_status": "submitted"})
 

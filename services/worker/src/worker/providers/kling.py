@@ -32,6 +32,7 @@ from svckit.logging import get_logger
 from worker.providers.base import ProviderError, ProviderResult
 from worker.providers.images import deliver
 from worker.providers.input_images import InputFile, as_png, images_of
+from worker.providers.options import provider_options
 from worker.providers.polling import Poll, PollingProvider, Task
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, requested_ratio
@@ -77,6 +78,7 @@ class KlingModel:
     human_fidelity: bool = False
     ratios: tuple[str, ...] = tuple(RATIOS)
     try_on: bool = False
+    text_to_image: bool = True  # kling-v2-new only restyles an input image
 
 
 # Catalog model id -> what Kling's model takes (the contract's capability map).
@@ -84,6 +86,7 @@ MODELS: dict[str, KlingModel] = {
     "kling-v1": KlingModel(references=("",), fidelity=True, ratios=tuple(r for r in RATIOS if r != "21:9")),
     "kling-v1-5": KlingModel(references=REFERENCES, fidelity=True, human_fidelity=True),
     "kling-v2": KlingModel(references=("",)),
+    "kling-v2-new": KlingModel(references=("",), text_to_image=False),
     "kling-v2-1": KlingModel(references=("",)),
     "kolors-virtual-try-on-v1": KlingModel(try_on=True),
     "kolors-virtual-try-on-v1-5": KlingModel(try_on=True),
@@ -251,11 +254,17 @@ class KlingProvider(PollingProvider):
                         ErrorCode.INVALID_REQUEST, "human_fidelity needs kling-v1-5 with a subject reference"
                     )
                 body["human_fidelity"] = round(params.human_fidelity, 3)
+        elif not model.text_to_image:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} restyles an input image; send one")
         elif params.HasField("image_fidelity") or params.HasField("human_fidelity"):
             raise ProviderError(ErrorCode.INVALID_REQUEST, "image_fidelity and human_fidelity need an input image")
         elif params.negative_prompt:
             body["negative_prompt"] = params.negative_prompt
         body["aspect_ratio"] = nearest_ratio(width, height, model.ratios)
+        options = provider_options(generation)  # resolution: "2k" (kling-v2 text-to-image)
+        if inputs and options.get("resolution") == "2k":
+            raise ProviderError(ErrorCode.INVALID_REQUEST, "kling makes 2k images from text only, not from an image")
+        body.update(options)
         return body
 
     @staticmethod
