@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import httpx
 import pytest
@@ -234,6 +235,35 @@ async def test_replace_background_keeps_the_subject(server, provider) -> None:
     assert opened(result.images[0]).size == (768, 1344)
 
 
+async def test_a_character_reference_goes_to_generate_as_character_reference_images(server, provider) -> None:
+    g = edit("ideogram-v3-character-turbo", "the same woman as a knight", server, width=640, height=800,
+             size="2:3", n=2, style="fiction")
+    result, _ = await run(provider, g)
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/ideogram-v3/generate"
+    assert sent["fields"] == {"prompt": "the same woman as a knight", "rendering_speed": "TURBO",
+                              "aspect_ratio": "2x3", "seed": "42", "num_images": "2", "style_type": "FICTION"}
+    assert sent["files"] == {"character_reference_images": [{"content_type": "image/png", "size": [640, 800]}]}
+    assert len(result.images) == 2
+    reset(server)
+    err = await failure(provider, edit("ideogram-v3-character", "a knight", server, mask=True))
+    assert err.code is ErrorCode.INVALID_REQUEST and "one character image and no mask" in err.message
+    assert api_calls(server) == []
+
+
+async def test_provider_options_magic_prompt_and_remix_weight(server, provider) -> None:
+    g = edit("ideogram-v3", "as a watercolor", server)
+    g.params.provider_options.update({"image_weight": 80, "magic_prompt": "OFF"})
+    await run(provider, g)
+    sent = received(server)[0]
+    assert sent["path"] == "/v1/ideogram-v3/remix"
+    assert (sent["fields"]["image_weight"], sent["fields"]["magic_prompt"]) == ("80", "OFF")
+    g = edit("ideogram-v3", "add a door", server, mask=True)
+    g.params.provider_options.update({"image_weight": 80})
+    err = await failure(provider, g)
+    assert err.code is ErrorCode.INVALID_REQUEST and "image_weight applies to a remix" in err.message
+
+
 async def test_v3_image_calls_refuse_what_the_endpoint_does_not_take(server, provider) -> None:
     for g, words in [
         (edit("ideogram-v3", "x", server, mask=True, negative_prompt="n"), "negative prompt"),
@@ -326,3 +356,27 @@ async def test_mesh_reframe_and_replace_background_and_v3_generate(ideogram_pool
     done = await wait_finished(http, r.json()["id"])
     assert done["status"] == "completed" and done["tokens_spent"] == 9, done
     assert received(ideogram_pool)[2]["fields"]["style_type"] == "DESIGN"
+
+
+async def test_mesh_character_reference_by_upload_and_by_image_url(ideogram_pool, http) -> None:
+    reset(ideogram_pool)
+    character = fake_image(600, 900, "character")
+    r = await http.post("/v1/images/edits", files={"image": ("me.png", character, "image/png")},
+                        data={"model": "ideogram-v3-character", "prompt": "the same man on the moon",
+                              "size": "9:16", "response_format": "url"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "ideogram-v3-character" and body["cost_usd"] == pytest.approx(0.15)
+    sent = received(ideogram_pool)[0]
+    assert sent["path"] == "/v1/ideogram-v3/generate" and sent["fields"]["rendering_speed"] == "DEFAULT"
+    assert sent["files"]["character_reference_images"][0]["size"] == [600, 900]
+    data_url = "data:image/png;base64," + base64.b64encode(character).decode()
+    r = await http.post("/api/v2/generate", json={"model": "ideogram-v3-character-quality", "prompt": "at sea",
+                                                  "image_url": data_url})
+    assert r.status_code == 200, r.text
+    done = await wait_finished(http, r.json()["id"])
+    assert done["status"] == "completed" and done["tokens_spent"] == 20, done
+    assert received(ideogram_pool)[1]["files"]["character_reference_images"][0]["size"] == [600, 900]
+    # Without the character image the model has nothing to work from: a 400 before anything is charged.
+    r = await http.post("/api/v2/generate", json={"model": "ideogram-v3-character", "prompt": "at sea"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model", r.text

@@ -235,17 +235,30 @@ def create_app(state: EmulatorState) -> FastAPI:
         elif content_type.startswith("multipart/form-data"):
             form = await request.form()
             fields = {}
+            parts: dict[str, list] = {}
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     if key not in V3_FILES:
                         raise bad(f"Unknown file field: {key}")
+                    parts.setdefault(key, []).append(value)
                 elif key == "color_palette":
                     fields[key] = json.loads(value)
                 else:
                     fields[key] = value
         else:
             raise bad("Content-Type must be multipart/form-data or application/json")
-        return await run("/v1/ideogram-v3/generate", fields, v3=True)
+        files = None
+        if content_type.startswith("multipart/form-data") and parts:
+            references = parts.get("character_reference_images", [])
+            if len(references) > 1:
+                raise bad("character_reference_images takes one image")
+            if "character_reference_images_mask" in parts and len(parts["character_reference_images_mask"]) != len(references):
+                raise bad("character_reference_images_mask must match character_reference_images")
+            files = {}
+            for key, values in parts.items():
+                images = [await image_part(v, key) for v in values]
+                files[key] = [{"content_type": v.content_type, "size": list(i.size)} for v, i in zip(values, images)]
+        return await run("/v1/ideogram-v3/generate", fields, v3=True, files=files)
 
     async def image_part(part: object, name: str) -> Image.Image:
         if not isinstance(part, UploadFile):

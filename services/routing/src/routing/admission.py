@@ -149,7 +149,7 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     spec: ImageInputs | None = getattr(entry, route) if route else None
     if route and spec is None:
         raise invalid(f"{entry.id} does not take image {route}.", "model")
-    if not route and not entry.text_to_image and params.kind not in PROMPTLESS_KINDS:
+    if not route and not entry.text_to_image and params.kind not in PROMPTLESS_KINDS and not params.image_url:
         assert entry.edits is not None  # the catalog's rule for such models
         needs = " and ".join(entry.edits.roles) or "image"
         raise invalid(f"{entry.id} makes images only from input images ({needs}), not from a prompt alone.", "model")

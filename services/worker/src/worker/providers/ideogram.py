@@ -85,6 +85,8 @@ class Route:
     style_type: bool = True
     # v3 only: "" (generate; an edit is inpaint or remix), "reframe" or "replace-background".
     operation: str = ""
+    # v3 generate with the input image as its character_reference_images (no other input).
+    character: bool = False
 
 
 # Catalog model id -> route.
@@ -99,6 +101,9 @@ MODELS: dict[str, Route] = {
     "ideogram-v3-turbo": Route(True, rendering_speed="TURBO"),
     "ideogram-v3-quality": Route(True, rendering_speed="QUALITY"),
     "ideogram-v3-flash": Route(True, rendering_speed="FLASH"),
+    "ideogram-v3-character": Route(True, rendering_speed="DEFAULT", character=True),
+    "ideogram-v3-character-turbo": Route(True, rendering_speed="TURBO", character=True),
+    "ideogram-v3-character-quality": Route(True, rendering_speed="QUALITY", character=True),
     "ideogram-v3-reframe": Route(True, rendering_speed="DEFAULT", style_type=False, operation="reframe"),
     "ideogram-v3-replace-background": Route(
         True, rendering_speed="DEFAULT", style_type=False, operation="replace-background"
@@ -282,7 +287,9 @@ class IdeogramProvider(Provider):
     async def run(self, generation: gen.Generation, progress: Progress, clock: JobClock) -> ProviderResult:
         route = route_of(generation.model)
         kind = generation.params.kind or gen.GENERATION_KIND_GENERATE
-        if kind == gen.GENERATION_KIND_EDIT:
+        if route.character and kind in (gen.GENERATION_KIND_GENERATE, gen.GENERATION_KIND_EDIT):
+            fields, response = await self._character(generation, route)
+        elif kind == gen.GENERATION_KIND_EDIT:
             fields, response = await self._edit(generation, route)
         elif kind != gen.GENERATION_KIND_GENERATE:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"ideogram does not do {gen.GenerationKind.Name(kind)}")
@@ -324,6 +331,18 @@ class IdeogramProvider(Provider):
             images.append(await deliver(data, generation, self.name, revised_prompt=rewritten))
             await progress(50.0 + 50.0 * (index + 1) / len(safe))
         return ProviderResult(images)
+
+    async def _character(self, generation: gen.Generation, route: Route) -> tuple[dict, httpx.Response]:
+        """A v3 generation from the prompt with the one input image as the character reference."""
+        inputs = await self.inputs.load(generation)
+        if [i.role for i in inputs] != ["image"]:
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one character image and no mask")
+        image = inputs[0] if inputs[0].image_format in V3_FORMATS else await as_png(inputs[0])
+        fields = request_fields(generation, route, self._magic_prompt(generation))
+        parts = [("character_reference_images", (image.filename, image.data, image.mime_type))]
+        parts += [(k, (None, str(v))) for k, v in fields.items()]
+        async with self.slots.hold(fields["num_images"]):
+            return fields, await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
 
     async def _edit(self, generation: gen.Generation, route: Route) -> tuple[dict, httpx.Response]:
         """One v3 image call: the input image (and the converted mask) as files, the fields as text."""
