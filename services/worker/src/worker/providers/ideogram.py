@@ -339,7 +339,7 @@ class IdeogramProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one character image and no mask")
         image = inputs[0] if inputs[0].image_format in V3_FORMATS else await as_png(inputs[0])
         fields = request_fields(generation, route, self._magic_prompt(generation))
-        parts = [("character_reference_images", (image.filename, image.data, image.mime_type))]
+        parts: list = [("character_reference_images", (image.filename, image.data, image.mime_type))]
         parts += [(k, (None, str(v))) for k, v in fields.items()]
         async with self.slots.hold(fields["num_images"]):
             return fields, await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
