@@ -9,8 +9,9 @@
   `gemini-3.1-flash-lite-image`, `gemini-2.5-flash-image`; the shut-down previews and
   Imagen answer 404 NOT_FOUND. With IMAGE in `responseModalities`, one candidate with one
   PNG `inlineData` part sized by `imageConfig.aspectRatio` (1:1, 2:3, 3:2, 3:4, 4:3, 9:16,
-  16:9, 21:9; Google's table for 1K); without it, text only. `imageSize` (1K/2K/4K,
-  uppercase K) only on the gemini-3 models.
+  16:9, 21:9; Google's table for 1K, doubled for 2K, four times for 4K); without it, text
+  only. `imageSize` (1K/2K/4K, uppercase K) only on the gemini-3 models, and only 1K on
+  gemini-3.1-flash-lite-image.
 - REFUSED_WORD: the prompt is blocked, a 200 with `promptFeedback.blockReason` and no
   candidates. OUTPUT_FLAGGED: a candidate with `finishReason: IMAGE_SAFETY` and no image.
   NO_IMAGE_WORD: `finishReason: NO_IMAGE`, text only.
@@ -85,10 +86,13 @@ def parts_of(body: dict) -> tuple[str, int]:
     return " ".join(text), images
 
 
-def check_config(model: str, config: object) -> tuple[bool, str]:
-    """(image output asked for, aspect ratio)."""
+SCALE = {"1K": 1, "2K": 2, "4K": 4}
+
+
+def check_config(model: str, config: object) -> tuple[bool, str, int]:
+    """(image output asked for, aspect ratio, scale of imageSize over 1K)."""
     if config is None:
-        return False, "1:1"
+        return False, "1:1", 1
     if not isinstance(config, dict):
         raise invalid("generationConfig must be an object")
     for key in config:
@@ -99,15 +103,19 @@ def check_config(model: str, config: object) -> tuple[bool, str]:
         raise invalid("* GenerateContentRequest.generation_config.response_modalities: unsupported modality")
     image_config = config.get("imageConfig") or {}
     for key in image_config:
-        if key not in ("aspectRatio", "imageSize"):
+        if key not in ("aspectRatio", "imageSize", "personGeneration"):
             raise unknown(key, "generation_config.image_config")
+    if image_config.get("personGeneration", "ALLOW_ADULT") not in ("ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"):
+        raise invalid(f"Invalid value at 'generation_config.image_config.person_generation': {image_config['personGeneration']}")
     ratio = image_config.get("aspectRatio", "1:1")
     if ratio not in SIZES:
         raise invalid(f"Unsupported aspect ratio: {ratio}. Supported: {', '.join(SIZES)}")
+    size = image_config.get("imageSize", "1K")
     if "imageSize" in image_config:
-        if not model.startswith("gemini-3") or image_config["imageSize"] not in ("1K", "2K", "4K"):
+        allowed = ("1K",) if "lite" in model else ("1K", "2K", "4K")
+        if not model.startswith("gemini-3") or size not in allowed:
             raise invalid("image_size is not supported for this model or value")
-    return "IMAGE" in modalities, ratio
+    return "IMAGE" in modalities, ratio, SCALE[size]
 
 
 def usage(prompt: str, images_in: int, images_out: int) -> dict:
@@ -161,7 +169,7 @@ def create_app(state: EmulatorState) -> FastAPI:
             if key not in REQUEST_FIELDS:
                 raise unknown(key, "")
         prompt, images_in = parts_of(body)
-        wants_image, ratio = check_config(model, body.get("generationConfig"))
+        wants_image, ratio, scale = check_config(model, body.get("generationConfig"))
         state.received.append({"model": model, "prompt": prompt, "images": images_in,  # type: ignore[attr-defined]
                                "generationConfig": body.get("generationConfig")})
         answer: dict = {"responseId": secrets.token_urlsafe(16), "modelVersion": model}
@@ -175,7 +183,8 @@ def create_app(state: EmulatorState) -> FastAPI:
             candidate = {"content": {"role": "model", "parts": [{"text": "Here is a description instead of an image."}]},
                          "finishReason": "NO_IMAGE" if wants_image else "STOP", "index": 0}
         else:
-            png = fake_image(*SIZES[ratio], f"{model}/{prompt}/{secrets.token_hex(4)}")
+            width, height = SIZES[ratio]
+            png = fake_image(width * scale, height * scale, f"{model}/{prompt}/{secrets.token_hex(4)}")
             candidate = {"content": {"role": "model", "parts": [
                 {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}}]},
                 "finishReason": "STOP", "index": 0}

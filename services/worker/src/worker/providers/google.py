@@ -25,6 +25,14 @@ PROVIDER_AUTH; 429 and 5xx are retried. One call makes one image, so `n` images 
 concurrent calls; token usage is summed into Usage. Input images (edits, image_url) go as
 inlineData parts before the prompt; masks are not supported by these models. Seeds are
 not sent (not documented for image output).
+
+`imageSize` follows the requested pixel size (`image_size`): a longer side up to 1600 px is
+1K (Google's default, not sent), up to 3200 px 2K, beyond that 4K; the catalog lists the 2K
+and 4K sizes only for the models that take them (gemini-3-pro-image, gemini-3.1-flash-image;
+gemini-3.1-flash-lite-image and gemini-2.5-flash-image make 1K). Results are delivered at
+the promised pixel size (`exact_size`: Google's own sizes per ratio differ by a few pixels
+between models). The client's `provider_options` (e.g. `personGeneration`) are merged
+into `generationConfig.imageConfig`.
 """
 
 from __future__ import annotations
@@ -39,10 +47,13 @@ from svckit.errors import ErrorCode
 from worker.providers.adapter import JobClock, Provider, all_or_first_error
 from worker.providers.base import GeneratedImage, Progress, ProviderError, ProviderResult
 from worker.providers.images import decode_b64, deliver
+from worker.providers.options import provider_options
 from worker.providers.settings import UpstreamSettings
 from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9")
+# imageSize by the requested size's longer side: (tier, longest side it covers).
+IMAGE_SIZES = (("1K", 1600), ("2K", 3200), ("4K", 1 << 30))
 # Shut down upstream -> the GA model that replaced it (§14).
 SHUT_DOWN = {
     "gemini-3.1-flash-image-preview": "gemini-3.1-flash-image",
@@ -83,16 +94,35 @@ def upstream_model(model: str, models: dict[str, str]) -> str:
     return name
 
 
-def request_body(generation: gen.Generation, images: list[tuple[str, bytes]]) -> dict:
+def takes_image_size(name: str) -> bool:
+    """The Gemini 3 image models take imageSize 2K/4K; Flash-Lite makes 1K only."""
+    return name.startswith("gemini-3") and "lite" not in name
+
+
+def image_size(generation: gen.Generation) -> str:
+    """The imageSize tier of the requested pixel size (see the module's docstring)."""
+    longest = max(generation.width, generation.height)
+    return next(tier for tier, side in IMAGE_SIZES if longest <= side)
+
+
+def request_body(generation: gen.Generation, images: list[tuple[str, bytes]], model: str = "") -> dict:
     """One generateContent request: input images, then the prompt; image output only."""
     parts: list[dict] = [
         {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}} for mime, data in images
     ]
     parts.append({"text": non_empty_prompt(generation, "google")})
-    ratio = nearest_ratio(*requested_ratio(generation), ASPECT_RATIOS)
+    config: dict = {"aspectRatio": nearest_ratio(*requested_ratio(generation), ASPECT_RATIOS)}
+    tier = image_size(generation)
+    if tier != "1K":
+        if not takes_image_size(model):
+            raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} makes 1K images only")
+        config["imageSize"] = tier
     return {
         "contents": [{"role": "user", "parts": parts}],
-        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": ratio}},
+        "generationConfig": {
+            "responseModalities": ["IMAGE"],
+            "imageConfig": {**config, **provider_options(generation)},
+        },
     }
 
 
@@ -180,7 +210,7 @@ class GoogleProvider(Provider):
             )
         if kind == gen.GENERATION_KIND_EDIT and not inputs:
             raise ProviderError(ErrorCode.INVALID_REQUEST, "an edit needs an input image")
-        body = request_body(generation, [(i.mime_type, i.data) for i in inputs])
+        body = request_body(generation, [(i.mime_type, i.data) for i in inputs], model)
         n = generation.params.n or 1
         answers: list[dict] = []
 
@@ -194,7 +224,7 @@ class GoogleProvider(Provider):
                 progress.upstream(str(answer["responseId"]))
             data, _text = image_of(answer)
             answers.append(answer)
-            image = await deliver(data, generation, self.name)
+            image = await deliver(data, generation, self.name, exact_size=True)
             await progress(100.0 * len(answers) / n)
             return image
 
