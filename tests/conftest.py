@@ -52,7 +52,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, otlp_sink: OtlpSink) -> Itera
             ports[key] = str(free_port())
     # Every provider with an adapter is routable; a provider's worker starts when a test
     # needs it (tests/support/provider_mesh.py), until then its jobs wait in its topic.
-    ports["ROUTING_PROVIDERS"] = "local,openai,bfl,stability,ideogram,google,midjourney,replicate,fal,comfyui,openai_compatible,sdapi,kling"
+    ports["ROUTING_PROVIDERS"] = "local,openai,bfl,stability,ideogram,google,midjourney,replicate,fal,comfyui,openai_compatible,sdapi,kling,vertex"
     other_key = "pm-other-" + secrets.token_urlsafe(16)
     m = LocalMesh(
         run_dir=tmp_path_factory.mktemp("mesh"),

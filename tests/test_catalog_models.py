@@ -60,6 +60,8 @@ EMULATORS: dict[str, Emulated | None] = {
     "stability": Emulated("stability", STABILITY_API_KEY="{key}", STABILITY_BASE_URL="{url}"),
     "ideogram": Emulated("ideogram", IDEOGRAM_API_KEY="{key}", IDEOGRAM_BASE_URL="{url}"),
     "google": Emulated("google", GOOGLE_API_KEY="{key}", GOOGLE_BASE_URL="{url}/v1beta"),
+    "vertex": Emulated("vertex", VERTEX_ACCESS_TOKEN="{key}", VERTEX_PROJECT="catalog-project",
+                       VERTEX_BASE_URL="{url}/v1"),
     "midjourney": Emulated("midjourney", MIDJOURNEY_API_KEY="{key}", MIDJOURNEY_BASE_URL="{url}"),
     "replicate": Emulated("replicate", REPLICATE_API_TOKEN="{key}", REPLICATE_BASE_URL="{url}/v1",
                           REPLICATE_PREFER_WAIT_SECONDS="1"),
