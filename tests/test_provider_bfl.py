@@ -9,30 +9,19 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from tests.emulators.harness import REFUSED_WORD, EmulatorServer
+from tests.emulators.harness import REFUSED_WORD
 from tests.support.polling import wait_finished
-from tests.support.ports import free_port
 from tests.support.provider_mesh import dispatch, fetch, finished, queued, served_models, start_worker, store, wait_for
 from tests.support.provider_jobs import (
-    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
+    emulator_fixtures,
+    EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Recorder, failure, generation, image_info, png,
 )
 from worker.providers.bfl import BflProvider, BflSettings
 
 KEY = "bfl-test-key-5f2a"
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("bfl", free_port(), api_key=KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("bfl", KEY)
 
 
 def settings(url: str, key: str = KEY, **extra) -> BflSettings:

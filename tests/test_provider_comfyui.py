@@ -12,9 +12,8 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from tests.emulators.harness import EmulatorServer
-from tests.support.ports import free_port
 from tests.support.provider_jobs import (
+    emulator_fixtures,
     EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
 )
 from worker.providers.comfyui import ComfyUIProvider, ComfyUISettings
@@ -25,18 +24,7 @@ WORKFLOWS = ROOT / "deploy/selfhosted/comfyui"
 MODEL = "sdxl-selfhosted"
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("comfyui", free_port()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("comfyui")
 
 
 def img2img_template(folder: Path) -> Path:

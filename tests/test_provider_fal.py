@@ -10,10 +10,10 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from tests.emulators.harness import REFUSED_WORD, EmulatorServer
-from tests.support.ports import free_port
+from tests.emulators.harness import REFUSED_WORD
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
 from tests.support.provider_jobs import (
+    emulator_fixtures,
     EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
 )
 from worker.providers.fal import FalProvider, FalSettings
@@ -21,18 +21,7 @@ from worker.providers.fal import FalProvider, FalSettings
 KEY = "fal-key-1c2d:secret-99"
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("fal", free_port(), api_key=KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("fal", KEY)
 
 
 def settings(url: str, key: str = KEY, **extra) -> FalSettings:

@@ -11,9 +11,9 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from tests.emulators.harness import REFUSED_WORD, EmulatorServer
-from tests.support.ports import free_port
+from tests.emulators.harness import REFUSED_WORD
 from tests.support.provider_jobs import (
+    emulator_fixtures,
     EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
 )
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, store, wait_for
@@ -22,18 +22,7 @@ from worker.providers.kling import KlingProvider, KlingSettings, KlingToken, sig
 ACCESS, SECRET = "ak-7f3e21", "sk-kling-4b9d0c"
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("kling", free_port(), api_key=f"{ACCESS}:{SECRET}").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("kling", f"{ACCESS}:{SECRET}")
 
 
 def settings(url: str, access: str = ACCESS, secret: str = SECRET, **extra) -> KlingSettings:

@@ -8,10 +8,8 @@ import json
 import pytest
 
 from svckit.errors import ErrorCode
-from tests.emulators.harness import EmulatorServer
 from tests.emulators.openai_compatible import MODEL
-from tests.support.ports import free_port
-from tests.support.provider_jobs import FAST_RETRIES, Control, Recorder, failure, generation, image_info
+from tests.support.provider_jobs import emulator_fixtures, FAST_RETRIES, Control, Recorder, failure, generation, image_info
 from worker.providers import configured
 from worker.providers.openai_compatible import OpenAICompatibleProvider, OpenAICompatibleSettings
 
@@ -25,18 +23,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("openai_compatible", free_port(), api_key=KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("openai_compatible", KEY)
 
 
 def build(url: str, server: str = "vllm", **extra) -> OpenAICompatibleProvider:

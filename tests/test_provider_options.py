@@ -11,27 +11,14 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.emulators.harness import EmulatorServer
 from tests.support.polling import wait_finished
-from tests.support.ports import free_port
-from tests.support.provider_jobs import Control
+from tests.support.provider_jobs import emulator_fixtures, Control
 from tests.support.provider_mesh import start_worker
 
 KEY = "fal-options-key:77"
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("fal", free_port(), api_key=KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("fal", KEY)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from tests.emulators.harness import REFUSED_WORD, EmulatorServer
-from tests.support.ports import free_port
+from tests.emulators.harness import REFUSED_WORD
 from tests.support.provider_mesh import cancel, dispatch, fetch, finished, queued, start_worker, wait_for
 from tests.support.provider_jobs import (
+    emulator_fixtures,
     EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
 )
 from worker.providers import ProviderError
@@ -21,18 +21,7 @@ from worker.providers.replicate import MODELS, ReplicateProvider, ReplicateSetti
 TOKEN = "r8_test_token_3b7e"
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("replicate", free_port(), api_key=TOKEN).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("replicate", TOKEN)
 
 
 def settings(url: str, token: str = TOKEN, **extra) -> ReplicateSettings:

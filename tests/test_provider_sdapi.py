@@ -9,9 +9,8 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
-from tests.emulators.harness import EmulatorServer
-from tests.support.ports import free_port
 from tests.support.provider_jobs import (
+    emulator_fixtures,
     EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
 )
 from worker.providers.sdapi import SdapiProvider, SdapiSettings
@@ -26,18 +25,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    server = EmulatorServer("sdapi", free_port(), api_key=LOGIN).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def control(emulator) -> Control:
-    c = Control(emulator.url)
-    c.reset()
-    return c
+emulator, control = emulator_fixtures("sdapi", LOGIN)
 
 
 def build(url: str, login: str = LOGIN, **extra) -> SdapiProvider:

@@ -41,6 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
+from tests.emulators.google import Failure, invalid  # the Google RPC error shape, as Gemini's
 from tests.emulators.harness import REFUSED_WORD, EmulatorState, fake_image, install
 
 OUTPUT_FLAGGED = "flagged-output"
@@ -59,17 +60,6 @@ RAI_REASON = ("Unable to show generated images. All images were filtered out bec
 BLOCKED_PROMPT = ("Image generation failed with the following error: The prompt could not be submitted. This prompt "
                   "contains sensitive words that violate Google's Responsible AI practices. Try rephrasing the prompt. "
                   "If you think this was an error, send feedback. Support codes: 42876398")
-
-
-class Failure(Exception):
-    def __init__(self, code: int, status: str, message: str, details: list | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.body = {"error": {"code": code, "message": message, "status": status, "details": details or []}}
-
-
-def invalid(message: str) -> Failure:
-    return Failure(400, "INVALID_ARGUMENT", message)
 
 
 class GrantError(Exception):

@@ -13,6 +13,7 @@ import pytest
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.ids import new_generation_id
 from tests.emulators.harness import EmulatorServer, Faults
+from tests.support.ports import free_port
 from worker.providers import GeneratedImage, Progress, Provider, ProviderError, ProviderResult
 
 # Fast retries, so fault tests finish in seconds.
@@ -146,3 +147,23 @@ class Control:
 
     def get(self, path: str) -> dict:
         return httpx.get(f"{self.url}{path}").json()
+
+
+def emulator_fixtures(name: str, api_key: str = "emulator-key"):  # noqa: ANN201 (two pytest fixtures)
+    """A test module's `emulator` (tests/emulators/<name>.py, started once for the module)
+    and `control` (its /_emulator surface, reset before each test):
+    `emulator, control = emulator_fixtures("fal", KEY)` at the module's top level."""
+
+    @pytest.fixture(scope="module")
+    def emulator():  # noqa: ANN202
+        server = EmulatorServer(name, free_port(), api_key=api_key).start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def control(emulator) -> Control:  # noqa: ANN001
+        c = Control(emulator.url)
+        c.reset()
+        return c
+
+    return emulator, control
