@@ -4,6 +4,7 @@ through the real mesh: tests/test_selfhosted_mesh.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.support.provider_jobs import (
     EMULATED_INPUTS, FAST_POLLS, FAST_RETRIES, Control, Recorder, failure, generation, image_info, png,
 )
 from worker.providers.comfyui import ComfyUIProvider, ComfyUISettings
+from worker.providers.base import ProviderError
 from worker.providers.comfyui_templates import TemplateError, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,17 @@ def prompts(control: Control) -> list[dict]:
 def test_the_example_template_is_valid() -> None:
     template = load_template(WORKFLOWS / f"{MODEL}.json")
     assert template.inputs["prompt"] == ("6", "text") and template.steps == 30
+
+
+def test_a_steps_option_goes_to_the_steps_input_and_is_refused_without_one() -> None:
+    template = load_template(WORKFLOWS / f"{MODEL}.json")
+    g = generation(MODEL)
+    g.params.provider_options.update({"steps": 12})
+    node, name = template.inputs["steps"]
+    assert template.fill(g)[node]["inputs"][name] == 12
+    no_steps = dataclasses.replace(template, inputs={k: v for k, v in template.inputs.items() if k != "steps"}, steps=0)
+    with pytest.raises(ProviderError, match="workflow takes no steps"):
+        no_steps.fill(g)
 
 
 @pytest.mark.parametrize(

@@ -41,14 +41,12 @@ def adapter_class(name: str) -> type[Provider]:
 def configured(environ: Mapping[str, str]) -> list[str]:
     """The providers whose adapter finds every variable its settings require in `environ`
     (`make up` starts a pool for each: OPENAI_API_KEY set means an openai worker), and
-    whose settings' own `configured(environ)` agrees where they have one (vertex: one of
-    its two credentials)."""
+    whose settings' `configured(environ)` agrees (vertex: one of its two credentials)."""
     names = []
     for name in PROVIDERS:
         settings = adapter_class(name).settings_type
         required = [f.validation_alias or n for n, f in settings.model_fields.items() if f.is_required()]
-        check = getattr(settings, "configured", None)
-        if all(environ.get(str(variable)) for variable in required) and (check is None or check(environ)):
+        if all(environ.get(str(variable)) for variable in required) and settings.configured(environ):
             names.append(name)
     return names
 

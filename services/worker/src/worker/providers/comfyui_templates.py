@@ -57,7 +57,8 @@ class Template:
             values["image"] = image
         elif "image" in self.inputs:
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{self.model} needs an input image")
-        missing = [f for f in ("negative_prompt", "n", "image") if f in values and f not in self.inputs]
+        # A field the workflow has no node input for is refused, never silently dropped.
+        missing = [f for f in ("negative_prompt", "n", "image", "steps") if f in values and f not in self.inputs]
         if missing:
             field = {"n": "n > 1", "image": "an input image"}.get(missing[0], missing[0])
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{self.model}'s workflow takes no {field}")

@@ -26,7 +26,7 @@ concurrent calls; token usage is summed into Usage. Input images (edits, image_u
 inlineData parts before the prompt; masks are not supported by these models. Seeds are
 not sent (not documented for image output).
 
-`imageSize` follows the requested pixel size (`image_size`): a longer side up to 1600 px is
+`imageSize` follows the requested pixel size (`shaping.resolution_tier`): a longer side up to 1600 px is
 1K (Google's default, not sent), up to 3200 px 2K, beyond that 4K; the catalog lists the 2K
 and 4K sizes only for the models that take them (gemini-3-pro-image, gemini-3.1-flash-image;
 gemini-3.1-flash-lite-image and gemini-2.5-flash-image make 1K). Results are delivered at
@@ -49,11 +49,9 @@ from worker.providers.base import GeneratedImage, Progress, ProviderError, Provi
 from worker.providers.images import decode_b64, deliver
 from worker.providers.options import provider_options
 from worker.providers.settings import UpstreamSettings
-from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
+from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio, resolution_tier
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9")
-# imageSize by the requested size's longer side: (tier, longest side it covers).
-IMAGE_SIZES = (("1K", 1600), ("2K", 3200), ("4K", 1 << 30))
 # Shut down upstream -> the GA model that replaced it (§14).
 SHUT_DOWN = {
     "gemini-3.1-flash-image-preview": "gemini-3.1-flash-image",
@@ -99,12 +97,6 @@ def takes_image_size(name: str) -> bool:
     return name.startswith("gemini-3") and "lite" not in name
 
 
-def image_size(generation: gen.Generation) -> str:
-    """The imageSize tier of the requested pixel size (see the module's docstring)."""
-    longest = max(generation.width, generation.height)
-    return next(tier for tier, side in IMAGE_SIZES if longest <= side)
-
-
 def request_body(generation: gen.Generation, images: list[tuple[str, bytes]], model: str = "") -> dict:
     """One generateContent request: input images, then the prompt; image output only."""
     parts: list[dict] = [
@@ -112,7 +104,7 @@ def request_body(generation: gen.Generation, images: list[tuple[str, bytes]], mo
     ]
     parts.append({"text": non_empty_prompt(generation, "google")})
     config: dict = {"aspectRatio": nearest_ratio(*requested_ratio(generation), ASPECT_RATIOS)}
-    tier = image_size(generation)
+    tier = resolution_tier(generation)
     if tier != "1K":
         if not takes_image_size(model):
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} makes 1K images only")

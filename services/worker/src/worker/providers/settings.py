@@ -9,6 +9,8 @@ worker's own setting (worker.settings): adapters get those clients in their cont
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +35,13 @@ class UpstreamSettings(BaseSettings):
     # Input image URLs are fetched by the worker: by default only public addresses, so a
     # client cannot make it read (and send upstream) what sits inside the cluster.
     input_urls_allow_private: bool = Field(False, validation_alias="WORKER_INPUT_URLS_ALLOW_PRIVATE")
+
+    @classmethod
+    def configured(cls, environ: Mapping[str, str]) -> bool:
+        """Whether `environ` configures a pool beyond the required variables (which
+        worker.providers.configured checks for every adapter): a provider whose credential
+        is one of several variables says so here."""
+        return True
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(budget_seconds=self.retry_budget_seconds, base_seconds=self.retry_base_seconds)

@@ -31,6 +31,17 @@ def requested_ratio(generation: gen.Generation) -> tuple[int, int]:
     return generation.width or 1, generation.height or 1
 
 
+# Google's resolution tiers (Gemini's imageSize, Imagen's sampleImageSize) by the longest
+# side they cover: a requested size picks the smallest tier that reaches it.
+RESOLUTION_TIERS = (("1K", 1600), ("2K", 3200), ("4K", math.inf))
+
+
+def resolution_tier(generation: gen.Generation) -> str:
+    """The 1K / 2K / 4K tier of the generation's pixel size (its longer side)."""
+    longest = max(generation.width, generation.height)
+    return next(tier for tier, side in RESOLUTION_TIERS if longest <= side)
+
+
 def colon_ratio(choice: str) -> tuple[int, int]:
     w, h = choice.split(":")
     return int(w), int(h)

@@ -50,7 +50,7 @@ from worker.providers.base import GeneratedImage, Progress, ProviderError, Provi
 from worker.providers.images import decode_b64, deliver
 from worker.providers.options import provider_options
 from worker.providers.settings import UpstreamSettings
-from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio
+from worker.providers.shaping import nearest_ratio, non_empty_prompt, requested_ratio, resolution_tier
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -58,8 +58,6 @@ ASSERTION_SECONDS = 3600  # the longest assertion Google's token endpoint takes
 RENEW_SECONDS = 300  # a token is replaced this long before it expires
 ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 MAX_SAMPLES = 4
-# A requested side longer than this asks sampleImageSize 2K (the catalog's 2K sizes).
-LONGEST_1K_SIDE = 1600
 # Catalog model id -> Vertex model (VERTEX_MODELS adds or replaces entries).
 MODELS = {
     "imagen-4": "imagen-4.0-generate-001",
@@ -86,7 +84,7 @@ class VertexSettings(UpstreamSettings):
 
     @classmethod
     def configured(cls, environ: Mapping[str, str]) -> bool:
-        """A pool needs a credential as well as the project (worker.providers.configured)."""
+        """A pool needs one of the two credentials as well as the project."""
         return bool(environ.get("VERTEX_ACCESS_TOKEN") or environ.get("VERTEX_SERVICE_ACCOUNT_FILE"))
 
     @field_validator("service_account_file")
@@ -233,7 +231,7 @@ def takes_image_size(name: str) -> bool:
 def parameters(generation: gen.Generation, name: str, settings: VertexSettings, count: int) -> dict[str, Any]:
     """The `parameters` of one :predict making `count` images."""
     params = generation.params
-    wants_2k = max(generation.width, generation.height) > LONGEST_1K_SIDE
+    wants_2k = resolution_tier(generation) != "1K"  # the catalog's Imagen sizes end at 2K
     out: dict[str, Any] = {
         "sampleCount": count,
         "aspectRatio": nearest_ratio(*requested_ratio(generation), ASPECT_RATIOS),
