@@ -70,14 +70,15 @@ async def test_v2_options_reach_the_upstream(http, fal_worker, control) -> None:
         ({"sampler": "euler"}, "provider_options.sampler"),
         ({"num_inference_steps": 500}, "provider_options.num_inference_steps"),
         ({"steps": 10, "acceleration": "high"}, "provider_options.steps"),
-        ({"acceleration": ["high"]}, "provider_options.acceleration.str"),
+        ({"acceleration": ["high"]}, "provider_options.acceleration"),
     ],
 )
 def test_bad_options_are_openai_400s_naming_the_option(client, control, options, param) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         client.images.generate(model="flux-dev", prompt="p", extra_body={"provider_options": options})
     error = exc.value.body
-    assert exc.value.status_code == 400 and error["param"].startswith(param.split(".str")[0]), error
+    # A list is refused by the edge's schema, whose param names the failed type too.
+    assert exc.value.status_code == 400 and error["param"].startswith(param), error
     assert error["type"] == "invalid_request_error"
     assert submitted(control) == []  # refused at admission: nothing reserved, nothing sent
 

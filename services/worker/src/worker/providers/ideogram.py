@@ -203,6 +203,11 @@ def image_fields(generation: gen.Generation, route: Route, magic_prompt: str, *,
     return endpoint, fields
 
 
+def text_parts(fields: dict) -> list:
+    """The v3 endpoints' text fields as multipart parts (files go beside them)."""
+    return [(k, (None, str(v))) for k, v in fields.items()]
+
+
 def _black_is_edit(data: bytes) -> bytes:
     """An OpenAI-style mask (fully transparent = edit) as Ideogram's: black = edit, white = keep.
     A mask without alpha is taken as Ideogram's own (dark = edit)."""
@@ -300,7 +305,7 @@ class IdeogramProvider(Provider):
             # This call's images count against the upstream's in-flight limit until it answers.
             async with self.slots.hold(fields["num_images"]):
                 if route.v3:
-                    parts = [(k, (None, str(v))) for k, v in fields.items()]
+                    parts = text_parts(fields)
                     response = await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
                 else:
                     response = await self.http.request("POST", "/generate", json={"image_request": fields})
@@ -339,8 +344,7 @@ class IdeogramProvider(Provider):
             raise ProviderError(ErrorCode.INVALID_REQUEST, f"{generation.model} takes one character image and no mask")
         image = inputs[0] if inputs[0].image_format in V3_FORMATS else await as_png(inputs[0])
         fields = request_fields(generation, route, self._magic_prompt(generation))
-        parts: list = [("character_reference_images", (image.filename, image.data, image.mime_type))]
-        parts += [(k, (None, str(v))) for k, v in fields.items()]
+        parts = [("character_reference_images", (image.filename, image.data, image.mime_type)), *text_parts(fields)]
         async with self.slots.hold(fields["num_images"]):
             return fields, await self.http.request("POST", "/v1/ideogram-v3/generate", files=parts)
 
@@ -365,7 +369,7 @@ class IdeogramProvider(Provider):
         if masks:
             mask = await ideogram_mask(masks[0], image)
             files.append(("mask", (mask.filename, mask.data, mask.mime_type)))
-        parts = files + [(k, (None, str(v))) for k, v in fields.items()]
+        parts = files + text_parts(fields)
         async with self.slots.hold(fields["num_images"]):
             try:
                 response = await self.http.request("POST", f"/v1/ideogram-v3/{endpoint}", files=parts)
