@@ -185,8 +185,13 @@ async def test_billing_429_is_the_operators_and_not_retried(kling, control) -> N
 async def test_concurrency_429_is_backed_off_until_capacity_frees(emulator, control) -> None:
     control.faults(job_seconds=2)
     options(control, max_units=4)
-    # Its own retry budget: the second submit waits out the first task (2 s) on a busy machine.
-    kling = KlingProvider.build(settings(emulator.url, WORKER_RETRY_BUDGET_SECONDS="15"))
+    # Its own retry policy: the second submit's backoffs must outlast the first task (2 s).
+    # Kling sends no Retry-After, so the jittered backoffs decide; from a 0.25 s base the
+    # seven of them (caps 0.25 s .. 16 s) all but never sum under 2 s, as the suite's 0.05 s
+    # base did in about one run of five.
+    kling = KlingProvider.build(
+        settings(emulator.url, WORKER_RETRY_BUDGET_SECONDS="40", WORKER_RETRY_BASE_SECONDS="0.25")
+    )
     try:
         first = asyncio.create_task(kling.generate(generation("kling-v2", n=4), Recorder().progress))
         while not tasks(control):
