@@ -4,7 +4,7 @@ import pytest
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pricing.plans import Plans
-from pricing.prices import PriceTable
+from pricing.prices import ModelPrice, PriceTable
 from svckit.errors import ErrorCode, GatewayError
 from svckit.tariffs import final_cost
 
@@ -76,8 +76,9 @@ def test_quality_auto_reserves_at_the_high_rows(prices: PriceTable) -> None:
 
 def test_every_price_row_is_listed(prices: PriceTable) -> None:
     rows = prices.rows()
-    assert ("gpt-image-1", True) in {(m, t) for m, _, t in rows}
-    assert ("dall-e-3", False) in {(m, t) for m, _, t in rows}
+    assert ("gpt-image-1", "tokens") in {(m, t) for m, _, t in rows}
+    assert ("dall-e-3", "image") in {(m, t) for m, _, t in rows}
+    assert ("flux-2-pro", "megapixels", Decimal("0.03")) in {(m, t, r.usd) for m, r, t in rows}
 
 
 def test_plans_of_the_seeds() -> None:
@@ -110,3 +111,34 @@ def test_gpt_image_2_is_token_priced_and_custom_sizes_reserve_the_largest(prices
 def test_gpt_image_1_mini_is_token_priced(prices: PriceTable) -> None:
     q = prices.quote("gpt-image-1-mini", "1536x1024", "low", 1)
     assert q.per_image_usd == Decimal("0.006") and q.tariff.output_usd_micros_per_million == 8_000_000
+
+
+def test_flux_2_is_priced_per_megapixel_of_output_and_input(prices: PriceTable) -> None:
+    # BFL's figures: flux-2-pro 3c for the first megapixel, 1.5c for each further one and for
+    # each input megapixel ("1MP T2I $0.03, 1MP I2I $0.045").
+    assert prices.quote("flux-2-pro", "1024x1024", "", 1).per_image_usd == Decimal("0.03")
+    assert prices.quote("flux-2-pro", "1024x1024", "", 1, input_images=1).per_image_usd == Decimal("0.045")
+    assert prices.quote("flux-2-pro", "2048x2048", "", 1).per_image_usd == Decimal("0.075")  # 4 MP
+    assert prices.quote("flux-2-max", "1024x1024", "", 1, input_images=1).per_image_usd == Decimal("0.10")
+    # Pro rata beyond the first megapixel, rounded up to a micro-dollar; tokens round up:
+    # 1.5c + 0.2c x 0.9921875 further MP + 3 inputs x 0.2c = 2.2984375c.
+    q = prices.quote("flux-2-klein-9b", "1920x1088", "", 2, input_images=3)
+    assert q.per_image_usd == Decimal("0.022985")
+    assert (q.per_image_tokens, q.total_tokens) == (3, 6)
+    # The capture charges per image what the tariff says, inputs included.
+    assert final_cost(q.tariff, 1).usd_micros == 22_985
+
+
+def test_a_megapixel_price_needs_a_pixel_size(prices: PriceTable) -> None:
+    with pytest.raises(GatewayError) as exc:
+        prices.quote("flux-2-pro", "auto", "", 1)
+    assert exc.value.param == "size"
+
+
+def test_a_model_is_priced_one_way() -> None:
+    with pytest.raises(ValueError, match="no per_image rows"):
+        ModelPrice.model_validate(
+            {"megapixels": {"first": 0.03, "additional": 0.015, "input": 0.015}, "per_image": [{"usd": 0.03}]}
+        )
+    with pytest.raises(ValueError, match="needs per_image rows or megapixels"):
+        ModelPrice.model_validate({})

@@ -132,3 +132,31 @@ async def test_prices_are_listed_from_the_table(stub) -> None:  # noqa: ANN001
         (1, 10_000, False)
     ]
     assert any(row.token_priced for row in r.rows if row.model == "gpt-image-1")
+    flux2 = [(row.per_image.usd_micros, row.megapixel_priced) for row in r.rows if row.model == "flux-2-pro"]
+    assert flux2 == [(30_000, True)]
+
+
+async def test_a_flux_2_reservation_prices_its_size_and_input_images(stub) -> None:  # noqa: ANN001
+    created = await stub.CreateApiKey(pb.CreateApiKeyRequest(plan="pro", name="t"), metadata=ADMIN)
+    await stub.CreditAccount(pb.CreditAccountRequest(account_id=created.api_key.account_id, tokens=50), metadata=ADMIN)
+
+    def flux2(size: str, **inputs) -> gen.Generation:  # noqa: ANN003
+        params = gen.GenerationParams(model="flux-2-pro", prompt="p", n=1, size=size, **inputs)
+        return gen.Generation(
+            id=new_generation_id(),
+            account_id=created.api_key.account_id,
+            api_key_id=created.api_key.id,
+            model="flux-2-pro",
+            params=params,
+        )
+
+    plain = await stub.ReserveGeneration(pb.ReserveGenerationRequest(generation=flux2("1024x1024")))
+    assert (plain.total.tokens, plain.total.usd_micros) == (3, 30_000)
+    # The v2 image_url counts as an input image, like an uploaded one: +1.5c a megapixel.
+    by_url = await stub.ReserveGeneration(
+        pb.ReserveGenerationRequest(generation=flux2("1024x1024", image_url="https://img.example/a.png"))
+    )
+    two = [gen.InputImage(url="https://img.example/a.png"), gen.InputImage(url="https://img.example/b.png")]
+    uploads = await stub.ReserveGeneration(pb.ReserveGenerationRequest(generation=flux2("2048x2048", input_images=two)))
+    assert by_url.total.usd_micros == 45_000
+    assert (uploads.total.tokens, uploads.total.usd_micros) == (11, 105_000)  # 3 + 3 x 1.5 + 2 x 1.5 cents

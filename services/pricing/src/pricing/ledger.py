@@ -192,7 +192,8 @@ class Ledger:
             p.quality or generation.quality,
             n,
             prompt_bytes=len(p.prompt.encode()),
-            input_images=len(p.input_images),
+            # The v2 API's image_url is an input image too (priced so by megapixel models).
+            input_images=len(p.input_images) or int(bool(p.image_url)),
         )
         now = self._clock()
         row = {

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.config_files import read_mapping, reason
@@ -40,10 +40,52 @@ class TokenRates(BaseModel):
     input_image_allowance_tokens: int = Field(ge=0)
 
 
-class ModelPrice(BaseModel):
+MEGAPIXEL = 2**20
+
+
+class MegapixelRates(BaseModel):
+    """USD of a megapixel-priced model (FLUX.2 on BFL): an image costs `first` for its first
+    megapixel, `additional` for each further one (pro rata), and `input` for each megapixel
+    of every input image it was given. A megapixel is 2**20 pixels (1024x1024 is one, as
+    BFL's 1 MP figures are). The input images' sizes are not known when the price is
+    reserved, so each counts as `input_image_megapixels`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    per_image: list[PriceRow] = Field(min_length=1)
+    first: Decimal = Field(gt=0)
+    additional: Decimal = Field(ge=0)
+    input: Decimal = Field(ge=0)
+    input_image_megapixels: Decimal = Field(default=Decimal(1), ge=0)
+
+    def per_image(self, size: str, input_images: int) -> Decimal | None:
+        """One image's USD at a WIDTHxHEIGHT size (None for a size without pixels), rounded up
+        to a whole micro-dollar."""
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            return None
+        megapixels = Decimal(int(width) * int(height)) / MEGAPIXEL
+        usd = (
+            self.first
+            + max(Decimal(0), megapixels - 1) * self.additional
+            + input_images * self.input_image_megapixels * self.input
+        )
+        return Decimal(math.ceil(usd * 1_000_000)) / 1_000_000
+
+
+class ModelPrice(BaseModel):
+    """Per-image rows (the first matching one wins), or megapixel rates, of one model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    per_image: list[PriceRow] = []
     tokens: TokenRates | None = None
+    megapixels: MegapixelRates | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelPrice:
+        if self.megapixels is None and not self.per_image:
+            raise ValueError("a model needs per_image rows or megapixels rates")
+        if self.megapixels is not None and (self.per_image or self.tokens):
+            raise ValueError("a megapixel-priced model has no per_image rows or token rates")
+        return self
 
 
 class PriceTableFile(BaseModel):
@@ -131,9 +173,15 @@ class PriceTable:
             raise GatewayError(ErrorCode.MODEL_NOT_FOUND, f"The model '{name}' has no price.", param="model")
         return price
 
-    def rows(self) -> list[tuple[str, PriceRow, bool]]:
-        """(model, row, token_priced) for every row, in table order."""
-        return [(name, row, p.tokens is not None) for name, p in self._models.items() for row in p.per_image]
+    def rows(self) -> list[tuple[str, PriceRow, str]]:
+        """(model, row, how it is charged: "image" | "tokens" | "megapixels") for every row, in
+        table order; a megapixel-priced model's one row is its one-megapixel image."""
+        out: list[tuple[str, PriceRow, str]] = []
+        for name, p in self._models.items():
+            if p.megapixels is not None:
+                out.append((name, PriceRow(usd=p.megapixels.first), "megapixels"))
+            out.extend((name, row, "tokens" if p.tokens else "image") for row in p.per_image)
+        return out
 
     def quote(
         self, model: str, size: str, quality: str, n: int, *, prompt_bytes: int = 0, input_images: int = 0
@@ -141,21 +189,26 @@ class PriceTable:
         """The price of n images, and the tariff to charge them by.
 
         For token-priced models the quote is the reservation's upper bound: the per-image
-        estimates plus the prompt (one token per byte) and the input images' allowance.
+        estimates plus the prompt (one token per byte) and the input images' allowance. A
+        megapixel-priced model's image is priced from the size and the input images.
         """
         price = self.model(model)
         if n < 1:
             raise GatewayError(ErrorCode.INVALID_REQUEST, "n must be at least 1.", param="n")
-        row = next((r for r in price.per_image if r.matches(quality, size)), None)
-        if row is None:
+        if price.megapixels is not None:
+            per_usd = price.megapixels.per_image(size, input_images)
+        else:
+            row = next((r for r in price.per_image if r.matches(quality, size)), None)
+            per_usd = row.usd if row else None
+        if per_usd is None:
             raise GatewayError(
                 ErrorCode.INVALID_REQUEST, f"No price for {model} at size {size}, quality {quality}.", param="size"
             )
-        per_tokens = self.tokens_for(row.usd)
-        total_usd = row.usd * n
+        per_tokens = self.tokens_for(per_usd)
+        total_usd = per_usd * n
         total_tokens = per_tokens * n
         tariff = gen.Tariff(
-            per_image=gen.Cost(tokens=per_tokens, usd_micros=usd_micros(row.usd)),
+            per_image=gen.Cost(tokens=per_tokens, usd_micros=usd_micros(per_usd)),
             token_usd_micros=usd_micros(self.token_usd),
         )
         rates = price.tokens
@@ -169,7 +222,7 @@ class PriceTable:
             ) / 1_000_000
             total_usd += inputs_usd
             total_tokens += self.tokens_for(inputs_usd)
-        quote = Quote(row.usd, total_usd, per_tokens, total_tokens, tariff)
+        quote = Quote(per_usd, total_usd, per_tokens, total_tokens, tariff)
         tariff.reserved.CopyFrom(quote.total)
         return quote
 

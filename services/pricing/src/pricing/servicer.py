@@ -107,10 +107,11 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
                 model=model,
                 quality=row.quality,
                 size=row.size,
-                token_priced=token_priced,
+                token_priced=charged_by == "tokens",
+                megapixel_priced=charged_by == "megapixels",
                 per_image=gen.Cost(tokens=self._prices.tokens_for(row.usd), usd_micros=usd_micros(row.usd)),
             )
-            for model, row, token_priced in self._prices.rows()
+            for model, row, charged_by in self._prices.rows()
         ]
         return pb.ListPricesResponse(
             version=self._prices.version, token_usd_micros=usd_micros(self._prices.token_usd), rows=rows

@@ -182,12 +182,17 @@ class PriceRow(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     PER_IMAGE_FIELD_NUMBER: _builtins.int
     TOKEN_PRICED_FIELD_NUMBER: _builtins.int
+    MEGAPIXEL_PRICED_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     quality: _builtins.str
     size: _builtins.str
     token_priced: _builtins.bool
     """True for token-priced models: per_image is the upper-bound estimate that is reserved,
     the charge comes from the upstream's usage.
+    """
+    megapixel_priced: _builtins.bool
+    """True for megapixel-priced models (FLUX.2): per_image is an image of one megapixel (2**20
+    pixels) from a prompt alone; each further megapixel and each input image cost more.
     """
     @_builtins.property
     def per_image(self) -> _generation_pb2.Cost: ...
@@ -199,10 +204,11 @@ class PriceRow(_message.Message):
         size: _builtins.str = ...,
         per_image: _generation_pb2.Cost | None = ...,
         token_priced: _builtins.bool = ...,
+        megapixel_priced: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["per_image", b"per_image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "per_image", b"per_image", "quality", b"quality", "size", b"size", "token_priced", b"token_priced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["megapixel_priced", b"megapixel_priced", "model", b"model", "per_image", b"per_image", "quality", b"quality", "size", b"size", "token_priced", b"token_priced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
