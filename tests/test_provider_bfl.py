@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import pytest
+from google.protobuf.struct_pb2 import Struct
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from svckit.errors import ErrorCode
@@ -115,8 +117,6 @@ async def test_kontext_edits_an_image_given_by_url(bfl, control, emulator) -> No
 
 
 async def test_kontext_sends_other_images_as_base64(bfl, control) -> None:
-    import base64
-
     data_url = "data:image/png;base64," + base64.b64encode(png(64, 64)).decode()
     g = generation("flux-kontext-pro", "add a hat", image_url=data_url)
     await bfl.generate(g, Recorder().progress)
@@ -128,6 +128,89 @@ async def test_kontext_without_an_image_generates_from_the_prompt(bfl, control) 
     result = await bfl.generate(generation("flux-kontext-pro", "a red fox"), Recorder().progress)
     assert "input_image" not in control.get("/_emulator/bfl/tasks")["tasks"][0]["body"]
     assert image_info(result.images[0].data) == ("png", 1024, 1024)
+
+
+def options(**values) -> Struct:
+    struct = Struct()
+    struct.update(values)
+    return struct
+
+
+@pytest.mark.parametrize("model", ["flux-2-pro", "flux-2-max", "flux-2-flex", "flux-2-klein-4b", "flux-2-klein-9b"])
+async def test_each_flux_2_model_makes_any_size_in_webp(bfl, control, model) -> None:
+    # The emulator refuses unknown fields (Flux2Params), so the body is exactly what BFL takes.
+    result = await bfl.generate(
+        generation(model, width=1920, height=1088, output_format=gen.OUTPUT_FORMAT_WEBP), Recorder().progress
+    )
+    assert image_info(result.images[0].data) == ("webp", 1920, 1088)
+    [task] = control.get("/_emulator/bfl/tasks")["tasks"]
+    assert task["model"] == model
+    assert (task["body"]["width"], task["body"]["height"], task["body"]["output_format"]) == (1920, 1088, "webp")
+    assert task["body"].get("guidance") == (5.0 if model == "flux-2-flex" else None)
+
+
+async def test_flux_2_takes_eight_references_in_the_clients_order(bfl, control, emulator) -> None:
+    urls = [emulator.state.host_file(png(96 + 16 * i, 64)) for i in range(7)]
+    data_url = "data:image/png;base64," + base64.b64encode(png(32, 32)).decode()
+    refs = [gen.InputImage(url=u, role="image") for u in urls] + [gen.InputImage(url=data_url, role="image")]
+    g = generation("flux-2-max", "the cat from image 1 in the room of image 2", width=1024, height=768,
+                   kind=gen.GENERATION_KIND_EDIT, input_images=refs,
+                   provider_options=options(safety_tolerance=5))
+    result = await bfl.generate(g, Recorder().progress)
+    body = control.get("/_emulator/bfl/tasks")["tasks"][0]["body"]
+    assert [body["input_image"]] + [body[f"input_image_{i}"] for i in range(2, 8)] == urls
+    assert body["input_image_8"].startswith("<base64 ")
+    assert body["safety_tolerance"] == 2  # the client's 5 is more than BFL allows with images
+    assert image_info(result.images[0].data) == ("png", 1024, 768)
+
+
+async def test_more_references_than_klein_takes_are_refused_before_any_call(bfl, control, emulator) -> None:
+    refs = [gen.InputImage(url=emulator.state.host_file(png()), role="image") for _ in range(5)]
+    err = await failure(bfl, generation("flux-2-klein-4b", kind=gen.GENERATION_KIND_EDIT, input_images=refs))
+    assert err.code is ErrorCode.INVALID_REQUEST and "at most 4" in err.message and not err.retryable
+    assert control.calls("POST") == []
+
+
+async def test_flux_2_flex_takes_the_clients_steps_and_guidance(bfl, control) -> None:
+    g = generation("flux-2-flex", provider_options=options(steps=12, guidance=7.5, prompt_upsampling=True))
+    await bfl.generate(g, Recorder().progress)
+    body = control.get("/_emulator/bfl/tasks")["tasks"][0]["body"]
+    assert (body["steps"], body["guidance"], body["prompt_upsampling"]) == (12, 7.5, True)
+
+
+async def test_a_transparent_background_comes_back_with_alpha(bfl, control) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    result = await bfl.generate(generation("flux-2-klein-9b", background="transparent"), Recorder().progress)
+    body = control.get("/_emulator/bfl/tasks")["tasks"][0]["body"]
+    assert (body["transparent_bg"], body["output_format"]) == (True, "png")
+    with Image.open(BytesIO(result.images[0].data)) as image:
+        assert image.mode == "RGBA" and image.getpixel((0, 0))[3] == 0
+
+
+async def test_ultra_sends_the_input_image_as_a_base64_image_prompt(bfl, control, emulator) -> None:
+    url = emulator.state.host_file(png(300, 200))
+    g = generation("flux-1.1-pro-ultra", width=2752, height=1536, kind=gen.GENERATION_KIND_EDIT,
+                   input_images=[gen.InputImage(url=url, role="image")],
+                   provider_options=options(raw=True, image_prompt_strength=0.3))
+    result = await bfl.generate(g, Recorder().progress)
+    body = control.get("/_emulator/bfl/tasks")["tasks"][0]["body"]
+    assert body["image_prompt"].startswith("<base64 ") and "input_image" not in body
+    assert (body["raw"], body["image_prompt_strength"], body["aspect_ratio"]) == (True, 0.3, "43:24")
+    assert image_info(result.images[0].data) == ("png", 2752, 1536)
+
+
+async def test_kontext_max_takes_four_references(bfl, control, emulator) -> None:
+    refs = [gen.InputImage(url=emulator.state.host_file(png(64 * (i + 1), 64)), role="image") for i in range(4)]
+    g = generation("flux-kontext-max", "all four in one frame", kind=gen.GENERATION_KIND_EDIT, input_images=refs)
+    await bfl.generate(g, Recorder().progress)
+    [task] = control.get("/_emulator/bfl/tasks")["tasks"]
+    assert task["model"] == "flux-kontext-max"
+    assert [task["body"][k] for k in ("input_image", "input_image_2", "input_image_3", "input_image_4")] == [
+        r.url for r in refs
+    ]
 
 
 async def test_an_edit_on_a_model_without_image_input_is_refused_before_any_call(bfl, control) -> None:
@@ -301,3 +384,32 @@ async def test_mesh_through_the_edge(mesh, bfl_worker, control, http, edge_url, 
     body = await wait_finished(http, r.json()["id"])
     assert body["status"] == "completed", body
     assert control.get("/_emulator/bfl/tasks")["tasks"][0]["model"] == "flux-pro-1.1"
+
+
+async def test_mesh_flux_2_edits_with_three_references_through_the_openai_sdk(
+    mesh, bfl_worker, control, edge_url, api_key
+) -> None:
+    import openai
+
+    if "flux-2-pro" not in await served_models(edge_url, api_key):
+        pytest.fail("routing does not serve bfl: ROUTING_PROVIDERS must include bfl")
+    client = openai.AsyncOpenAI(base_url=f"{edge_url}/v1", api_key=api_key, max_retries=0, timeout=120)
+    images = [(f"ref{i}.png", png(64 + 32 * i, 64, (40 * i, 90, 200)), "image/png") for i in range(3)]
+    resp = await client.images.edit(
+        model="flux-2-pro", image=images, prompt="the three objects on one table", size="1536x1024",
+        response_format="b64_json",
+    )
+    [task] = control.get("/_emulator/bfl/tasks")["tasks"]
+    assert task["model"] == "flux-2-pro" and (task["body"]["width"], task["body"]["height"]) == (1536, 1024)
+    assert all(task["body"][k].startswith("<base64 ") for k in ("input_image", "input_image_2", "input_image_3"))
+    assert "input_image_4" not in task["body"]
+    assert image_info(base64.b64decode(resp.data[0].b64_json)) == ("png", 1536, 1024)
+    # Priced as BFL prices it: 3c + 0.5 further MP x 1.5c + 3 input MP x 1.5c = 8.25c.
+    assert (resp.model_extra["cost_usd"], resp.model_extra["tokens_spent"]) == (0.0825, 9)
+    # A free size in multiples of 16 generates as asked; one outside FLUX.2's rule is a 400 naming size.
+    free = await client.images.generate(model="flux-2-klein-4b", prompt="a fox", size="1920x1088",
+                                        response_format="b64_json")
+    assert image_info(base64.b64decode(free.data[0].b64_json))[1:] == (1920, 1088)
+    with pytest.raises(openai.BadRequestError) as exc:
+        await client.images.generate(model="flux-2-klein-4b", prompt="a fox", size="2560x2048")
+    assert exc.value.body["param"] == "size" and "4,194,304" in exc.value.body["message"]
