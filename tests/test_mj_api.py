@@ -23,6 +23,7 @@ from tests.emulators import midjourney as mj_emulator
 from tests.emulators.harness import EmulatorServer
 from tests.support.polling import wait_finished
 from tests.support.ports import free_port
+from tests.support.provider_jobs import Control
 from tests.support.provider_mesh import require_route, start_worker
 from tests.support.webhooks import receiver, verify
 
@@ -164,8 +165,8 @@ def uploaded_objects(mesh) -> set[str]:
 @pytest.mark.parametrize(
     ("path", "payload", "param"),
     [
-        # Routing refuses input images on imagine; the images were valid, so only its dry run can refuse them.
-        ("/mj/submit/imagine", {"prompt": "a fox", "base64Array": [data_uri((1, 2, 3))]}, "image"),
+        # Routing refuses a sixth image prompt; the images were valid, so only its dry run can refuse them.
+        ("/mj/submit/imagine", {"prompt": "a fox", "base64Array": [data_uri((1, 2, 3))] * 6}, "image"),
         ("/mj/submit/blend", {"base64Array": [data_uri((1, 2, 3)), "data:image/png;base64,bm90IGFuIGltYWdl"]}, "base64Array[1]"),
     ],
 )
@@ -190,7 +191,7 @@ def midjourney(mesh):
                             create_app=functools.partial(mj_emulator.create_app, flavor="trueai")).start()
     instance = start_worker(mesh, "midjourney", MIDJOURNEY_API_KEY=key, MIDJOURNEY_BASE_URL=server.url,
                             MIDJOURNEY_FLAVOR="trueai", WORKER_INPUT_URLS_ALLOW_PRIVATE="true")
-    yield
+    yield server
     mesh.stop(instance)
     server.stop()
 
@@ -212,6 +213,30 @@ async def test_imagine_then_buttons(http: httpx.AsyncClient, midjourney: None) -
     assert (var["status"], var["action"]) == ("SUCCESS", "VARIATION")
     v2 = (await http.get(f"/api/v2/generate/{var_id}")).json()
     assert v2["kind"] == "action" and v2["parent_generation_id"] == task_id and v2["status"] == "completed"
+
+
+async def test_imagine_with_image_prompts_and_version_7(http: httpx.AsyncClient, midjourney: EmulatorServer) -> None:
+    payload = {"prompt": "a red fox in snow --v 7", "base64Array": [data_uri((255, 0, 0)), data_uri((0, 0, 255), "JPEG")]}
+    task_id = await submitted(await http.post("/mj/submit/imagine", json=payload))
+    task = await wait_task(http, task_id)
+    assert (task["status"], task["action"]) == ("SUCCESS", "IMAGINE"), task
+    sent = [t for t in Control(midjourney.url).get("/_emulator/midjourney/tasks")["tasks"] if t["body"].get("state") == task_id]
+    assert len(sent[0]["body"]["base64Array"]) == 2 and sent[0]["body"]["prompt"].startswith("a red fox in snow --v 7")
+
+
+async def test_midjourney_v7_on_the_v2_api_with_an_omni_reference_and_draft(
+    http: httpx.AsyncClient, midjourney: EmulatorServer
+) -> None:
+    reference = midjourney.state.host_file(base64.b64decode(data_uri((90, 90, 200)).partition(",")[2]))
+    r = await http.post("/api/v2/generate", json={
+        "model": "midjourney-v7", "prompt": "a portrait of the same knight", "image_url": reference,
+        "provider_options": {"draft": True, "omni_weight": 300},
+    })
+    assert r.status_code == 200, r.text
+    done = await wait_finished(http, r.json()["id"])
+    assert done["status"] == "completed" and done["model_slug"] == "midjourney-v7", done
+    [sent] = [t for t in Control(midjourney.url).get("/_emulator/midjourney/tasks")["tasks"] if t["body"].get("state") == done["id"]]
+    assert f"--oref {reference} --draft --ow 300" in sent["body"]["prompt"] and sent["body"]["prompt"].endswith("--v 7")
 
 
 async def test_blend_and_describe(http: httpx.AsyncClient, midjourney: None) -> None:

@@ -10,6 +10,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf.struct_pb2 import Struct
 
 from pixelmesh.common.v1 import generation_pb2 as gen
 from pixelmesh.status.v1 import status_service_pb2
@@ -132,6 +133,88 @@ async def test_turbo_is_the_turbo_mode_of_each_flavour(mj) -> None:
         assert task["path"] == "/mj-turbo/mj/submit/imagine" and "--turbo" not in task["body"]["prompt"]
     else:
         assert task["path"] == "/mj/submit/imagine" and task["body"]["prompt"].endswith("--turbo")
+
+
+def options(**values) -> Struct:
+    struct = Struct()
+    struct.update(values)
+    return struct
+
+
+async def test_v7_asks_for_version_7_with_draft_and_an_omni_reference_by_url(mj) -> None:
+    url = mj.server.state.host_file(png(120, 80))
+    g = generation("midjourney-v7", "a knight in the rain", size="16:9", width=1344, height=768, image_url=url,
+                   provider_options=options(draft=True, omni_weight=250, exp=20))
+    result = await mj.generate(g, Recorder().progress)
+    [task] = tasks(mj)
+    # The emulator fails a V7 parameter without --v 7, and an --oref it cannot download.
+    assert task["body"]["prompt"] == f"a knight in the rain --oref {url} --draft --exp 20 --ow 250 --ar 16:9 --seed 42 --v 7"
+    assert "base64Array" not in task["body"] and len(result.images) == 1
+    assert mj.control.get("/_emulator/midjourney/tasks")["uploaded"] == []  # a public URL is used as it is
+
+
+async def test_v7_image_prompts_go_in_base64array_beside_the_omni_reference(mj) -> None:
+    refs = [gen.InputImage(url="data:image/png;base64," + base64.b64encode(png(64, 64, c)).decode(), role="image")
+            for c in ((10, 20, 30), (30, 20, 10))]
+    url = mj.server.state.host_file(png())
+    await mj.generate(generation("midjourney-v7", "a castle", image_url=url, input_images=refs), Recorder().progress)
+    body = tasks(mj)[0]["body"]
+    assert len(body["base64Array"]) == 2 and f"--oref {url}" in body["prompt"]
+
+
+async def test_an_omni_reference_that_is_no_public_url_is_uploaded_on_trueai_and_refused_on_novicezk(mj) -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(png(100, 100)).decode()
+    g = generation("midjourney-v7", "a portrait", image_url=data_url)
+    if mj.flavor == "novicezk":
+        err = await failure(mj, g)
+        assert err.code is ErrorCode.INVALID_REQUEST and "public http(s) image_url" in err.message and not err.retryable
+        assert tasks(mj) == []
+        return
+    await mj.generate(g, Recorder().progress)
+    listing = mj.control.get("/_emulator/midjourney/tasks")
+    [uploaded] = listing["uploaded"]
+    assert f"--oref {uploaded} " in listing["tasks"][0]["body"]["prompt"]
+
+
+async def test_an_upload_the_proxy_refuses_is_the_clients_error() -> None:
+    server = EmulatorServer("midjourney", free_port(), api_key=KEY,
+                            create_app=functools.partial(mj_emulator.create_app, flavor="trueai", uploads=False)).start()
+    provider = MidjourneyProvider.build(settings(server.url, "trueai"))
+    try:
+        data_url = "data:image/png;base64," + base64.b64encode(png()).decode()
+        err = await failure(provider, generation("midjourney-v7", "a portrait", image_url=data_url))
+    finally:
+        await provider.close()
+        server.stop()
+    assert err.code is ErrorCode.INVALID_REQUEST and "EnableUserCustomUploadBase64" in err.message
+
+
+async def test_an_omni_weight_without_a_reference_is_refused_before_any_call(mj) -> None:
+    err = await failure(mj, generation("midjourney-v7", "a castle", provider_options=options(omni_weight=100)))
+    assert err.code is ErrorCode.INVALID_REQUEST and "omni reference" in err.message
+    assert tasks(mj) == []
+
+
+async def test_v7_upscales_get_the_subtle_and_creative_2x_buttons_on_trueai(mj) -> None:
+    grid_gen = generation("midjourney-v7", "a lighthouse", size="1:1")
+    grid_rec = Recorder()
+    grid = await mj.generate(grid_gen, grid_rec.progress)
+    parent = mj.parents.succeeded(grid_gen, grid_rec.upstream_ids[-1], grid.buttons)
+    up_gen = generation("midjourney-v7", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=parent.id, action="U1")
+    up_rec = Recorder()
+    upscaled = await mj.generate(up_gen, up_rec.progress)
+    if mj.flavor == "novicezk":
+        assert upscaled.buttons == []  # novicezk has no /action: V7's upscale buttons cannot be pressed
+        return
+    assert [b.label for b in upscaled.buttons] == ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
+    creative = upscaled.buttons[1].custom_id
+    assert creative.startswith("MJ::JOB::upsample_v7_2x_creative::1::")
+    up_parent = mj.parents.succeeded(up_gen, up_rec.upstream_ids[-1], upscaled.buttons)
+    twice = generation("midjourney-v7", "", kind=gen.GENERATION_KIND_ACTION, parent_generation_id=up_parent.id,
+                       action=creative)
+    result = await mj.generate(twice, Recorder().progress)
+    assert tasks(mj)[-1]["body"]["customId"] == creative
+    assert image_info(result.images[0].data)[1:] == (512, 512)  # twice the 256 px upscale
 
 
 @pytest.mark.parametrize("action", ["U2", "MJ::JOB::upsample::2::{hash}"])

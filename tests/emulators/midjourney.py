@@ -13,6 +13,11 @@ MJ_EMULATOR_MAX_QUEUE (unfinished tasks before code 23; 0 = unlimited).
   unknown parent: HTTP 404 code 3), `POST /mj/task/{id}/cancel` (the task fails with
   "取消任务"), `buttons[]` on tasks; unknown fetch id: 204; REFUSED_WORD fails the task
   ("Banned prompt detected", the Discord-side refusal) since trueai's submit check is off.
+- V7 (contract part 2, section 12): --oref/--ow/--draft/--exp without `--v 7` fail the
+  task, as does an --oref URL that cannot be downloaded; trueai serves
+  `/mj/submit/upload-discord-images` (MJ_EMULATOR_UPLOADS=false: code 4, the admin setting
+  off) and gives upscaled V7 images "Upscale (Subtle)" / "Upscale (Creative)" buttons
+  (`upsample_v7_2x_*`), which double the image.
 - Tasks go SUBMITTED -> IN_PROGRESS ("NN%", a preview imageUrl) -> SUCCESS over
   `job_seconds`; "upstream-error" in a prompt ends in FAILURE. Grids are one image.
 - `GET /_emulator/midjourney/tasks`: what was submitted (bodies with base64 shortened).
@@ -30,6 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from PIL import Image
@@ -39,6 +45,10 @@ from tests.emulators.harness import REFUSED_WORD, EmulatorState, fake_image, ins
 MODES = ("", "/mj-fast", "/mj-turbo", "/mj-relax")
 DESCRIBED = "1️⃣ {s} in soft light --ar 1:1\n\n2️⃣ {s}, watercolor --ar 1:1\n\n3️⃣ a photo of {s} --ar 1:1\n\n4️⃣ {s}, ink drawing --ar 1:1"
 _AR = re.compile(r"--(?:ar|aspect)\s+(\d+):(\d+)")
+_V7 = re.compile(r"--(?:v|version)\s+7\b")
+_OREF = re.compile(r"--oref\s+(\S+)")
+# Parameters only V7 takes (Midjourney refuses them on other versions).
+_V7_ONLY = re.compile(r"--(?:oref|ow|draft|exp)\b")
 
 
 @dataclass
@@ -79,13 +89,18 @@ def _grid_size(prompt: str, base: int = 512) -> tuple[int, int]:
     return (base, max(64, base * h // w)) if w >= h else (max(64, base * w // h), base)
 
 
-def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int | None = None) -> FastAPI:
+def create_app(
+    state: EmulatorState, flavor: str | None = None, max_queue: int | None = None, uploads: bool | None = None
+) -> FastAPI:
     flavor = flavor or os.environ.get("MJ_EMULATOR_FLAVOR", "novicezk")
     if max_queue is None:
         max_queue = int(os.environ.get("MJ_EMULATOR_MAX_QUEUE", "0"))
+    if uploads is None:  # trueai's admin setting EnableUserCustomUploadBase64
+        uploads = os.environ.get("MJ_EMULATOR_UPLOADS", "true") == "true"
     trueai = flavor == "trueai"
     app = FastAPI()
     tasks: dict[str, Task] = {}
+    uploaded: list[str] = []
     preview = state.host_file(fake_image(64, 64, "preview"), "image/png", "png")
 
     def authorized(request: Request) -> bool:
@@ -98,6 +113,7 @@ def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int |
         path = request.url.path
         if path == "/_emulator/reset":
             tasks.clear()
+            uploaded.clear()
         if not path.startswith(("/_emulator", "/_files")) and not authorized(request):
             return PlainTextResponse("未登录", 403) if trueai else Response(status_code=401)
         return await call_next(request)
@@ -142,7 +158,42 @@ def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int |
             return vo(4, "base64格式错误")
         if trueai and body.get("botType", "MID_JOURNEY") not in ("MID_JOURNEY", "NIJI_JOURNEY"):
             return vo(4, "botType参数错误")
-        return accepted(new_task("IMAGINE", request, mode, body, prompt, size=_grid_size(prompt), description=f"/imagine {prompt}"))
+        task = new_task("IMAGINE", request, mode, body, prompt, size=_grid_size(prompt), description=f"/imagine {prompt}")
+        if isinstance(task, Task) and not task.fail_reason:
+            task.fail_reason = await discord_check(prompt)
+        return accepted(task)
+
+    async def discord_check(prompt: str) -> str:
+        """What Midjourney itself refuses (on Discord, after the submit): V7-only parameters
+        on another version, an --oref it cannot download."""
+        if _V7_ONLY.search(prompt) and not _V7.search(prompt):
+            return "Invalid parameter: --oref, --ow, --draft and --exp need --v 7"
+        if m := _OREF.search(prompt):
+            try:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    fetched = await client.get(m.group(1))
+                fetched.raise_for_status()
+                Image.open(io.BytesIO(fetched.content)).verify()
+            except (httpx.HTTPError, OSError, SyntaxError):
+                return f"Invalid image prompt link: could not download {m.group(1)[:80]}"
+        return ""
+
+    async def upload_discord_images(request: Request, mode: str = ""):
+        if not uploads:
+            return vo(4, "未开启上传功能")
+        images = (await body_of(request) or {}).get("base64Array")
+        if not isinstance(images, list) or not images:
+            return vo(4, "base64Array不能为空")
+        decoded = [_data_url_image(i) for i in images]
+        if any(d is None for d in decoded):
+            return vo(4, "base64格式错误")
+        urls = []
+        for image in decoded:
+            out = io.BytesIO()
+            image.convert("RGB").save(out, "PNG")
+            urls.append(state.host_file(out.getvalue()))
+        uploaded.extend(urls)
+        return vo(1, "success", urls)
 
     async def blend(request: Request, mode: str = ""):
         body = await body_of(request)
@@ -176,7 +227,11 @@ def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int |
         return accepted(task)
 
     def derived(parent: Task, action: str, index: int, request: Request, mode: str, body: dict) -> Task | dict:
-        size = (parent.size[0] // 2, parent.size[1] // 2) if action == "UPSCALE" else parent.size
+        if action == "UPSCALE":  # a quarter of a grid; a 2x upscale of an upscaled image doubles it
+            twice = parent.action == "UPSCALE"
+            size = (parent.size[0] * 2, parent.size[1] * 2) if twice else (parent.size[0] // 2, parent.size[1] // 2)
+        else:
+            size = parent.size
         return new_task(action, request, mode, body, parent.prompt, size=size, parent=parent.id, index=index,
                         description=f"/up {parent.id} {'R' if action == 'REROLL' else action[0] + str(index)}")
 
@@ -228,7 +283,11 @@ def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int |
             return []
         h = task.hash
         if task.action == "UPSCALE":
-            spec = [("upsample_v6_2x_subtle", "Upscale (Subtle)"), ("low_variation", "Vary (Subtle)"), ("high_variation", "Vary (Strong)")]
+            if _V7.search(task.prompt):  # the proxy's V7 upscales (subtle and creative)
+                upscales = [("upsample_v7_2x_subtle", "Upscale (Subtle)"), ("upsample_v7_2x_creative", "Upscale (Creative)")]
+            else:
+                upscales = [("upsample_v6_2x_subtle", "Upscale (Subtle)")]
+            spec = [*upscales, ("low_variation", "Vary (Subtle)"), ("high_variation", "Vary (Strong)")]
             return [{"customId": f"MJ::JOB::{k}::1::{h}::SOLO", "emoji": "", "label": label, "style": 2, "type": 2} for k, label in spec]
         out = [{"customId": f"MJ::JOB::upsample::{i}::{h}", "emoji": "", "label": f"U{i}", "style": 2, "type": 2} for i in range(1, 5)]
         out.append({"customId": f"MJ::JOB::reroll::0::{h}::SOLO", "emoji": "🔄", "label": "", "style": 2, "type": 2})
@@ -305,6 +364,7 @@ def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int |
     route("/mj/task/{task_id}/fetch", fetch, "GET")
     if trueai:
         route("/mj/submit/action", action)
+        route("/mj/submit/upload-discord-images", upload_discord_images)
         route("/mj/task/{task_id}/cancel", cancel)
     else:
         app.add_api_route("/mj/submit/change", change, methods=["POST"])
@@ -333,7 +393,7 @@ def create_app(state: EmulatorState, flavor: str | None = None, max_queue: int |
                     out[key] = [f"<data url {len(v)} chars>" for v in out[key]]
             return out
 
-        return {"tasks": [
+        return {"uploaded": uploaded, "tasks": [
             {"id": t.id, "action": t.action, "path": t.path, "mode": t.mode, "body": short(t.body), "parent": t.parent,
              "index": t.index, "cancelled": t.cancelled}
             for t in tasks.values()

@@ -360,3 +360,22 @@ def test_ideogram_v3_generate_edit_reframe_and_replace_background() -> None:
         with pytest.raises(GatewayError) as exc:
             validate(ideogram.get(model), params(model=model, **fields))
         assert exc.value.param == param, (model, fields)
+
+
+def test_midjourney_takes_up_to_five_image_prompts_on_a_generation(catalog: Catalog) -> None:
+    prompt_images = [gen.InputImage(object_key=f"k{i}", role="image") for i in range(5)]
+    assert validate(catalog.get("midjourney-v7"), params(model="midjourney-v7", input_images=prompt_images))
+    assert rejected(catalog, "midjourney-v6", input_images=prompt_images * 2).param == "image"
+    assert (
+        rejected(catalog, "midjourney-v6", input_images=[gen.InputImage(object_key="k", role="mask")]).param == "image"
+    )
+    # A model without image prompts still sends input images to the edits route.
+    err = rejected(catalog, "dall-e-3", input_images=prompt_images[:1])
+    assert err.param == "image" and "/v1/images/edits" in err.message
+
+
+def test_midjourney_v7_options_and_its_omni_reference(catalog: Catalog) -> None:
+    entry = catalog.get("midjourney-v7")
+    assert validate(entry, params(model="midjourney-v7", image_url="https://img.example/knight.png"))
+    assert {"draft", "omni_weight", "exp"} <= set(entry.provider_options)
+    assert rejected(catalog, "midjourney-v6", image_url="https://img.example/knight.png").param == "image_url"

@@ -34,6 +34,38 @@ def test_imagine_prompts(generation, flavor, prompt) -> None:
     assert mj.imagine_prompt(generation, flavor) == prompt
 
 
+def test_v7_prompts_carry_the_omni_reference_and_the_options_unless_written() -> None:
+    v7 = g(model="midjourney-v7")
+    assert mj.imagine_prompt(v7, TRUEAI) == "a cat --seed 9 --v 7"
+    prompt = mj.imagine_prompt(
+        v7, NOVICEZK, options={"draft": True, "omni_weight": 200, "exp": 0}, omni_reference="https://x.example/r.png"
+    )
+    assert prompt == "a cat --oref https://x.example/r.png --draft --exp 0 --ow 200 --seed 9 --v 7"
+    written = g(model="midjourney-v7", prompt="a cat --oref https://y.example/a.png --ow 50 --draft")
+    assert mj.imagine_prompt(written, TRUEAI, options={"draft": False, "omni_weight": 300}) == (
+        "a cat --oref https://y.example/a.png --ow 50 --draft --seed 9 --v 7"
+    )
+    with pytest.raises(ProviderError) as exc:
+        mj.imagine_prompt(v7, TRUEAI, options={"omni_weight": 100})
+    assert exc.value.code is ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"code": 4, "description": "未开启上传功能", "result": None}, ErrorCode.INVALID_REQUEST),
+        ({"code": 1, "description": "success", "result": []}, ErrorCode.PROVIDER_ERROR),
+        ({"code": 1, "description": "success", "result": ["file:///etc/passwd"]}, ErrorCode.PROVIDER_ERROR),
+        (None, ErrorCode.PROVIDER_ERROR),
+    ],
+)
+def test_uploads_without_a_url_are_errors(body, code) -> None:
+    assert mj.uploaded_url({"code": 1, "result": ["https://cdn.discordapp.com/a.png"]}).endswith("/a.png")
+    with pytest.raises(ProviderError) as exc:
+        mj.uploaded_url(body)
+    assert exc.value.code is code
+
+
 def test_flavours() -> None:
     assert NOVICEZK.headers("s") == {"mj-api-secret": "s"} and TRUEAI.headers("s") == {"Authorization": "s"}
     assert NOVICEZK.headers("") == {}

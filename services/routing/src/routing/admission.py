@@ -94,6 +94,19 @@ def _check_inputs(entry: ModelEntry, params: gen.GenerationParams, spec: ImageIn
             raise invalid(f"Every input image needs a stored object key or a URL, and role {named}.", "image")
 
 
+def _check_image_prompts(entry: ModelEntry, params: gen.GenerationParams) -> None:
+    """Input images on a generation from a prompt: the model's image prompts, or a 400."""
+    if not entry.image_prompts:
+        raise invalid("Input images go to /v1/images/edits or /v1/images/variations.", "image")
+    if len(params.input_images) > entry.image_prompts:
+        raise invalid(
+            f"{entry.id} takes at most {entry.image_prompts} image prompts; got {len(params.input_images)}.", "image"
+        )
+    for item in params.input_images:
+        if not (item.object_key or item.url) or item.role not in ("", "image"):
+            raise invalid("Every image prompt needs a stored object key or a URL, and role image.", "image")
+
+
 def checked_options(entry: ModelEntry, params: gen.GenerationParams) -> dict[str, OptionValue]:
     """The request's provider_options, each allowed by the model and of its type (coerced:
     a form's "28" is the integer 28); a 400 naming `provider_options.<name>` otherwise."""
@@ -169,7 +182,7 @@ def validate(entry: ModelEntry, params: gen.GenerationParams) -> tuple[str, str,
     if spec is not None:
         _check_inputs(entry, params, spec, route)
     elif params.input_images and not params.image_url and params.kind not in PROMPTLESS_KINDS:
-        raise invalid("Input images go to /v1/images/edits or /v1/images/variations.", "image")
+        _check_image_prompts(entry, params)
     n = params.n or 1
     if not 1 <= n <= entry.max_images:
         raise invalid(f"n must be between 1 and {entry.max_images} for {entry.id}; got {n}.", "n")

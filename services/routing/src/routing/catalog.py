@@ -232,6 +232,9 @@ class ModelEntry(BaseModel):
     provider_options: dict[str, ProviderOption] = {}
     # False: the model makes images only from its inputs (`edits`), never from a prompt alone.
     text_to_image: bool = True
+    # Input images a generation from a prompt may carry as image prompts, sent with the prompt
+    # (Midjourney's imagine `base64Array`); 0: a generation takes none.
+    image_prompts: int = Field(default=0, ge=0, le=5)
     eta_seconds: int = Field(ge=0)
     created: int = 1767225600  # 2026-01-01, when the catalog entry was added
 

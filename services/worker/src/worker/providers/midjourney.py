@@ -32,6 +32,7 @@ from worker.providers.adapter import Context
 from worker.providers.base import ProviderError, ProviderResult
 from worker.providers.images import deliver
 from worker.providers.input_images import images_of, is_client_url
+from worker.providers.options import provider_options
 from worker.providers.polling import Poll, PollingProvider, Task, percent_of
 from worker.providers.settings import UpstreamSettings
 
@@ -92,8 +93,14 @@ class MidjourneyProvider(PollingProvider):
         state = {"state": generation.id}
         body: dict[str, Any]
         if kind == gen.GENERATION_KIND_GENERATE:
-            body = {"prompt": mj.imagine_prompt(generation, self._flavor), **state}
-            images = images_of(generation)
+            prompt = mj.imagine_prompt(
+                generation,
+                self._flavor,
+                options=provider_options(generation),
+                omni_reference=await self._omni_reference(generation, prefix),
+            )
+            body = {"prompt": prompt, **state}
+            images = [i for i in generation.params.input_images if (i.role or "image") == "image"]
             if images:  # image prompts
                 body["base64Array"] = [await self.inputs.data_url(i) for i in images]
             if self._flavor.name == mj.TRUEAI:
@@ -182,6 +189,24 @@ class MidjourneyProvider(PollingProvider):
         # The grid (or upscale) keeps Midjourney's own pixel size: it is the product.
         image = await deliver(data, generation, self.name)
         return ProviderResult([image], buttons=mj.buttons_of(task, self._flavor))
+
+    async def _omni_reference(self, generation: gen.Generation, prefix: str) -> str:
+        """V7's omni reference (the image_url) as a URL Discord can read: the client's http(s)
+        URL as it is; any other image uploaded through trueai's upload-discord-images first
+        (novicezk has no upload: its base64Array would make an image prompt, not an --oref)."""
+        url = generation.params.image_url
+        if not url:
+            return ""
+        ref = gen.InputImage(url=url)
+        if is_client_url(ref):
+            return url
+        if not self._flavor.has_uploads:
+            raise ProviderError(
+                ErrorCode.INVALID_REQUEST,
+                "this Midjourney proxy (novicezk) takes an omni reference only as a public http(s) image_url",
+            )
+        body = {"base64Array": [await self.inputs.data_url(ref)]}
+        return mj.uploaded_url(_json(await self.http.request("POST", f"{prefix}{mj.UPLOAD_PATH}", json=body)))
 
     async def _action(self, generation: gen.Generation) -> tuple[str, dict]:
         """change (novicezk) or action (trueai) on the parent's upstream task."""

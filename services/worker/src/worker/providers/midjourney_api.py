@@ -37,6 +37,7 @@ SUCCESS, NOT_FOUND, VALIDATION_ERROR, FAILURE, EXISTED, IN_QUEUE, QUEUE_REJECTED
     23,
     24,
 )
+UPLOAD_PATH = "/mj/submit/upload-discord-images"  # trueai only
 RUNNING_STATES = frozenset({"NOT_START", "SUBMITTED", "IN_PROGRESS"})
 GRID_ACTIONS = frozenset({"IMAGINE", "VARIATION", "REROLL", "BLEND"})
 # failReason wording is not documented; these are the words of Midjourney's refusals.
@@ -46,12 +47,14 @@ _REFUSAL = re.compile(
 _CHANGE = re.compile(r"^\s*(?:([UV])\s*([1-4])|(R|reroll|🔄))\s*$", re.I)
 _CUSTOM = re.compile(r"^MJ::JOB::(upsample|variation|reroll)::(\d)::([^:]+)(?:::SOLO)?$")
 _DESCRIBE_MARK = re.compile(r"\s*[1-4]\ufe0f?\u20e3\s*")
+# provider_options -> the Midjourney parameter each one is (V7: docs/provider-contracts-2.md section 12).
+OPTION_PARAMETERS = {"draft": "draft", "omni_weight": "ow", "exp": "exp"}
 _HAS = {
     name: re.compile(rf"(?:^|\s)--{name}\b", re.I)
-    for name in ("ar", "aspect", "no", "seed", "v", "version", "niji", "turbo")
+    for name in ("ar", "aspect", "no", "seed", "v", "version", "niji", "turbo", "oref", *OPTION_PARAMETERS.values())
 }
 # Catalog model id -> the Midjourney version parameter it promises.
-VERSIONS = {"midjourney-v6": "6", "midjourney-turbo": "6"}
+VERSIONS = {"midjourney-v6": "6", "midjourney-turbo": "6", "midjourney-v7": "7"}
 TURBO_MODELS = frozenset({"midjourney-turbo"})
 
 
@@ -65,6 +68,11 @@ class Flavor:
 
     @property
     def can_cancel(self) -> bool:
+        return self.name == TRUEAI
+
+    @property
+    def has_uploads(self) -> bool:
+        """trueai's /mj/submit/upload-discord-images (an admin setting, EnableUserCustomUploadBase64)."""
         return self.name == TRUEAI
 
     def headers(self, secret: str) -> dict[str, str]:
@@ -83,11 +91,26 @@ def of(name: str) -> Flavor:
     return Flavor(name)
 
 
-def imagine_prompt(generation: gen.Generation, flavor: Flavor) -> str:
-    """The client's prompt plus Midjourney parameters for what the gateway resolved."""
+def imagine_prompt(
+    generation: gen.Generation, flavor: Flavor, *, options: dict | None = None, omni_reference: str = ""
+) -> str:
+    """The client's prompt plus Midjourney parameters for what the gateway resolved: size,
+    negative prompt, seed, version, speed, the omni reference (`--oref <url>`) and the
+    client's provider_options (`--draft`, `--ow`, `--exp`). A parameter the prompt already
+    has is left as the client wrote it."""
     params = generation.params
     prompt = params.prompt.strip()
     extra = []
+    options = options or {}
+    if "omni_weight" in options and not (omni_reference or _HAS["oref"].search(prompt)):
+        raise ProviderError(ErrorCode.INVALID_REQUEST, "omni_weight needs an omni reference (image_url)")
+    if omni_reference and not _HAS["oref"].search(prompt):
+        extra.append(f"--oref {omni_reference}")
+    for name, value in sorted(options.items()):
+        flag = OPTION_PARAMETERS.get(name)
+        if flag is None or _HAS[flag].search(prompt) or value is False:
+            continue
+        extra.append(f"--{flag}" if value is True else f"--{flag} {value}")
     size = params.size
     if ":" in size and size != "1:1" and not (_HAS["ar"].search(prompt) or _HAS["aspect"].search(prompt)):
         extra.append(f"--ar {size}")
@@ -228,6 +251,24 @@ def submitted_task_id(body: object) -> str:
         )
     raise ProviderError(
         ErrorCode.PROVIDER_ERROR, f"the Midjourney proxy answered code {code}: {description}", retryable=True
+    )
+
+
+def uploaded_url(body: object) -> str:
+    """The Discord URL of an upload-discord-images answer (`result`: the URLs), or its error."""
+    if isinstance(body, dict) and body.get("code") == SUCCESS:
+        urls = body.get("result")
+        if isinstance(urls, list) and urls and isinstance(urls[0], str) and urls[0].startswith(("http://", "https://")):
+            return urls[0]
+    if isinstance(body, dict) and body.get("code") == VALIDATION_ERROR:
+        description = " ".join(str(body.get("description") or "").split())[:200]
+        raise ProviderError(
+            ErrorCode.INVALID_REQUEST,
+            f"the Midjourney proxy refused to upload the omni reference (is EnableUserCustomUploadBase64 on?): "
+            f"{description}; give image_url as a public http(s) URL instead",
+        )
+    raise ProviderError(
+        ErrorCode.PROVIDER_ERROR, "the Midjourney proxy answered an upload without an image URL", retryable=True
     )
 
 
