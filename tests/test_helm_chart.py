@@ -40,7 +40,7 @@ RELEASE = "pm"
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate bundles.
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
 PROVIDERS = {"local", "openai", "bfl", "stability", "ideogram", "midjourney", "replicate", "fal", "google",
-             "comfyui", "openai_compatible", "sdapi", "kling"}
+             "comfyui", "openai_compatible", "sdapi", "kling", "vertex"}
 SELF_HOSTED = {"comfyui": 8188, "openai_compatible": 8000, "sdapi": 7860}  # their in-cluster ports in the CI values
 SERVICES = ("edge", "routing", "pricing", "storage", "status")
 # The gRPC calls of docs/architecture.md, by component; workers are added per provider. Status calls
@@ -440,6 +440,26 @@ def test_kling_needs_both_keys_and_keeps_inline_ones_in_the_secret(helm, helm_en
     r = run_helm(helm, helm_env, "template", RELEASE, str(CHART), "--set", "providers.kling.enabled=true",
                  "--set", "providers.kling.apiKey=sk-inline-1")
     assert r.returncode != 0 and "providers.kling: enabled without an access key" in r.stderr
+
+
+def test_vertex_mounts_its_service_account_key_and_needs_a_project(all_objects, helm, helm_env) -> None:
+    deployment = by_name(all_objects, "Deployment")["pm-pixelmesh-worker-vertex"]
+    env = env_of(deployment)
+    aliases = _aliases(_adapter_settings("vertex"))
+    assert env[aliases["service_account_file"]]["value"] == "/etc/pixelmesh/credentials/service-account.json"
+    assert (env[aliases["project"]]["value"], env[aliases["location"]]["value"]) == ("ci-placeholder-project", "europe-west4")
+    assert aliases["access_token"] not in env  # the key file, not a short-lived token
+    pod = deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    assert volume["secret"]["secretName"] == "vertex-service-account" and volume["secret"]["defaultMode"] == 0o400
+    [mount] = [m for m in container(deployment)["volumeMounts"] if m["name"] == "credentials"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/pixelmesh/credentials", True)
+    for extra, message in (
+        (["--set", "providers.vertex.env.VERTEX_PROJECT=p"], "providers.vertex: enabled without a credential"),
+        (["--set", "providers.vertex.credentialsFile.secret=sa"], "providers.vertex: enabled without VERTEX_PROJECT"),
+    ):
+        r = run_helm(helm, helm_env, "template", RELEASE, str(CHART), "--set", "providers.vertex.enabled=true", *extra)
+        assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
 def test_self_hosted_pools_get_their_url_their_egress_and_no_key(all_objects, ci_values) -> None:

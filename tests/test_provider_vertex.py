@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from Crypto.PublicKey import RSA
 
 from svckit.errors import ErrorCode
 from tests.emulators.harness import REFUSED_WORD, EmulatorServer
 from tests.emulators.vertex import OUTPUT_FLAGGED, PARTLY_FLAGGED
+from tests.support.ledger import admin_client, funded_key, settled
+from tests.support.polling import wait_finished
 from tests.support.ports import free_port
+from tests.support.provider_mesh import require_route, start_worker
 from tests.support.provider_jobs import (
     EMULATED_INPUTS, FAST_RETRIES, api_calls, failure, generation, opened, received, reset, run,
 )
@@ -129,3 +133,47 @@ async def test_a_service_account_key_mints_its_own_token(server, tmp_path) -> No
 def test_settings_need_a_credential(server) -> None:
     with pytest.raises(ValueError, match="VERTEX_ACCESS_TOKEN or VERTEX_SERVICE_ACCOUNT_FILE"):
         settings(server, VERTEX_ACCESS_TOKEN="")
+
+
+# ---- through the real mesh: Kafka, pricing's ledger, storage, status, a vertex worker ----
+
+@pytest.fixture(scope="module")
+def vertex_pool(mesh):
+    """The emulator and a worker process serving the vertex pool (vertex is in the test
+    mesh's ROUTING_PROVIDERS)."""
+    require_route(mesh, "vertex")
+    srv = EmulatorServer("vertex", free_port(), api_key=TOKEN).start()
+    instance = start_worker(mesh, "vertex", VERTEX_ACCESS_TOKEN=TOKEN, VERTEX_PROJECT=PROJECT,
+                            VERTEX_BASE_URL=f"{srv.url}/v1", **FAST_RETRIES)
+    yield srv
+    mesh.stop(instance)
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(mesh):
+    with admin_client(mesh) as client:
+        yield client
+
+
+async def test_mesh_imagen_4_is_charged_on_success_refunded_on_refusal_and_retried(
+    vertex_pool, admin, edge_url
+) -> None:
+    reset(vertex_pool, fail_first=1, fail_status=429)
+    key = funded_key(admin, "pro", tokens=20)
+    async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {key.secret}"}, timeout=60) as http:
+        r = await http.post("/api/v2/generate", json={"model": "imagen-4", "prompt": "a harbour at dawn",
+                                                      "size": "1408x768", "n": 2, "format": "png"})
+        assert r.status_code == 200, r.text
+        done = await wait_finished(http, r.json()["id"])
+        assert (done["status"], done["tokens_spent"], done["cost_usd"]) == ("completed", 8, 0.08), done
+        assert opened(httpx.get(done["result_url"]).content).size == (1408, 768)
+        # One predict for both images, after the 429 was retried.
+        [sent] = received(vertex_pool)
+        assert sent["parameters"]["sampleCount"] == 2 and len(api_calls(vertex_pool)) == 2
+        r = await http.post("/api/v2/generate", json={"model": "imagen-4", "prompt": f"a {REFUSED_WORD} harbour"})
+        refused = await wait_finished(http, r.json()["id"])
+        assert refused["status"] == "failed" and "content_policy_violation" in str(refused["error"]), refused
+    ledger = await settled(admin, key.account_id)
+    assert (ledger.balance.available_tokens, ledger.balance.reserved_tokens) == (12, 0)
+    assert sorted(e.kind for e in ledger.entries) == ["capture", "credit", "release", "reserve", "reserve"]

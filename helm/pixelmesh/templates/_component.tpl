@@ -37,6 +37,7 @@ and NetworkPolicy.
 {{- if $c.provider -}}{{- $secretInputs = concat $secretInputs (list $c.apiKey $c.existingSecret $c.existingSecretKey $c.accessKey $c.existingSecretAccessKey) -}}{{- end -}}
 {{- /* the operator's self-hosted files (selfHosted) this component reads, from the chart's ConfigMap */ -}}
 {{- $shFiles := include "pixelmesh.selfHostedFiles" (dict "root" $root "c" $c) | fromYaml -}}
+{{- $credentials := $c.credentialsFile | default dict -}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -138,6 +139,11 @@ spec:
               mountPath: /etc/pixelmesh/selfhosted
               readOnly: true
             {{- end }}
+            {{- if $credentials.secret }}
+            - name: credentials
+              mountPath: /etc/pixelmesh/credentials
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -155,6 +161,14 @@ spec:
               {{- range $key, $path := $shFiles }}
               - {key: {{ $key }}, path: {{ $path }}}
               {{- end }}
+        {{- end }}
+        {{- if $credentials.secret }}
+        - name: credentials
+          secret:
+            secretName: {{ $credentials.secret }}
+            defaultMode: 0400
+            items:
+              - {key: {{ $credentials.key }}, path: {{ $credentials.key }}}
         {{- end }}
       {{- if $c.spreadAcrossNodes }}
       topologySpreadConstraints:

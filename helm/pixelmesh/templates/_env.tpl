@@ -125,12 +125,24 @@ secretKeyRef, never as plain values.
   value: {{ $c.provider | quote }}
 - name: WORKER_MAX_IN_FLIGHT
   value: {{ $c.maxInFlight | quote }}
+{{- $credentials := $c.credentialsFile | default dict }}
+{{- if $credentials.secret }}
+- name: {{ $credentials.env }}
+  value: {{ printf "/etc/pixelmesh/credentials/%s" $credentials.key | quote }}
+{{- end }}
 {{- if $c.apiKeyEnv }}
 {{- $ref := include "pixelmesh.providerKeyRef" (dict "root" $root "c" $c) | fromYaml }}
 {{- if $ref.secret }}
 {{- include "pixelmesh.secretEnv" (dict "name" $c.apiKeyEnv "secret" $ref.secret "key" $ref.key) | nindent 0 }}
-{{- else if $c.apiKeyRequired }}
+{{- else if and $c.apiKeyRequired $credentials.env (not $credentials.secret) }}
+{{- fail (printf "providers.%s: enabled without a credential: set providers.%s.credentialsFile.secret (a Secret holding the key file) or providers.%s.apiKey / existingSecret" $c.provider $c.provider $c.provider) }}
+{{- else if and $c.apiKeyRequired (not $credentials.env) }}
 {{- fail (printf "providers.%s: enabled without an API key: set providers.%s.apiKey or providers.%s.existingSecret" $c.provider $c.provider $c.provider) }}
+{{- end }}
+{{- end }}
+{{- range $name := $c.requiredEnv | default list }}
+{{- if not (index ($c.env | default dict) $name) }}
+{{- fail (printf "providers.%s: enabled without %s: set providers.%s.env.%s" $c.provider $name $c.provider $name) }}
 {{- end }}
 {{- end }}
 {{- if $c.accessKeyEnv }}
