@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 
@@ -163,3 +165,19 @@ async def test_mesh_gemini_image_through_the_jobs_api(google_pool, http) -> None
     r = await http.post("/api/v2/generate", json={"model": "gemini-2.5-flash-image", "prompt": "a forbidden kite"})
     body = await wait_finished(http, r.json()["id"])
     assert body["status"] == "failed" and "content_policy_violation" in str(body.get("error")), body
+
+
+async def test_mesh_gemini_edits_with_reference_images_through_the_openai_sdk(google_pool, edge_url, api_key) -> None:
+    import openai
+
+    reset(google_pool)
+    client = openai.AsyncOpenAI(base_url=f"{edge_url}/v1", api_key=api_key, max_retries=0, timeout=120)
+    images = [(f"ref{i}.png", fake_image(300 + 40 * i, 200, f"ref{i}"), "image/png") for i in range(3)]
+    resp = await client.images.edit(model="gemini-3-pro-image", image=images, prompt="put all three on one shelf",
+                                    size="1344x768", response_format="b64_json")
+    assert opened(base64.b64decode(resp.data[0].b64_json)).size == (1344, 768)
+    [sent] = received(google_pool)
+    assert (sent["model"], sent["images"]) == ("gemini-3-pro-image", 3)
+    with pytest.raises(openai.BadRequestError) as exc:  # gemini-2.5-flash-image takes at most 3
+        await client.images.edit(model="gemini-2.5-flash-image", image=images * 2, prompt="x")
+    assert exc.value.body["param"] == "image" and "at most 3" in exc.value.body["message"]
