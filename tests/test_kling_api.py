@@ -90,6 +90,16 @@ async def test_text_to_image_task_submit_and_get(kling_pool, control, http) -> N
     assert (await http.get(f"{TRY_ON}/{task['task_id']}")).json()["data"]["task_status"] == "succeed"
 
 
+async def test_a_2k_task_on_kling_v2_doubles_the_sides(kling_pool, control, http) -> None:
+    r = await http.post(GENERATIONS, json={"model_name": "kling-v2", "prompt": "a red fox", "aspect_ratio": "3:2",
+                                           "resolution": "2k"})
+    assert r.status_code == 200, r.text
+    done = await task_done(http, GENERATIONS, r.json()["data"]["task_id"])
+    assert done["task_status"] == "succeed", done
+    assert image_info(httpx.get(done["task_result"]["images"][0]["url"]).content) == ("png", 2496, 1664)
+    assert tasks(control)[0]["body"]["resolution"] == "2k"
+
+
 async def test_image_to_image_with_a_face_reference(kling_pool, control, http) -> None:
     r = await http.post(GENERATIONS, json={"model_name": "kling-v1-5", "prompt": "the same face, smiling",
                                            "image": b64(png(400, 600)), "image_reference": "face",
@@ -144,7 +154,8 @@ async def test_try_on_inputs_are_checked_with_clear_errors(kling_pool, control, 
 @pytest.mark.parametrize(("body", "named"), [
     ({"model_name": "kling-v2"}, "prompt"),
     ({"model_name": "kling-v2", "prompt": "x", "image_reference": "face"}, "image_reference"),
-    ({"model_name": "kling-v2", "prompt": "x", "resolution": "2k"}, "resolution"),
+    ({"model_name": "kling-v1", "prompt": "x", "resolution": "2k"}, "resolution"),  # kling-v2 only
+    ({"model_name": "kling-v2", "prompt": "x", "resolution": "2k", "image": b64(png(400, 400))}, "2k"),
     ({"model_name": "kling-v2", "prompt": "x", "n": 10}, "n"),
     ({"model_name": "kling-v1", "prompt": "x", "aspect_ratio": "21:9"}, "21:9"),
     ({"model_name": "kling-v2", "prompt": "x", "image": b64(png(1000, 300))}, "aspect ratio"),

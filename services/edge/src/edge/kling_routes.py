@@ -15,7 +15,6 @@ account as on Kling, is the submit's Idempotency-Key when the header is absent.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Awaitable
 from typing import Literal
@@ -28,9 +27,8 @@ from edge import docs
 from edge.deps import MAX_IDEMPOTENCY_KEY_CHARS, core_dep, get_caller, idempotency_key, parse_json
 from edge.errors import error_headers
 from edge.generations import Generations
-from edge.inputs import Upload
+from edge.inputs import Input, Upload, decode_base64_image, read_image_url
 from edge.mesh import Caller
-from edge.mj_mapping import decode_image
 from edge.schemas import checked_callback_url
 from pixelmesh.common.v1 import generation_pb2 as gen
 from presenters.kling import kling_envelope, kling_task
@@ -45,6 +43,7 @@ TRY_ON_FAMILY = "kolors-virtual-try-on"
 DEFAULT_TRY_ON_MODEL = f"{TRY_ON_FAMILY}-v1"
 DEFAULT_ASPECT_RATIO = "16:9"
 MIN_INPUT_SIDE = 300
+MAX_INPUT_BYTES = 10 * 1024 * 1024  # Kling: jpg/png of at most 10 MB
 WIDEST_INPUT = 2.5
 MAX_EXTERNAL_ID_CHARS = 200
 EXTERNAL_KEY_PREFIX = "kling-external-task:"
@@ -74,7 +73,8 @@ class _TaskBody(BaseModel):
 
 
 class GenerationBody(_TaskBody):
-    """POST /kling/v1/images/generations (Kling's fields; `resolution` 1k only)."""
+    """POST /kling/v1/images/generations (Kling's fields; `resolution` 2k is the catalog's
+    provider option of that name, taken by kling-v2 from text only)."""
 
     model: str | None = None  # Kling's legacy name of model_name
     prompt: str
@@ -113,17 +113,18 @@ async def kling_answer(work: Awaitable[dict]) -> JSONResponse:
         return kling_error(err)
 
 
-def read_input(value: str, param: str, role: str) -> Upload | gen.InputImage:
-    """An input image: base64 decoded and checked (stored after routing's checks), or an
-    http(s) URL the worker reads."""
-    if value.startswith(("http://", "https://")):
-        return gen.InputImage(url=checked_callback_url(value, param), role=role)
-    upload = decode_image(value, param)
-    if min(upload.width, upload.height) < MIN_INPUT_SIDE:
+def read_input(value: str, param: str, role: str) -> Input:
+    """An input image as Kling takes one: an http(s) URL the worker reads, or base64 (bare,
+    as Kling's docs send it, or a data URL) decoded and checked, stored after routing's checks."""
+    if value.startswith(("http://", "https://", "data:")):
+        image = read_image_url(value, param=param, role=role, max_bytes=MAX_INPUT_BYTES)
+    else:
+        image = decode_base64_image(value, param=param, role=role, max_bytes=MAX_INPUT_BYTES)
+    if isinstance(image, Upload) and min(image.width, image.height) < MIN_INPUT_SIDE:
         raise invalid(
-            f"{param} is {upload.width}x{upload.height}; both sides must be at least {MIN_INPUT_SIDE} px.", param
+            f"{param} is {image.width}x{image.height}; both sides must be at least {MIN_INPUT_SIDE} px.", param
         )
-    return dataclasses.replace(upload, role=role)
+    return image
 
 
 def _task_params(body: _TaskBody, model: str, kind: gen.GenerationKind.ValueType) -> gen.GenerationParams:
@@ -136,17 +137,9 @@ def _task_params(body: _TaskBody, model: str, kind: gen.GenerationKind.ValueType
     return params
 
 
-def _attach(params: gen.GenerationParams, inputs: list[Upload | gen.InputImage]) -> list[Upload]:
-    """URL inputs go into the params now; the uploads are returned, to be checked and stored."""
-    params.input_images.extend(i for i in inputs if isinstance(i, gen.InputImage))
-    return [i for i in inputs if isinstance(i, Upload)]
-
-
-def generation_params(body: GenerationBody) -> tuple[gen.GenerationParams, list[Upload]]:
+def generation_params(body: GenerationBody) -> tuple[gen.GenerationParams, list[Input]]:
     if body.model_name and body.model and body.model_name != body.model:
         raise invalid("'model_name' and 'model' disagree; send model_name.", "model_name")
-    if body.resolution == "2k":
-        raise invalid("resolution 2k is not served by this gateway; send 1k.", "resolution")
     if not body.prompt.strip():
         raise invalid("prompt must not be empty.", "prompt")
     model = body.model_name or body.model or DEFAULT_MODEL
@@ -156,6 +149,8 @@ def generation_params(body: GenerationBody) -> tuple[gen.GenerationParams, list[
     params.negative_prompt = body.negative_prompt or ""
     params.n = body.n or 1
     params.size = body.aspect_ratio or DEFAULT_ASPECT_RATIO
+    if body.resolution == "2k":  # routing checks the model takes it (1k is Kling's default)
+        params.provider_options.update({"resolution": "2k"})
     for name in ("image_reference", "image_fidelity", "human_fidelity"):
         if getattr(body, name) is not None and not body.image:
             raise invalid(f"{name} needs an image.", name)
@@ -167,13 +162,15 @@ def generation_params(body: GenerationBody) -> tuple[gen.GenerationParams, list[
         return params, []
     if body.negative_prompt:
         raise invalid("negative_prompt is not supported when image is set.", "negative_prompt")
+    if body.resolution == "2k":
+        raise invalid("resolution 2k is made from text only, not with an image.", "resolution")
     image = read_input(body.image, "image", body.image_reference or "image")
     if isinstance(image, Upload) and not 1 / WIDEST_INPUT <= image.width / image.height <= WIDEST_INPUT:
         raise invalid("image must have an aspect ratio between 1:2.5 and 2.5:1.", "image")
-    return params, _attach(params, [image])
+    return params, [image]
 
 
-def try_on_params(body: TryOnBody) -> tuple[gen.GenerationParams, list[Upload]]:
+def try_on_params(body: TryOnBody) -> tuple[gen.GenerationParams, list[Input]]:
     model = body.model_name or DEFAULT_TRY_ON_MODEL
     if not model.startswith(TRY_ON_FAMILY):
         raise invalid(f"model_name must be a Kolors virtual try-on model ({TRY_ON_FAMILY}-v1, ...).", "model_name")
@@ -184,7 +181,7 @@ def try_on_params(body: TryOnBody) -> tuple[gen.GenerationParams, list[Upload]]:
         read_input(body.human_image, "human_image", "person"),
         read_input(body.cloth_image, "cloth_image", "garment"),
     ]
-    return params, _attach(params, inputs)
+    return params, inputs
 
 
 def submission_key(request: Request, body: _TaskBody) -> str:
@@ -196,10 +193,8 @@ def submission_key(request: Request, body: _TaskBody) -> str:
     return key
 
 
-async def _submit(
-    who: Caller, core: Generations, params: gen.GenerationParams, uploads: list[Upload], key: str
-) -> dict:
-    submitted = await core.submit(who, params, idempotency_key=key, uploads=uploads)
+async def _submit(who: Caller, core: Generations, params: gen.GenerationParams, inputs: list[Input], key: str) -> dict:
+    submitted = await core.submit(who, params, idempotency_key=key, uploads=inputs)
     generation = submitted.generation
     if submitted.replayed:  # the first submit's task, as it is now
         generation = await core.get(who, generation.id)
@@ -211,8 +206,8 @@ async def submit_generation(request: Request, core: Generations = core_dep) -> J
     async def work() -> dict:
         who = await get_caller(request)  # in the route: its refusal is Kling's envelope too
         body = await parse_json(request, GenerationBody)
-        params, uploads = generation_params(body)
-        return await _submit(who, core, params, uploads, submission_key(request, body))
+        params, inputs = generation_params(body)
+        return await _submit(who, core, params, inputs, submission_key(request, body))
 
     return await kling_answer(work())
 
@@ -222,8 +217,8 @@ async def submit_try_on(request: Request, core: Generations = core_dep) -> JSONR
     async def work() -> dict:
         who = await get_caller(request)
         body = await parse_json(request, TryOnBody)
-        params, uploads = try_on_params(body)
-        return await _submit(who, core, params, uploads, submission_key(request, body))
+        params, inputs = try_on_params(body)
+        return await _submit(who, core, params, inputs, submission_key(request, body))
 
     return await kling_answer(work())
 
