@@ -379,3 +379,19 @@ def test_midjourney_v7_options_and_its_omni_reference(catalog: Catalog) -> None:
     assert validate(entry, params(model="midjourney-v7", image_url="https://img.example/knight.png"))
     assert {"draft", "omni_weight", "exp"} <= set(entry.provider_options)
     assert rejected(catalog, "midjourney-v6", image_url="https://img.example/knight.png").param == "image_url"
+
+
+def test_an_edit_with_more_images_than_a_route_takes_goes_only_to_the_routes_taking_them() -> None:
+    from routing.admission import request_routes
+
+    catalog = Catalog.load({"bfl", "replicate", "fal"})
+    entry = catalog.get("flux-kontext-pro")
+    edit = gen.GENERATION_KIND_EDIT
+    one = params(model="flux-kontext-pro", kind=edit, input_images=[gen.InputImage(object_key="a", role="image")])
+    three = params(model="flux-kontext-pro", kind=edit, input_images=[gen.InputImage(object_key="a")] * 3)
+    assert request_routes(entry, one, catalog.routes(entry)) == ["bfl", "replicate", "fal"]
+    assert request_routes(entry, three, catalog.routes(entry)) == ["bfl"]
+    without_bfl = Catalog.load({"replicate", "fal"})
+    with pytest.raises(GatewayError) as exc:
+        request_routes(entry, three, without_bfl.routes(without_bfl.get("flux-kontext-pro")))
+    assert exc.value.param == "image" and "only through bfl" in exc.value.message

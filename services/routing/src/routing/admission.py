@@ -128,6 +128,28 @@ def checked_options(entry: ModelEntry, params: gen.GenerationParams) -> dict[str
     return checked
 
 
+def request_routes(entry: ModelEntry, params: gen.GenerationParams, routes: list[str]) -> list[str]:
+    """The enabled routes whose upstream takes this request: its provider options, and as
+    many input images as it carries. A 400 when none does."""
+    kept = option_routes(entry, params, routes)
+    route = _KINDS.get(params.kind, "")
+    spec: ImageInputs | None = getattr(entry, route) if route else None
+    if spec is None or not spec.route_max_images:
+        return kept
+    count = len([i for i in params.input_images if i.role in ("", "image", *spec.references)])
+
+    def takes(provider: str) -> bool:
+        return count <= spec.route_max_images.get(provider, spec.max_images)
+
+    taking = [r for r in kept if takes(r)]
+    if not taking:
+        takers = ", ".join(p for p in entry.providers if takes(p))
+        raise invalid(
+            f"{entry.id} takes {count} input images only through {takers}, which is not enabled here.", "image"
+        )
+    return taking
+
+
 def option_routes(entry: ModelEntry, params: gen.GenerationParams, routes: list[str]) -> list[str]:
     """The routes whose upstream takes every provider option of the request: a fallback
     never sends an upstream a field it would reject. A 400 when no enabled route takes them."""

@@ -94,11 +94,16 @@ class ImageInputs(BaseModel):
     references: list[str] = []
     # Named inputs, one of each and nothing else (Kolors virtual try-on: person, garment).
     roles: list[str] = []
+    # Routes taking fewer input images than max_images (FLUX Kontext: BFL 4, Replicate and
+    # fal 1): a request with more goes only to the other routes.
+    route_max_images: dict[str, int] = {}
 
     @model_validator(mode="after")
     def _check(self) -> ImageInputs:
         if self.default_size not in self.sizes:
             raise ValueError(f"default_size {self.default_size!r} not in sizes")
+        if any(not 1 <= n < self.max_images for n in self.route_max_images.values()):
+            raise ValueError("route_max_images are each at least 1 and below max_images")
         if {"image", "mask"} & set(self.references + self.roles):
             raise ValueError("references and roles name roles other than image and mask")
         if set(self.formats) - IMAGE_FORMATS:
@@ -260,6 +265,9 @@ class ModelEntry(BaseModel):
             raise ValueError(f"{self.id}: unknown output formats {self.output_formats}")
         if not self.text_to_image and self.edits is None:
             raise ValueError(f"{self.id}: a model without text_to_image needs `edits`")
+        for spec in (self.edits, self.variations):
+            if spec and set(spec.route_max_images) - set(self.providers):
+                raise ValueError(f"{self.id}: route_max_images names providers the model has not")
         for name, option in self.provider_options.items():
             if name in MODELED_FIELDS:
                 raise ValueError(f"{self.id}: provider option {name!r} is a request field of its own")

@@ -14,7 +14,7 @@ from pixelmesh.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 from pixelmesh.pricing.v1.pricing_service_pb2 import ReleaseReason
 from pixelmesh.routing.v1 import routing_service_pb2 as pb
 from pixelmesh.routing.v1 import routing_service_pb2_grpc
-from routing.admission import admit, option_routes, validate
+from routing.admission import admit, request_routes, validate
 from routing.attempts import AttemptDecisions
 from routing.cancel import Canceller
 from routing.catalog import Catalog
@@ -82,7 +82,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         params = request.params
         entry = self._catalog.get(params.model)
         size, quality, n = validate(entry, params)
-        enabled = option_routes(entry, params, self._catalog.routes(entry))
+        enabled = request_routes(entry, params, self._catalog.routes(entry))
         routes = self._planner.plan(routes_for(enabled, entry.route_weights))
         provider = routes[0]
         generation = admit(
@@ -238,7 +238,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         try:
             entry = self._catalog.get(request.params.model)
             size, quality, n = validate(entry, request.params)
-            option_routes(entry, request.params, self._catalog.routes(entry))
+            request_routes(entry, request.params, self._catalog.routes(entry))
         except GatewayError as err:
             await abort_with(context, err)
         width, height = entry.pixels(size)
