@@ -119,7 +119,8 @@ class GenerationStore:
         """Wait until the generation changes (or the timeout passes)."""
         event = self._changed.setdefault(generation_id, asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for, which loses cancels on 3.11
+                await event.wait()
         except TimeoutError:
             pass
 

@@ -193,7 +193,10 @@ class ComfyUIProvider(Provider):
         percent = 0.0
         while socket is not None:
             try:
-                frame = await asyncio.wait_for(socket.recv(), timeout=self.settings.poll_max_interval_seconds * 6)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+                # lands as a frame arrives, and the cancelled job would run on.
+                async with asyncio.timeout(self.settings.poll_max_interval_seconds * 6):
+                    frame = await socket.recv()
             except TimeoutError:  # quiet for long: a missed end shows in the history
                 if entry := await self._history(prompt_id):
                     return entry
