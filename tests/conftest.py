@@ -100,5 +100,8 @@ def other_api_key(mesh: LocalMesh) -> str:
 
 @pytest.fixture
 async def http(edge_url: str, api_key: str) -> Iterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60) as c:
+    """A client whose submits answer at once (`Prefer: respond-async`), as the tests of
+    running jobs need; POST /api/v2/generate's one-call answer is tested without it."""
+    headers = {"Authorization": f"Bearer {api_key}", "Prefer": "respond-async"}
+    async with httpx.AsyncClient(base_url=edge_url, headers=headers, timeout=60) as c:
         yield c

@@ -231,8 +231,9 @@ async def test_midjourney_v7_on_the_v2_api_with_an_omni_reference_and_draft(
     r = await http.post("/api/v2/generate", json={
         "model": "midjourney-v7", "prompt": "a portrait of the same knight", "image_url": reference,
         "provider_options": {"draft": True, "omni_weight": 300},
-    })
+    }, headers={"Prefer": ""})  # no preference: the model's own bound
     assert r.status_code == 200, r.text
+    assert r.json()["status"] == "pending"  # Midjourney answers pending first, as the v2 API's docs say
     done = await wait_finished(http, r.json()["id"])
     assert done["status"] == "completed" and done["model_slug"] == "midjourney-v7", done
     [sent] = [t for t in Control(midjourney.url).get("/_emulator/midjourney/tasks")["tasks"] if t["body"].get("state") == done["id"]]

@@ -395,3 +395,22 @@ def test_an_edit_with_more_images_than_a_route_takes_goes_only_to_the_routes_tak
     with pytest.raises(GatewayError) as exc:
         request_routes(entry, three, without_bfl.routes(without_bfl.get("flux-kontext-pro")))
     assert exc.value.param == "image" and "only through bfl" in exc.value.message
+
+
+def test_the_v2_submit_waits_twice_the_eta_at_most_a_minute_and_midjourney_never(catalog: Catalog) -> None:
+    waits = {m: catalog.get(m).default_sync_wait for m in ("pixelmesh-sketch", "dall-e-3", "midjourney-v6")}
+    assert waits == {"pixelmesh-sketch": 4, "dall-e-3": 30, "midjourney-v6": 0}
+    assert Catalog.load({"openai"}).get("gpt-image-2").default_sync_wait == 60  # 2 x 40 s, cut to 60
+    generation = admit(
+        catalog.get("dall-e-3"),
+        "openai",
+        params(model="dall-e-3"),
+        account_id="a",
+        api_key_id="k",
+        retention_class="days-7",
+        cost=gen.Cost(),
+        size="1024x1024",
+        quality="standard",
+        n=1,
+    )
+    assert generation.sync_wait_seconds == 30

@@ -14,16 +14,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from edge.deps import auth, core_dep, idempotency_key, mesh_dep, parse_json
+from edge.deps import auth, core_dep, idempotency_key, mesh_dep, parse_json, settings_dep
 from edge.errors import openai_error
 from edge.generations import Generations
 from edge.mesh import Caller, Mesh
 from edge.schemas import GenerateBody
+from edge.settings import EdgeSettings
 from lifecycle import is_terminal
 from pixelmesh.common.v1 import generation_pb2 as gen
 from presenters import v2
 from presenters.generation import STATE_NAMES, TERMINAL_NAMES, state_name
-from svckit.errors import ErrorCode, GatewayError
+from svckit.errors import ErrorCode, GatewayError, invalid
 
 router = APIRouter()
 
@@ -37,11 +38,47 @@ async def present(core: Generations, generation: gen.Generation) -> dict:
     return v2.v2_generation(generation, await core.image_urls(generation))
 
 
+def preferred_wait(prefer: str | None, most: int) -> tuple[int | None, str]:
+    """The client's wait for the end (None: it states none, the model's bound holds) and the
+    Preference-Applied header's value: RFC 7240 `Prefer`, read as Replicate reads it.
+    `respond-async` never waits, `wait=N` waits up to N seconds (at most `most`), a bare
+    `wait` the most. A `wait` that is no whole number of seconds is a 400 naming Prefer."""
+    for preference in (prefer or "").split(","):
+        token, _, value = preference.partition(";")[0].strip().partition("=")
+        token, value = token.strip().lower(), value.strip().strip('"')
+        if token == "respond-async":
+            return 0, "respond-async"
+        if token == "wait":
+            if not value:
+                return most, f"wait={most}"
+            if not value.isdigit():
+                raise invalid(f"Prefer: wait must be a whole number of seconds; got {value[:20]!r}.", "Prefer")
+            seconds = min(int(value), most)
+            return seconds, f"wait={seconds}"
+    return None, ""
+
+
 @router.post("/api/v2/generate")
-async def v2_submit(request: Request, who: Caller = auth, core: Generations = core_dep) -> JSONResponse:
+async def v2_submit(
+    request: Request, who: Caller = auth, core: Generations = core_dep, settings: EdgeSettings = settings_dep
+) -> JSONResponse:
+    """Submit, then wait a while for the end (the model's bound, or the client's `Prefer`):
+    `completed` with the result when it came in time, else `pending` with its ETA."""
+    most = settings.edge_v2_max_wait_seconds
+    asked, applied = preferred_wait(request.headers.get("prefer"), most)
     params = (await parse_json(request, GenerateBody)).to_params(default_format="webp")
     submitted = await core.submit(who, params, idempotency_key=idempotency_key(request))
-    return JSONResponse(await present(core, submitted.generation))
+    generation = submitted.generation
+    wait = asked if asked is not None else min(generation.sync_wait_seconds, most)
+    if wait > 0 and not is_terminal(generation):
+        try:
+            generation = await core.wait(who, generation.id, wait)
+        except GatewayError as err:
+            if err.code is not ErrorCode.TIMEOUT:
+                raise
+            generation = await core.get(who, generation.id)
+    headers = {"Preference-Applied": applied} if applied else None
+    return JSONResponse(await present(core, generation), headers=headers)
 
 
 @router.get("/api/v2/generate/{generation_id}")

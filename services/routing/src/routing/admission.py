@@ -302,6 +302,7 @@ def admit(
         cost=cost,
         retention_class=retention_class,
         eta_seconds=entry.eta_seconds,
+        sync_wait_seconds=entry.default_sync_wait,
         create_time=now,
         update_time=now,
     )

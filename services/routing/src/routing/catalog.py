@@ -29,6 +29,8 @@ ASPECT_PIXELS = {
     "3:4": (768, 1024),
     "21:9": (1344, 576),
 }
+# The longest POST /api/v2/generate waits for a result (Replicate's `Prefer: wait` bound too).
+MAX_SYNC_WAIT_SECONDS = 60
 KNOWN_PARAMETERS = {
     "negative_prompt",
     "seed",
@@ -241,6 +243,10 @@ class ModelEntry(BaseModel):
     # (Midjourney's imagine `base64Array`); 0: a generation takes none.
     image_prompts: int = Field(default=0, ge=0, le=5)
     eta_seconds: int = Field(ge=0)
+    # How long POST /api/v2/generate waits for the result by default (Generation.sync_wait_seconds);
+    # None: twice the ETA, at most MAX_SYNC_WAIT_SECONDS. 0 answers pending at once (Midjourney,
+    # as the v2 API's docs say).
+    sync_wait_seconds: int | None = Field(default=None, ge=0, le=MAX_SYNC_WAIT_SECONDS)
     created: int = 1767225600  # 2026-01-01, when the catalog entry was added
 
     @model_validator(mode="after")
@@ -274,6 +280,12 @@ class ModelEntry(BaseModel):
             if set(option.providers) - set(self.providers):
                 raise ValueError(f"{self.id}: provider option {name!r} names providers the model has not")
         return self
+
+    @property
+    def default_sync_wait(self) -> int:
+        if self.sync_wait_seconds is not None:
+            return self.sync_wait_seconds
+        return min(2 * self.eta_seconds, MAX_SYNC_WAIT_SECONDS)
 
     @property
     def quality_default(self) -> str:

@@ -599,6 +599,7 @@ class Generation(_message.Message):
     COST_FIELD_NUMBER: _builtins.int
     RETENTION_CLASS_FIELD_NUMBER: _builtins.int
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    SYNC_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
@@ -628,6 +629,10 @@ class Generation(_message.Message):
     quality: _builtins.str
     retention_class: _builtins.str
     eta_seconds: _builtins.int
+    sync_wait_seconds: _builtins.int
+    """How long POST /api/v2/generate waits for the end before answering pending, unless the
+    client's `Prefer` header says otherwise (routing, from the catalog; 0: never).
+    """
     @_builtins.property
     def params(self) -> Global___GenerationParams: ...
     @_builtins.property
@@ -687,6 +692,7 @@ class Generation(_message.Message):
         cost: Global___Cost | None = ...,
         retention_class: _builtins.str = ...,
         eta_seconds: _builtins.int = ...,
+        sync_wait_seconds: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
@@ -700,7 +706,7 @@ class Generation(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "params", b"params", "start_time", b"start_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "seed", b"seed", "start_time", b"start_time", "state", b"state", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempt", b"attempt", "attempts", b"attempts", "buttons", b"buttons", "cost", b"cost", "create_time", b"create_time", "descriptions", b"descriptions", "end_time", b"end_time", "error", b"error", "eta_seconds", b"eta_seconds", "height", b"height", "id", b"id", "images", b"images", "model", b"model", "output_format", b"output_format", "params", b"params", "partial_images", b"partial_images", "progress_percent", b"progress_percent", "provider", b"provider", "quality", b"quality", "retention_class", b"retention_class", "seed", b"seed", "start_time", b"start_time", "state", b"state", "sync_wait_seconds", b"sync_wait_seconds", "update_time", b"update_time", "usage", b"usage", "version", b"version", "webhook_deliveries", b"webhook_deliveries", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
