@@ -24,7 +24,10 @@ def admin(mesh):  # noqa: ANN001, ANN201
 
 
 def client(edge_url: str, secret: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {secret}"}, timeout=120)
+    """Submits answered at once (`Prefer: respond-async`): these tests look at what is held
+    while a job runs."""
+    headers = {"Authorization": f"Bearer {secret}", "Prefer": "respond-async"}
+    return httpx.AsyncClient(base_url=edge_url, headers=headers, timeout=120)
 
 
 async def test_fifty_concurrent_requests_against_a_balance_of_ten_images(edge_url, admin) -> None:  # noqa: ANN001

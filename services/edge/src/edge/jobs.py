@@ -7,6 +7,7 @@ presenters.v2's generation object, the errors the gateway's `{"error": {...}}` o
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -73,10 +74,11 @@ async def v2_submit(
     if wait > 0 and not is_terminal(generation):
         try:
             generation = await core.wait(who, generation.id, wait)
-        except GatewayError as err:
-            if err.code is not ErrorCode.TIMEOUT:
-                raise
-            generation = await core.get(who, generation.id)
+        except GatewayError:
+            # Not ended in time, or status unreachable: the job stands, so it is answered
+            # as last known (pending, to poll), never as an error that would lose its id.
+            with contextlib.suppress(GatewayError):
+                generation = await core.get(who, generation.id)
     headers = {"Preference-Applied": applied} if applied else None
     return JSONResponse(await present(core, generation), headers=headers)
 
