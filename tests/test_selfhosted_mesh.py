@@ -99,7 +99,7 @@ async def test_mesh_generates_through_the_api(mesh, pools, comfy, http) -> None:
 async def test_mesh_a_failure_is_refunded(mesh, pools, comfy, a1111, edge_url) -> None:
     admin = admin_client(mesh)
     key = funded_key(admin, "pro", tokens=10)
-    async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {key.secret}"}) as client:
+    async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {key.secret}"}, timeout=120) as client:
         r = await client.post("/api/v2/generate", json={"model": MODEL, "prompt": "upstream-error"})
         assert r.status_code == 200, r.text
         done = await wait_finished(client, r.json()["id"], timeout=120)
@@ -197,7 +197,7 @@ async def test_mesh_a_down_server_falls_back_to_the_other_pool(pools, vllm, comf
 async def test_mesh_a_failure_on_both_pools_is_refunded(mesh, pools, vllm, comfy, edge_url) -> None:
     admin = admin_client(mesh)
     key = funded_key(admin, "pro", tokens=10)
-    async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {key.secret}"}) as client:
+    async with httpx.AsyncClient(base_url=edge_url, headers={"Authorization": f"Bearer {key.secret}"}, timeout=120) as client:
         r = await client.post("/api/v2/generate", json={"model": FLUX, "prompt": "upstream-error", "n": 2})
         assert r.status_code == 200, r.text
         done = await wait_finished(client, r.json()["id"], timeout=180)
