@@ -16,6 +16,22 @@ def params(**kw) -> gen.GenerationParams:
     return gen.GenerationParams(**kw)
 
 
+def admitted(entry, provider: str, p: gen.GenerationParams, *, size: str, quality: str) -> gen.Generation:  # noqa: ANN001
+    """The generation admit() makes of one image for a test account and key."""
+    return admit(
+        entry,
+        provider,
+        p,
+        account_id="a",
+        api_key_id="k",
+        retention_class="days-7",
+        cost=gen.Cost(),
+        size=size,
+        quality=quality,
+        n=1,
+    )
+
+
 def rejected(catalog: Catalog, model: str, **kw) -> GatewayError:
     with pytest.raises(GatewayError) as exc:
         validate(catalog.get(model), params(model=model, **kw))
@@ -154,18 +170,7 @@ def test_admit_builds_the_queued_state(catalog: Catalog) -> None:
 
 def test_seed_is_kept_when_given(catalog: Catalog) -> None:
     entry = catalog.get("pixelmesh-sketch")
-    g = admit(
-        entry,
-        "local",
-        params(seed=42),
-        account_id="a",
-        api_key_id="k",
-        retention_class="days-7",
-        cost=gen.Cost(),
-        size="auto",
-        quality="auto",
-        n=1,
-    )
+    g = admitted(entry, "local", params(seed=42), size="auto", quality="auto")
     assert g.seed == 42 and (g.width, g.height) == (1024, 1024)
 
 
@@ -401,16 +406,7 @@ def test_the_v2_submit_waits_twice_the_eta_at_most_a_minute_and_midjourney_never
     waits = {m: catalog.get(m).default_sync_wait for m in ("pixelmesh-sketch", "dall-e-3", "midjourney-v6")}
     assert waits == {"pixelmesh-sketch": 4, "dall-e-3": 30, "midjourney-v6": 0}
     assert Catalog.load({"openai"}).get("gpt-image-2").default_sync_wait == 60  # 2 x 40 s, cut to 60
-    generation = admit(
-        catalog.get("dall-e-3"),
-        "openai",
-        params(model="dall-e-3"),
-        account_id="a",
-        api_key_id="k",
-        retention_class="days-7",
-        cost=gen.Cost(),
-        size="1024x1024",
-        quality="standard",
-        n=1,
+    generation = admitted(
+        catalog.get("dall-e-3"), "openai", params(model="dall-e-3"), size="1024x1024", quality="standard"
     )
     assert generation.sync_wait_seconds == 30
